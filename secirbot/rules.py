@@ -1,0 +1,147 @@
+"""Policy from `rules.yaml`: who may ask, who may approve, how replies are authenticated, the timings.
+
+Pinned keys: `pilot: {enabled, cctlds}`, `approvers: {roles}`, `authentication: {authserv_id, require}`.
+Every key is documented in the shipped `rules.yaml`. Loading reuses the config loader, so errors name the
+file, the line and the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from .config import ConfigError, YamlSource, build_section, read_yaml
+
+ROLES = ("administrative", "technical")
+
+
+@dataclass(frozen=True)
+class PilotRules:
+    enabled: bool = True
+    cctlds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ApproverRules:
+    roles: tuple[str, ...] = ROLES
+    ask_first: tuple[str, ...] = ROLES
+
+
+@dataclass(frozen=True)
+class AuthenticationRules:
+    authserv_id: str | None = None
+    require: Literal["none", "dmarc", "dkim"] = "none"
+
+
+@dataclass(frozen=True)
+class RequestRules:
+    seats_per_cctld: int = 3
+    max_per_cctld_per_hour: int = 3
+    max_per_hour: int = 20
+    expire_after: timedelta = timedelta(days=14)
+    claim_max_chars: int = 600
+    replies_per_sender_per_day: int = 1
+
+
+@dataclass(frozen=True)
+class DecisionRules:
+    tell_requester_deny_reason: bool = False
+
+
+@dataclass(frozen=True)
+class ReminderRules:
+    first_after: timedelta = timedelta(days=3)
+    every: timedelta = timedelta(days=3)
+    max: int = 2
+
+
+@dataclass(frozen=True)
+class EscalationRules:
+    after: timedelta = timedelta(days=7)
+    on_bounce: bool = True
+    on_auto_reply: bool = True
+
+
+@dataclass(frozen=True)
+class LookupRules:
+    retry_every: timedelta = timedelta(hours=1)
+    tell_secretariat_after: timedelta = timedelta(days=1)
+    recheck_every: timedelta = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class DigestRules:
+    enabled: bool = True
+    day_of_week: Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"] = "mon"
+    hour: int = 8
+
+
+@dataclass(frozen=True)
+class OutboxRules:
+    retry_first: timedelta = timedelta(minutes=1)
+    retry_max: timedelta = timedelta(hours=1)
+    give_up_after: timedelta = timedelta(days=3)
+
+
+@dataclass(frozen=True)
+class MailmanRules:
+    reject_unvetted: bool = False
+    check_pending_every: timedelta = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class Rules:
+    pilot: PilotRules = field(default_factory=PilotRules)
+    approvers: ApproverRules = field(default_factory=ApproverRules)
+    authentication: AuthenticationRules = field(default_factory=AuthenticationRules)
+    requests: RequestRules = field(default_factory=RequestRules)
+    decisions: DecisionRules = field(default_factory=DecisionRules)
+    reminders: ReminderRules = field(default_factory=ReminderRules)
+    escalation: EscalationRules = field(default_factory=EscalationRules)
+    lookups: LookupRules = field(default_factory=LookupRules)
+    digest: DigestRules = field(default_factory=DigestRules)
+    outbox: OutboxRules = field(default_factory=OutboxRules)
+    mailman: MailmanRules = field(default_factory=MailmanRules)
+
+
+def load_rules(path: Path) -> Rules:
+    """Read and validate rules.yaml. Raises ConfigError naming file, line and key."""
+    source = read_yaml(path)
+    problems: list[str] = []
+    rules = build_section(Rules, source.data, (), source, path.parent, problems)
+    if not problems:
+        problems = _check(rules, source)
+    if problems:
+        raise ConfigError(problems)
+    return rules
+
+
+def _check(rules: Rules, source: YamlSource) -> list[str]:
+    problems = []
+
+    def need(cond: bool, key: tuple[str, ...], message: str) -> None:
+        if not cond:
+            problems.append(f"{source.where(key)}: {'.'.join(key)}: {message}")
+
+    for key, roles in ((("approvers", "roles"), rules.approvers.roles),
+                       (("approvers", "ask_first"), rules.approvers.ask_first)):
+        unknown = [r for r in roles if r not in ROLES]
+        need(not unknown, key, f"unknown role(s) {', '.join(unknown)} (IANA roles: {', '.join(ROLES)})")
+    need(bool(rules.approvers.roles), ("approvers", "roles"), "at least one role must be allowed to approve")
+    need(set(rules.approvers.ask_first) <= set(rules.approvers.roles), ("approvers", "ask_first"),
+         "may only name roles that are in approvers.roles")
+    need(bool(rules.approvers.ask_first), ("approvers", "ask_first"), "at least one role must be asked")
+    if rules.authentication.require != "none" or rules.authentication.authserv_id is not None:
+        need(bool(rules.authentication.authserv_id), ("authentication", "authserv_id"),
+             "required when authentication.require is dmarc or dkim")
+    need(rules.requests.seats_per_cctld >= 1, ("requests", "seats_per_cctld"), "must be at least 1")
+    need(rules.requests.expire_after > timedelta(0), ("requests", "expire_after"), "must be positive")
+    need(0 <= rules.digest.hour <= 23, ("digest", "hour"), "must be 0-23")
+    need(rules.outbox.retry_first <= rules.outbox.retry_max, ("outbox", "retry_first"),
+         "must not be longer than outbox.retry_max")
+    if rules.pilot.enabled:
+        need(bool(rules.pilot.cctlds), ("pilot", "cctlds"),
+             "the pilot is enabled but invites no ccTLD: every request would be refused")
+    return problems
