@@ -12,31 +12,8 @@ import pytest
 
 from secirbot.config import Config, DnsConfig, IanaConfig
 from secirbot.iana.resolver import IanaResolver
+from secirbot.sandbox.iana_servers import DnsServer, RdapServer, WhoisServer
 from secirbot.store import Store
-from tests.iana.helpers import DATA, RDAP_FILES, WHOIS_FILES, whois_bytes
-from tests.rigs.iana_servers import DnsServer, RdapServer, WhoisServer
-
-# The servers live for the whole session (starting and stopping them per test cost more than the tests);
-# each test gets them reset: counts at zero, no modes, no delays.
-
-@pytest.fixture(scope="session")
-def _whois_server() -> Iterator[WhoisServer]:
-    with WhoisServer({tld: whois_bytes(name) for tld, name in WHOIS_FILES.items()}) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def _rdap_server() -> Iterator[RdapServer]:
-    answers = {tld: (DATA / "rdap" / name).read_bytes() for tld, name in RDAP_FILES.items()}
-    with RdapServer(answers) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def _dns_server() -> Iterator[DnsServer]:
-    # Every TLD the whois server knows is "in the root", except two to show a False signal.
-    with DnsServer(delegated=set(WHOIS_FILES) - {"eh", "va"}) as server:
-        yield server
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The root NS sanity check, over a real UDP DNS server on loopback (tests/rigs/iana_servers.DnsServer)."""
+"""The root NS sanity check, over a real UDP DNS server on loopback (secirbot.sandbox.iana_servers.DnsServer)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 from secirbot.config import DnsConfig
 from secirbot.iana.delegation import is_delegated
-from tests.rigs.iana_servers import DnsServer, free_port
+from secirbot.sandbox.iana_servers import DnsServer, free_port
 
 
 def dns(server_port: int, **kw: object) -> DnsConfig:

@@ -11,8 +11,8 @@ import pytest
 from secirbot.config import Config, load_config
 from secirbot.iana.lookup_cmd import EXIT_CANNOT_RESOLVE, EXIT_NOT_CCTLD, EXIT_OK, EXIT_USAGE, lookup_command
 from secirbot.iana.names import TldName, parse_tld
+from secirbot.sandbox.iana_servers import DnsServer, RdapServer, WhoisServer
 from secirbot.store import Store, from_iso
-from tests.rigs.iana_servers import DnsServer, RdapServer, WhoisServer
 
 
 def run(config: Config, store: Store, *names: str, all_: bool = False, as_json: bool = False,

@@ -12,9 +12,9 @@ import pytest
 from secirbot.config import Config, DnsConfig, IanaConfig
 from secirbot.iana.names import TldName, normalize_tld, parse_tld
 from secirbot.iana.resolver import IanaResolver, load_problem, load_snapshot
+from secirbot.sandbox.iana_servers import DnsServer, RdapServer, WhoisServer, free_port
 from secirbot.store import Store
 from tests.iana.helpers import whois_text
-from tests.rigs.iana_servers import DnsServer, RdapServer, WhoisServer, free_port
 
 NL = TldName("nl", "nl")
 RF = TldName("xn--p1ai", "рф")

@@ -1,4 +1,4 @@
-"""Proof that the test rigs behave like the real servers they stand for (tests/rigs)."""
+"""Proof that the test rigs behave like the real servers they stand for (secirbot/sandbox)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import time
 import imapclient
 import pytest
 
-from tests.rigs.dovecot import Dovecot, MailUser, PoolExhausted, _group_alive
-from tests.rigs.ports import free_port, free_ports
-from tests.rigs.smtp_sink import SmtpSink
+from secirbot.sandbox.dovecot import Dovecot, MailUser, PoolExhausted, _group_alive
+from secirbot.sandbox.ports import free_port, free_ports
+from secirbot.sandbox.smtp_sink import SmtpSink
 
 
 def raw_mail(subject: str, body: str = "hello") -> bytes:

@@ -10,7 +10,7 @@
   NXDOMAIN for every other name, and a `drop` switch to simulate an unreachable resolver.
 Each binds port 0 itself, has `reset()` for reuse across tests, and is a context manager
 (`with WhoisServer(answers) as s: s.endpoint`);
-`free_port` (from tests.rigs.ports) gives a closed port for 'connection refused' tests.
+`free_port` (from secirbot.sandbox.ports) gives a closed port for 'connection refused' tests.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 
-from tests.rigs.ports import free_port
+from secirbot.sandbox.ports import free_port
 
 __all__ = ["DnsServer", "RdapServer", "WhoisServer", "free_port"]
 

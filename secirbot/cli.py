@@ -1,0 +1,352 @@
+"""The commands the Secretariat types: run, check, lookup, requests, show, approve, deny, and more.
+
+Exit status: 0 ok, 1 failed at run time, 2 bad configuration or usage, 3 not a ccTLD, 4 IANA cannot answer
+now. Errors are one clear line on stderr; secrets never appear in any output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from .config import Config, ConfigError, find_config_file, load_config
+from .rules import Rules, load_rules
+from .store import Store, StoreError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="secirbot", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", metavar="FILE", help="configuration file (default: $SECIRBOT_CONFIG or "
+                        "./secirbot.yaml; without one, embedded defaults and a local sandbox mailbox)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the bot until SIGTERM/SIGINT")
+    p.add_argument("--once", action="store_true", help="process what waits, deliver the outbox, exit")
+
+    p = sub.add_parser("check", help="validate the configuration, rules.yaml and templates")
+    p.add_argument("--connect", action="store_true", help="also log in to IMAP and SMTP")
+    p.add_argument("--health", action="store_true", help="container health check of a running bot")
+
+    p = sub.add_parser("lookup", help="the IANA contacts of a ccTLD")
+    p.add_argument("names", nargs="*", metavar="CCTLD")
+    p.add_argument("--all", action="store_true", help="refresh every ccTLD (politely: 1 query a second)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("requests", help="list requests")
+    p.add_argument("--state", help="only this state: resolving, pending, approved, denied, expired")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("show", help="one request with its whole timeline")
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("approve", help="approve a request as the Secretariat")
+    p.add_argument("id", type=int)
+    p.add_argument("--reason", default="")
+
+    p = sub.add_parser("deny", help="deny a request as the Secretariat")
+    p.add_argument("id", type=int)
+    p.add_argument("--reason", required=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_format, args.verbose)
+    handler = COMMANDS[args.command]
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print("configuration error:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        item = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
+                "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            item["exception"] = self.formatException(record.exc_info)
+        return json.dumps(item, ensure_ascii=False)
+
+
+def setup_logging(fmt: str, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("imapclient", "urllib3", "apscheduler", "mailparser"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load(args: argparse.Namespace) -> tuple[Config, Rules]:
+    config = load_config(find_config_file(args.config))
+    return config, load_rules(config.rules)
+
+
+# --- run -----------------------------------------------------------------------------------------
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .bot import build
+    from .daemon import Daemon, InstanceLock, InstanceLocked
+    from .mailbox import MailboxError
+
+    config, rules = load(args)
+    for warning in config.warnings():
+        logging.getLogger("secirbot").warning("%s", warning)
+    sandbox = None
+    if config.sandbox:
+        from .sandbox import Sandbox
+
+        sandbox = Sandbox.start(config)
+        config = sandbox.config
+        print(sandbox.describe(), file=sys.stderr)
+    try:
+        lock = InstanceLock.acquire(config)
+    except InstanceLocked as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if sandbox:
+            sandbox.stop()
+        return EXIT_FAILED
+    try:
+        bot = build(config, rules)
+        daemon = Daemon(bot)
+        if args.once:
+            try:
+                report = daemon.run_once()
+            except MailboxError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return EXIT_FAILED
+            print(f"processed {report.processed} message(s), {report.failed} quarantined; "
+                  f"{bot.outbox.pending_count()} mail(s) still queued", file=sys.stderr)
+            return EXIT_OK
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: daemon.stop())
+        daemon.run()
+        return EXIT_OK
+    finally:
+        lock.release()
+        if sandbox:
+            sandbox.stop()
+
+
+# --- check ---------------------------------------------------------------------------------------
+
+def cmd_check(args: argparse.Namespace) -> int:
+    if args.health:
+        from .health import health_check
+
+        return health_check(load_config(find_config_file(args.config)), sys.stdout)
+    config, rules = load(args)
+    problems = [*check_rules_names(rules), *check_templates(config)]
+    for warning in config.warnings():
+        print(f"warning: {warning}")
+    if problems:
+        print("configuration error:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    where = config.source or "embedded defaults"
+    print(f"ok: {where}, {config.rules}, {config.templates}")
+    if config.sandbox:
+        print("note: no imap.host configured: `secirbot run` starts a local sandbox mailbox")
+    if args.connect:
+        return check_connect(config, sys.stdout)
+    return EXIT_OK
+
+
+def check_rules_names(rules: Rules) -> list[str]:
+    from .iana.names import NotACcTLD, normalize_tld
+
+    problems = []
+    for name in rules.pilot.cctlds:
+        try:
+            normalize_tld(name)
+        except NotACcTLD as exc:
+            problems.append(f"rules.yaml: pilot.cctlds: {name!r}: {exc}")
+    return problems
+
+
+def check_templates(config: Config) -> list[str]:
+    from .compose import Templates
+    from .samples import sample_contexts
+
+    templates = Templates(config.templates)
+    if not config.templates.is_dir():
+        return [f"templates: folder not found: {config.templates}"]
+    contexts = sample_contexts(config)
+    missing = [f"templates: {name} is missing in {config.templates}" for name in contexts
+               if name not in templates.names()]
+    return missing + templates.check({n: c for n, c in contexts.items() if n in templates.names()})
+
+
+def check_connect(config: Config, out: TextIO) -> int:
+    from .mailbox import Mailbox, MailboxError
+    from .outbox import SmtpError, open_smtp
+
+    if config.sandbox:
+        print("connect: no imap.host configured (sandbox mode): nothing to connect to", file=out)
+        return EXIT_OK
+    status = EXIT_OK
+    mailbox = Mailbox(config.imap)
+    try:
+        mailbox.connect()
+        print(f"imap: ok, logged in to {config.imap.host}:{config.imap.port} as {config.imap.username}, "
+              f"folder {config.imap.folder} ({'IDLE' if mailbox.can_idle else 'no IDLE: polling'})", file=out)
+    except MailboxError as exc:
+        print(f"imap: FAILED: {exc}", file=out)
+        status = EXIT_FAILED
+    finally:
+        mailbox.close()
+    try:
+        session = open_smtp(config.smtp)
+        session.quit()
+        print(f"smtp: ok, {config.smtp.host}:{config.smtp.port} ({config.smtp.security})", file=out)
+    except SmtpError as exc:
+        print(f"smtp: FAILED: {exc}", file=out)
+        status = EXIT_FAILED
+    return status
+
+
+# --- lookup --------------------------------------------------------------------------------------
+
+def cmd_lookup(args: argparse.Namespace) -> int:
+    from .iana.lookup_cmd import lookup_command
+
+    config = load_config(find_config_file(args.config))
+    if not args.names and not args.all:
+        print("error: name a ccTLD (secirbot lookup nl) or use --all", file=sys.stderr)
+        return EXIT_CONFIG
+    store = Store(config.store.path)
+    return lookup_command(config, store, args.names, args.all, args.json)
+
+
+# --- requests, show, approve, deny -----------------------------------------------------------------
+
+def open_store(config: Config) -> Store:
+    return Store(config.store.path)
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    from .reports import list_requests
+
+    config = load_config(find_config_file(args.config))
+    rows = list_requests(open_store(config), args.state)
+    if args.json:
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return EXIT_OK
+    if not rows:
+        print("no requests" + (f" in state {args.state}" if args.state else ""))
+        return EXIT_OK
+    print(f"{'ID':>5}  {'STATE':<9} {'CCTLD':<14} {'REQUESTER':<36} {'CREATED':<20} DECIDED BY")
+    for row in rows:
+        print(f"{row['id']:>5}  {row['state']:<9} {row['cctld_display']:<14} {row['requester']:<36} "
+              f"{row['created_at']:<20} {row['decided_by'] or ''}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .reports import render_timeline, show_request
+
+    config = load_config(find_config_file(args.config))
+    data = show_request(open_store(config), args.id)
+    if data is None:
+        print(f"error: no request {args.id}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.json:
+        json.dump(data, sys.stdout, ensure_ascii=False, indent=2, default=str)
+        print()
+    else:
+        print(render_timeline(data))
+    return EXIT_OK
+
+
+def cli_actor() -> str:
+    user = os.environ.get("SUDO_USER") or os.environ.get("USER")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+    return f"cli:{user}"
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from .bot import build
+    from .replies import Verdict
+    from .workflow import DECIDED_STATES, decide, get_request
+
+    config, rules = load(args)
+    bot = build(config, rules)
+    verdict = Verdict.APPROVE if args.command == "approve" else Verdict.DENY
+    actor = cli_actor()
+    with bot.store.transaction():
+        try:
+            request = get_request(bot, args.id)
+        except KeyError:
+            print(f"error: no request {args.id}", file=sys.stderr)
+            return EXIT_FAILED
+        if request["state"] in DECIDED_STATES:
+            print(f"error: request {args.id} was already decided: {request['decision']} by "
+                  f"{request['decided_by']} at {request['decided_at']}", file=sys.stderr)
+            return EXIT_FAILED
+        if request["state"] not in ("pending", "resolving"):
+            print(f"error: request {args.id} is {request['state']}; only open requests can be decided",
+                  file=sys.stderr)
+            return EXIT_FAILED
+        decide(bot, request, verdict, decided_by=actor, via="cli", reason=args.reason, approver_id=None,
+               message_row=None, checks={"operator": actor}, rule="secretariat-cli", actor=actor)
+    print(f"request {args.id}: {verdict.value} recorded by {actor}")
+    deliver_if_idle(bot, config)
+    return EXIT_OK
+
+
+def deliver_if_idle(bot: Any, config: Config) -> None:
+    """Send the queued notices now unless a running bot holds the lock (it will send them itself)."""
+    from .daemon import InstanceLock, InstanceLocked
+
+    try:
+        lock = InstanceLock.acquire(config)
+    except InstanceLocked:
+        print("the running bot will send the notices", file=sys.stderr)
+        return
+    try:
+        if not config.sandbox:
+            report = bot.outbox.deliver()
+            print(f"notices: {report.sent} sent, {report.deferred} deferred, {report.failed} failed",
+                  file=sys.stderr)
+    finally:
+        lock.release()
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "check": cmd_check,
+    "lookup": cmd_lookup,
+    "requests": cmd_requests,
+    "show": cmd_show,
+    "approve": cmd_decide,
+    "deny": cmd_decide,
+}
+

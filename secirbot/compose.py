@@ -1,0 +1,131 @@
+"""Composing outgoing mail: jinja2 templates from `templates/` rendered into a finished RFC 5322 message.
+
+A template file starts with a `Subject:` line and a blank line; the rest is the body. Templates get an
+explicit context dict (StrictUndefined: a missing value is an error, not an empty string). Every message
+carries a Message-ID fixed here, so that a re-send after a crash is byte-for-byte the same mail, and the
+headers that keep auto-responders quiet and let us recognise our own mail coming back.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import email.utils
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+
+LOOP_HEADER = "X-Secirbot-Loop"
+POLICY = email.policy.SMTP.clone(max_line_length=78)
+
+
+class TemplateError(Exception):
+    """A template is missing, malformed, or uses a value the caller did not give."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    subject: str
+    body: str
+
+
+class Templates:
+    """The jinja2 environment over the templates folder."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(folder), encoding="utf-8"),
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,  # plain-text mail; nothing here is ever rendered as HTML
+            keep_trailing_newline=True,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters["quote_unverified"] = quote_unverified
+
+    def names(self) -> list[str]:
+        return sorted(self.env.list_templates(filter_func=lambda n: n.endswith(".txt")))
+
+    def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
+        try:
+            text = self.env.get_template(name).render(dict(context))
+        except jinja2.TemplateNotFound as exc:
+            raise TemplateError(f"template {name} not found in {self.folder}") from exc
+        except jinja2.UndefinedError as exc:
+            raise TemplateError(f"template {name}: {exc.message}") from exc
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"template {name}:{exc.lineno}: {exc.message}") from exc
+        head, sep, body = text.partition("\n\n")
+        if not sep or not head.startswith("Subject:") or "\n" in head:
+            raise TemplateError(f"template {name} must start with one 'Subject:' line and a blank line")
+        subject = " ".join(head[len("Subject:"):].split())
+        return Rendered(subject=subject, body=body.rstrip() + "\n")
+
+    def check(self, context_for: Mapping[str, Mapping[str, Any]]) -> list[str]:
+        """Render every named template with a sample context; return the problems found."""
+        problems = []
+        for name, context in context_for.items():
+            try:
+                self.render(name, context)
+            except TemplateError as exc:
+                problems.append(str(exc))
+        return problems
+
+
+def quote_unverified(text: str, width: int = 600) -> str:
+    """A requester's own words, cut to `width`, every line prefixed so it cannot pass for ours."""
+    clean = "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
+    if len(clean) > width:
+        clean = clean[:width].rstrip() + " [...]"
+    lines = clean.strip().splitlines() or ["(nothing)"]
+    return "\n".join("  | " + line.rstrip() for line in lines)
+
+
+def new_message_id(domain: str) -> str:
+    return email.utils.make_msgid(idstring=secrets.token_hex(8), domain=domain)
+
+
+def compose(
+    rendered: Rendered,
+    *,
+    sender: str,
+    sender_name: str,
+    to: Sequence[str],
+    cc: Sequence[str] = (),
+    reply_to: str | None = None,
+    in_reply_to: str | None = None,
+    when: datetime,
+    auto: Literal["auto-generated", "auto-replied"] = "auto-generated",
+    extra_headers: Mapping[str, str] | None = None,
+) -> EmailMessage:
+    """A finished message with a fresh Message-ID, ready to be stored and sent as is."""
+    domain = sender.rsplit("@", 1)[1]
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = Address(display_name=sender_name, addr_spec=sender) if sender_name else sender
+    msg["To"] = ", ".join(to)
+    if cc:
+        msg["Cc"] = ", ".join(cc)
+    if reply_to:
+        msg["Reply-To"] = reply_to
+    msg["Subject"] = rendered.subject
+    msg["Date"] = email.utils.format_datetime(when)
+    msg["Message-ID"] = new_message_id(domain)
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+        msg["References"] = in_reply_to
+    # RFC 3834: tell other robots not to answer; OOF/AutoReply keeps Exchange quiet without also
+    # suppressing the non-delivery reports that tell us an IANA contact address is dead.
+    msg["Auto-Submitted"] = auto
+    msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
+    msg[LOOP_HEADER] = sender
+    for name, value in (extra_headers or {}).items():
+        msg[name] = value
+    msg.set_content(rendered.body, charset="utf-8")
+    return msg

@@ -1,0 +1,224 @@
+"""The loop: drain the mailbox, deliver the outbox, wait for news (IDLE or polling), never die of the network.
+
+This is the one place that catches everything. A message is processed and committed before it is
+filed; the outbox is delivered after every batch, so a request is answered as soon as it is read. A
+lost connection is retried with exponential backoff and jitter. SIGTERM/SIGINT finish the current
+message, flush the outbox and return.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+import random
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .bot import Bot
+from .config import Config
+from .mailbox import Mailbox, MailboxError
+from .pipeline import FOLDER_FAILED, Origin, process
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DrainReport:
+    processed: int = 0
+    failed: int = 0
+
+
+class Daemon:
+    def __init__(self, bot: Bot, mailbox_factory: Callable[[], Mailbox] | None = None):
+        self.bot = bot
+        self.mailbox_factory = mailbox_factory or (lambda: Mailbox(bot.config.imap))
+        self.stopping = threading.Event()
+        # Message processing and scheduled jobs both write the store and queue mail: one at a time.
+        self.work = threading.Lock()
+        self.mailbox: Mailbox | None = None
+
+    # --- one pass -------------------------------------------------------------------------------
+
+    def connect(self) -> Mailbox:
+        mailbox = self.mailbox_factory()
+        mailbox.connect()
+        self._check_uidvalidity(mailbox)
+        self.mailbox = mailbox
+        return mailbox
+
+    def _check_uidvalidity(self, mailbox: Mailbox) -> None:
+        store, folder, now = self.bot.store, self.bot.config.imap.folder, self.bot.now()
+        row = store.one("SELECT uidvalidity FROM folder_state WHERE folder = ?", (folder,))
+        if row is not None and row["uidvalidity"] == mailbox.uidvalidity:
+            return
+        with store.transaction():
+            if row is not None:
+                # Every stored UID of this folder now names nothing; duplicates are caught by Message-ID
+                # and body instead, so a re-numbered message is filed, not processed twice.
+                log.warning("UIDVALIDITY of %s changed from %s to %s", folder, row["uidvalidity"],
+                            mailbox.uidvalidity)
+                store.audit("uidvalidity-changed", at=now, folder=folder, old=row["uidvalidity"],
+                            new=mailbox.uidvalidity)
+            store.execute("INSERT INTO folder_state (folder, uidvalidity, checked_at) VALUES (?, ?, ?)"
+                          " ON CONFLICT (folder) DO UPDATE SET uidvalidity = excluded.uidvalidity,"
+                          " checked_at = excluded.checked_at", (folder, mailbox.uidvalidity, now.isoformat()))
+
+    def drain(self, mailbox: Mailbox) -> DrainReport:
+        """Process every message waiting in the folder; file each batch after its commits."""
+        report = DrainReport()
+        folder = self.bot.config.imap.folder
+        uids = mailbox.pending()
+        batch_size = max(1, self.bot.config.imap.batch_size)
+        for start in range(0, len(uids), batch_size):
+            if self.stopping.is_set():
+                break
+            filed: dict[str, list[int]] = {"processed": [], "failed": []}
+            for fetched in mailbox.fetch(uids[start:start + batch_size]):
+                with self.work:
+                    where = process(self.bot, Origin(folder, mailbox.uidvalidity, fetched.uid), fetched.raw,
+                                    fetched.headers_only)
+                filed[where].append(fetched.uid)
+                report.failed += where == FOLDER_FAILED
+                report.processed += 1
+                if self.stopping.is_set():
+                    break
+            for where, done in filed.items():
+                mailbox.file(done, where)
+            self.deliver()
+        return report
+
+    def deliver(self) -> None:
+        with self.work:
+            report = self.bot.outbox.deliver(stop=lambda: False)
+        if report.sent or report.deferred or report.failed:
+            log.info("outbox: %d sent, %d deferred, %d failed", report.sent, report.deferred, report.failed)
+
+    def run_once(self, max_attempts: int = 5) -> DrainReport:
+        """Process everything waiting, deliver the outbox, and return (`secirbot run --once`).
+
+        A connection lost midway (the server restarted) is reconnected with backoff; what was committed
+        before is filed on the next pass, never processed again. Raises MailboxError after max_attempts.
+        """
+        total = DrainReport()
+        failures = 0
+        while True:
+            try:
+                mailbox = self.connect()
+                try:
+                    report = self.drain(mailbox)
+                finally:
+                    mailbox.close()
+                    self.mailbox = None
+                total.processed += report.processed
+                total.failed += report.failed
+                break
+            except MailboxError as exc:
+                failures += 1
+                if failures >= max_attempts or self.stopping.is_set():
+                    raise
+                delay = min(30.0, 0.5 * 2 ** failures) * random.uniform(0.5, 1.0)
+                log.warning("mailbox: %s; reconnecting in %.1f s", exc, delay)
+                self.stopping.wait(delay)
+        self.run_due()
+        self.deliver()
+        return total
+
+    def run_due(self) -> None:
+        """Scheduled work that is due now (reminders, expiry, retries); see schedule.py."""
+        from .schedule import run_due_jobs
+
+        with self.work:
+            run_due_jobs(self.bot)
+
+    # --- forever --------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Until stop(): drain, then wait for news; reconnect with backoff on any mailbox error."""
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                mailbox = self.connect()
+                failures = 0
+                log.info("connected to %s:%s, folder %s (%s)", self.bot.config.imap.host,
+                         self.bot.config.imap.port, self.bot.config.imap.folder,
+                         "IDLE" if mailbox.can_idle else "polling")
+                self.drain(mailbox)
+                while not self.stopping.is_set():
+                    timeout = (self.bot.config.imap.idle_renew_seconds if mailbox.can_idle
+                               else self.bot.config.imap.poll_seconds)
+                    mailbox.wait_for_news(min(timeout, self._wake_interval()))
+                    if self.stopping.is_set():
+                        break
+                    self.drain(mailbox)
+            except MailboxError as exc:
+                failures += 1
+                delay = min(300.0, 2.0 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+                log.warning("mailbox: %s; reconnecting in %.1f s", exc, delay)
+                self.stopping.wait(delay)
+            finally:
+                if self.mailbox is not None:
+                    self.mailbox.close()
+                    self.mailbox = None
+        self.deliver()
+        log.info("stopped")
+
+    def _wake_interval(self) -> float:
+        return 60.0
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+
+class InstanceLocked(Exception):
+    """Another secirbot already runs on this store or mailbox."""
+
+
+class InstanceLock:
+    """One running bot per store and per mailbox: an exclusive flock on a lock file for each.
+
+    The store's lock sits beside the database; the mailbox's lock is named after host, port, user and
+    folder in the temp directory, so two configurations pointing at one mailbox also collide.
+    """
+
+    def __init__(self, handles: list[tuple[Path, int]]):
+        self.handles = handles
+
+    @classmethod
+    def acquire(cls, config: Config) -> InstanceLock:
+        imap = config.imap
+        identity = f"{imap.host}:{imap.port}:{imap.username}:{imap.folder}"
+        paths = [config.store.path.with_name(config.store.path.name + ".lock")]
+        if imap.host:
+            digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+            paths.append(Path(tempfile.gettempdir()) / f"secirbot-mailbox-{digest}.lock")
+        handles: list[tuple[Path, int]] = []
+        for path in paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
+                os.close(fd)
+                for _, held in handles:
+                    os.close(held)
+                what = "store" if path == paths[0] else f"mailbox {imap.username}@{imap.host}:{imap.port}/{imap.folder}"
+                raise InstanceLocked(f"another secirbot (pid {holder}) is already running on this {what} "
+                                     f"(lock {path}); refusing to start a second one") from None
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            handles.append((path, fd))
+        return cls(handles)
+
+    def release(self) -> None:
+        for _, fd in self.handles:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        self.handles = []

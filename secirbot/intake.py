@@ -1,0 +1,176 @@
+"""A new request: what it claims (ccTLD, name, own words) and whether the rules let it through.
+
+Pure: the caller passes the facts from the store (`Facts`); nothing here reads or writes anything. A
+request names its ccTLD as ".nl" (or ".рф", ".xn--p1ai") anywhere in the subject or first lines, as the
+word after "subscribe"/"join" in the subject, or on a "ccTLD: nl" line. The subject wins over the body,
+because signatures and quoted text in the body mention other domains.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from importlib import resources
+
+from .iana.names import NotACcTLD, TldName, normalize_tld
+from .message import InboundMail
+from .rules import Rules
+
+BODY_LINES = 20
+_DOTTED = re.compile(r"(?<![\w.@/-])\.((?:xn--)?[^\W\d_][\w-]*)(?![\w-]|\.\w)", re.UNICODE)
+# "subscribe nl" / "join .dk" as the whole subject. "me" and "us" are ccTLDs but far likelier English
+# ("subscribe me"): those two must be written with their dot.
+_KEYWORD_ARG = re.compile(r"^\s*(?:subscribe|join)\s+\.?((?:xn--)?[^\W\d_][\w-]*)\s*[.!]?\s*$",
+                          re.IGNORECASE | re.UNICODE)
+_NOT_BARE_TLDS = frozenset({"me", "us"})
+_LABELLED = re.compile(r"^\s*(?:cc)?tld\s*[:=]\s*\.?((?:xn--)?[^\W\d_][\w-]*)\s*$", re.IGNORECASE | re.UNICODE)
+_FIELD = re.compile(r"^\s*(name|role|organi[sz]ation)\s*:\s*(.+?)\s*$", re.IGNORECASE)
+_SIGNATURE = re.compile(r"^(-- ?|__+|Sent from my .*)$")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a requester says about themselves. None of it is verified: the approvers judge it."""
+
+    cctld: TldName
+    name: str
+    role: str
+    words: str       # their own text, for the approvers, cut to the configured length
+
+
+@dataclass(frozen=True)
+class ClaimProblem:
+    reason: str      # no-cctld | several-cctlds | not-cctld
+    names: tuple[str, ...] = ()
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What the store knows that the checks need; gathered by the caller."""
+
+    open_request_id: int | None      # the requester's open request, if any
+    open_request_cctld: str | None
+    member_request_id: int | None    # the requester's approved request, if they are a member
+    seats_used: int                  # members plus open requests for the ccTLD
+    cctld_last_hour: int             # requests created for the ccTLD in the last hour
+    all_last_hour: int               # requests created in the last hour
+
+
+@dataclass(frozen=True)
+class Refusal:
+    rule: str        # pilot | already-member | already-pending | seats-full | rate-cctld | rate-global
+    detail: str
+
+
+def read_claim(mail: InboundMail, text: str, max_chars: int) -> Claim | ClaimProblem:
+    """The ccTLD and details a request names. `text` is the body's new text."""
+    lines = [ln for ln in _body_lines(text)]
+    subject_names = _names_in(mail.subject, subject=True)
+    found = subject_names if subject_names[0] or subject_names[1] else _names_in("\n".join(lines), subject=False)
+    cctlds, others = found
+    if len(cctlds) == 1:
+        (cctld,) = cctlds
+    elif len(cctlds) > 1:
+        return ClaimProblem("several-cctlds", tuple(sorted(n.unicode for n in cctlds)))
+    elif others:
+        return ClaimProblem("not-cctld", tuple(sorted(others)))
+    else:
+        return ClaimProblem("no-cctld")
+    fields = {}
+    for line in lines:
+        match = _FIELD.match(line)
+        if match:
+            fields.setdefault(match.group(1).lower()[:5], match.group(2))
+    words = "\n".join(lines).strip()
+    return Claim(
+        cctld=cctld,
+        name=_clean(fields.get("name") or mail.from_name or "", 120),
+        role=_clean(fields.get("role", ""), 120),
+        words=words[:max_chars],
+    )
+
+
+def _body_lines(text: str) -> list[str]:
+    out = []
+    for line in unicodedata.normalize("NFKC", text or "").splitlines():
+        if _SIGNATURE.match(line.rstrip()) or line.startswith(">"):
+            break
+        out.append(line.rstrip())
+        if len([ln for ln in out if ln.strip()]) >= BODY_LINES:
+            break
+    return out
+
+
+def _names_in(text: str, subject: bool) -> tuple[set[TldName], set[str]]:
+    """(ccTLDs named, other TLDs named) in a text."""
+    text = unicodedata.normalize("NFKC", text)
+    candidates = [m.group(1) for m in _DOTTED.finditer(text)]
+    if subject:
+        candidates += [m.group(1) for m in _KEYWORD_ARG.finditer(text) if m.group(1).lower() not in _NOT_BARE_TLDS]
+    candidates += [m.group(1) for line in text.splitlines() for m in [_LABELLED.match(line)] if m]
+    cctlds: set[TldName] = set()
+    others: set[str] = set()
+    for candidate in candidates:
+        try:
+            cctlds.add(normalize_tld(candidate))
+        except NotACcTLD:
+            if _is_tld(candidate):
+                others.add("." + candidate.lower())
+    return cctlds, others
+
+
+@cache
+def _all_tlds() -> frozenset[str]:
+    text = resources.files("secirbot").joinpath("data/tlds-alpha-by-domain.txt").read_text("utf-8")
+    return frozenset(ln.strip().lower() for ln in text.splitlines() if ln.strip() and not ln.startswith("#"))
+
+
+def _is_tld(label: str) -> bool:
+    try:
+        ascii_label = label.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        return False
+    return ascii_label in _all_tlds()
+
+
+def _clean(text: str, width: int) -> str:
+    text = "".join(ch for ch in text if ch.isprintable())
+    return " ".join(text.split())[:width]
+
+
+def check(claim: Claim, rules: Rules, facts: Facts) -> Refusal | None:
+    """The first rule that refuses this request, or None. Order: the cheapest to explain first."""
+    pilot = rules.pilot
+    if pilot.enabled and claim.cctld.ascii not in pilot_cctlds(rules):
+        return Refusal("pilot", f".{claim.cctld.unicode} is not among the ccTLDs invited to the pilot")
+    if facts.member_request_id is not None:
+        return Refusal("already-member", f"already a member (request {facts.member_request_id})")
+    if facts.open_request_id is not None:
+        return Refusal("already-pending", f"request {facts.open_request_id} is still open")
+    if facts.seats_used >= rules.requests.seats_per_cctld:
+        return Refusal("seats-full", f"all {rules.requests.seats_per_cctld} seats for .{claim.cctld.unicode}"
+                                     " are taken or requested")
+    if facts.cctld_last_hour >= rules.requests.max_per_cctld_per_hour:
+        return Refusal("rate-cctld", f"{facts.cctld_last_hour} requests for .{claim.cctld.unicode} in the last hour")
+    if facts.all_last_hour >= rules.requests.max_per_hour:
+        return Refusal("rate-global", f"{facts.all_last_hour} requests in the last hour")
+    return None
+
+
+def pilot_cctlds(rules: Rules) -> frozenset[str]:
+    """The pilot's ccTLDs as A-labels (rules.yaml may write them as '.nl', 'рф', 'XN--P1AI')."""
+    out = set()
+    for name in rules.pilot.cctlds:
+        try:
+            out.add(normalize_tld(name).ascii)
+        except NotACcTLD:
+            continue  # `secirbot check` reports these; a request for them is refused as not invited
+    return frozenset(out)
+
+
+def hour_window(now: datetime) -> datetime:
+    return now - timedelta(hours=1)

@@ -1,0 +1,291 @@
+"""The outbox: mail (and Mailman REST calls) queued in the same transaction as the change that causes
+them, delivered after the commit, retried with backoff, never composed twice.
+
+A queued row holds the finished message bytes with its Message-ID; delivery only ever sends those bytes.
+SMTP cannot close the window between the server's 250 and our commit of "sent": after a crash in that
+window the very same message goes out once more (same Message-ID), and the window is one message wide.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import smtplib
+import sqlite3
+import ssl
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any, Literal
+
+from .compose import Templates, compose
+from .config import Config, SmtpConfig
+from .mailbox import tls_context
+from .rules import OutboxRules
+from .store import Store, from_iso, iso
+
+log = logging.getLogger(__name__)
+
+FailureHandler = Callable[[sqlite3.Row, list[str], str], None]
+RestHandler = Callable[[sqlite3.Row], "Attempt"]
+
+
+@dataclass
+class Attempt:
+    """What one delivery attempt achieved, per recipient."""
+
+    delivered: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)   # 4xx or connection trouble: try again later
+    failed: list[str] = field(default_factory=list)     # 5xx: never try again
+    error: str = ""
+
+
+@dataclass
+class DeliveryReport:
+    sent: int = 0
+    deferred: int = 0
+    failed: int = 0
+
+
+class SmtpError(Exception):
+    """The SMTP server could not be reached or logged in to."""
+
+
+def open_smtp(config: SmtpConfig) -> smtplib.SMTP:
+    """A connected, logged-in SMTP session as the config says. Raises SmtpError."""
+    context = tls_context(str(config.ca_file) if config.ca_file else None, config.tls_verify)
+    try:
+        if config.security == "tls":
+            session: smtplib.SMTP = smtplib.SMTP_SSL(config.host or "", config.port,
+                                                     timeout=config.timeout_seconds, context=context)
+        else:
+            session = smtplib.SMTP(config.host or "", config.port, timeout=config.timeout_seconds)
+            if config.security == "starttls":
+                session.starttls(context=context)
+        if config.username:
+            session.login(config.username, config.password or "")
+        return session
+    except smtplib.SMTPAuthenticationError as exc:
+        raise SmtpError(f"SMTP login as {config.username!r} on {config.host}:{config.port} was refused: "
+                        f"{exc.smtp_code} {_decode(exc.smtp_error)}") from exc
+    except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+        raise SmtpError(f"SMTP {config.host}:{config.port}: {exc or type(exc).__name__}") from exc
+
+
+class Outbox:
+    def __init__(self, store: Store, templates: Templates, config: Config, rules: OutboxRules,
+                 now: Callable[[], datetime]):
+        self.store = store
+        self.templates = templates
+        self.config = config
+        self.rules = rules
+        self.now = now
+        self.on_failure: FailureHandler | None = None
+        self.rest_handler: RestHandler | None = None
+
+    # --- queueing (inside the caller's transaction) -----------------------------------------------
+
+    def queue_mail(
+        self,
+        *,
+        purpose: str,
+        template: str,
+        context: Mapping[str, Any],
+        to: Sequence[str],
+        cc: Sequence[str] = (),
+        reply_to: str | None = None,
+        in_reply_to: str | None = None,
+        request_id: int | None = None,
+        cause_message: int | None = None,
+        auto: Literal["auto-generated", "auto-replied"] = "auto-generated",
+        sender: str | None = None,
+    ) -> int:
+        """Render, compose (Message-ID fixed now) and queue one message. Returns the outbox id."""
+        when = self.now()
+        msg = compose(
+            self.templates.render(template, context),
+            sender=sender or self.config.addresses.bot,
+            sender_name=self.config.addresses.bot_name,
+            to=to, cc=cc, reply_to=reply_to, in_reply_to=in_reply_to, when=when, auto=auto,
+        )
+        return self.queue_message(msg, purpose=purpose, recipients=[*to, *cc], request_id=request_id,
+                                  cause_message=cause_message)
+
+    def queue_message(self, msg: EmailMessage, *, purpose: str, recipients: Sequence[str],
+                      request_id: int | None = None, cause_message: int | None = None,
+                      envelope_from: str | None = None) -> int:
+        when = self.now()
+        cur = self.store.execute(
+            "INSERT INTO outbox (message_id, kind, purpose, request_id, cause_message, to_key, envelope_from,"
+            " recipients, payload, state, next_attempt_at, created_at)"
+            " VALUES (?, 'mail', ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+            (msg["Message-ID"], purpose, request_id, cause_message, recipients[0].lower(),
+             envelope_from or self.config.addresses.bot, json.dumps(list(recipients)),
+             msg.as_bytes(), iso(when), iso(when)),
+        )
+        outbox_id = int(cur.lastrowid)
+        self.store.audit("mail-queued", at=when, request_id=request_id, message_row=cause_message,
+                         outbox_id=outbox_id, purpose=purpose, to=list(recipients),
+                         message_id=msg["Message-ID"])
+        return outbox_id
+
+    def queue_rest(self, *, purpose: str, call: Mapping[str, Any], request_id: int | None,
+                   cause_message: int | None = None) -> int:
+        """Queue a Mailman REST call; `call` is plain JSON (never the password)."""
+        when = self.now()
+        message_id = f"<rest-{request_id}-{purpose}-{iso(when)}-{id(call)}@secirbot>"
+        cur = self.store.execute(
+            "INSERT INTO outbox (message_id, kind, purpose, request_id, cause_message, to_key, envelope_from,"
+            " recipients, payload, state, next_attempt_at, created_at)"
+            " VALUES (?, 'mailman-rest', ?, ?, ?, ?, '', ?, ?, 'queued', ?, ?)",
+            (message_id, purpose, request_id, cause_message, self.config.mailman.list.lower(),
+             json.dumps([self.config.mailman.list]), json.dumps(dict(call)).encode(), iso(when), iso(when)),
+        )
+        outbox_id = int(cur.lastrowid)
+        self.store.audit("rest-queued", at=when, request_id=request_id, outbox_id=outbox_id,
+                         purpose=purpose, call=dict(call))
+        return outbox_id
+
+    def recent(self, to_key: str, purposes: Sequence[str], since: datetime) -> int:
+        """How many mails of these purposes went to this address since then (for once-a-day limits)."""
+        marks = ",".join("?" * len(purposes))
+        row = self.store.one(
+            f"SELECT COUNT(*) AS n FROM outbox WHERE to_key = ? AND purpose IN ({marks}) AND created_at >= ?",
+            (to_key.lower(), *purposes, iso(since)),
+        )
+        return int(row["n"]) if row else 0
+
+    # --- delivery (after the commit) --------------------------------------------------------------
+
+    def pending_count(self) -> int:
+        row = self.store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'queued'")
+        return int(row["n"]) if row else 0
+
+    def next_due(self) -> datetime | None:
+        row = self.store.one("SELECT MIN(next_attempt_at) AS t FROM outbox WHERE state = 'queued'")
+        return from_iso(row["t"]) if row and row["t"] else None
+
+    def deliver(self, connect: Callable[[], smtplib.SMTP] | None = None,
+                stop: Callable[[], bool] = lambda: False) -> DeliveryReport:
+        """Send every due item once. One SMTP session for all of them, opened only if there is mail."""
+        connect = connect or (lambda: open_smtp(self.config.smtp))
+        report = DeliveryReport()
+        rows = self.store.all("SELECT * FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?"
+                              " ORDER BY id", (iso(self.now()),))
+        session: smtplib.SMTP | None = None
+        smtp_down = ""
+        try:
+            for row in rows:
+                if stop():
+                    break
+                recipients = json.loads(row["recipients"])
+                if row["kind"] == "mailman-rest":
+                    attempt = self.rest_handler(row) if self.rest_handler else Attempt(
+                        deferred=recipients, error="no Mailman REST client configured")
+                elif smtp_down:
+                    attempt = Attempt(deferred=recipients, error=smtp_down)
+                else:
+                    if session is None:
+                        try:
+                            session = connect()
+                        except SmtpError as exc:
+                            smtp_down = str(exc)
+                            log.warning("outbox: %s", smtp_down)
+                            self._record(row, Attempt(deferred=recipients, error=smtp_down), report)
+                            continue
+                    attempt = _send(session, row["envelope_from"], recipients, row["payload"])
+                    if attempt.deferred and not attempt.delivered and not attempt.failed:
+                        # The session may be broken (disconnect, timeout): start afresh for the next one.
+                        session = _quit(session)
+                self._record(row, attempt, report)
+        finally:
+            _quit(session)
+        return report
+
+    def _record(self, row: sqlite3.Row, attempt: Attempt, report: DeliveryReport) -> None:
+        now = self.now()
+        with self.store.transaction():
+            delivered = json.loads(row["delivered"]) + attempt.delivered
+            newly_failed = list(attempt.failed)
+            pending = list(attempt.deferred)
+            attempts = row["attempts"] + 1
+            error = attempt.error or row["last_error"] or ""
+            if pending and now - from_iso(row["created_at"]) >= self.rules.give_up_after:
+                newly_failed += pending
+                pending = []
+                error = f"gave up after {attempts} attempts: {attempt.error}"
+            failed = json.loads(row["failed"]) + newly_failed
+            if pending:
+                state = "queued"
+                next_at = now + min(self.rules.retry_first * (2 ** (attempts - 1)), self.rules.retry_max)
+            else:
+                state = "sent" if delivered else "failed"
+                next_at = now
+            self.store.execute(
+                "UPDATE outbox SET recipients = ?, delivered = ?, failed = ?, state = ?, attempts = ?,"
+                " next_attempt_at = ?, last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ?",
+                (json.dumps(pending), json.dumps(delivered), json.dumps(failed), state, attempts,
+                 iso(next_at), error, iso(now) if attempt.delivered else None, row["id"]),
+            )
+            if attempt.delivered:
+                self.store.audit("mail-sent" if row["kind"] == "mail" else "rest-done", at=now,
+                                 request_id=row["request_id"], outbox_id=row["id"], to=attempt.delivered)
+            if pending:
+                self.store.audit("delivery-deferred", at=now, request_id=row["request_id"],
+                                 outbox_id=row["id"], to=pending, error=attempt.error,
+                                 next_attempt_at=iso(next_at))
+            if newly_failed:
+                self.store.audit("delivery-failed", at=now, request_id=row["request_id"], outbox_id=row["id"],
+                                 to=newly_failed, error=error)
+                if self.on_failure:
+                    self.on_failure(row, newly_failed, error)
+        if state == "sent":
+            report.sent += 1
+        if pending:
+            report.deferred += 1
+        if newly_failed:
+            report.failed += 1
+
+
+def _send(session: smtplib.SMTP, envelope_from: str, recipients: list[str], payload: bytes) -> Attempt:
+    """One SMTP transaction; classify each recipient as delivered, deferred (4xx) or failed (5xx)."""
+    try:
+        refused = session.sendmail(envelope_from, recipients, payload)
+    except smtplib.SMTPRecipientsRefused as exc:
+        refused = exc.recipients
+        if not refused:
+            return Attempt(deferred=list(recipients), error="all recipients refused")
+    except smtplib.SMTPSenderRefused as exc:
+        return _by_code(exc.smtp_code, recipients, f"sender refused: {exc.smtp_code} {_decode(exc.smtp_error)}")
+    except smtplib.SMTPResponseException as exc:
+        return _by_code(exc.smtp_code, recipients, f"{exc.smtp_code} {_decode(exc.smtp_error)}")
+    except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+        return Attempt(deferred=list(recipients), error=f"connection error: {exc or type(exc).__name__}")
+    attempt = Attempt(delivered=[r for r in recipients if r not in refused])
+    errors = []
+    for recipient, (code, message) in refused.items():
+        (attempt.failed if 500 <= code < 600 else attempt.deferred).append(recipient)
+        errors.append(f"{recipient}: {code} {_decode(message)}")
+    attempt.error = "; ".join(errors)
+    return attempt
+
+
+def _by_code(code: int, recipients: list[str], error: str) -> Attempt:
+    if 500 <= code < 600:
+        return Attempt(failed=list(recipients), error=error)
+    return Attempt(deferred=list(recipients), error=error)
+
+
+def _quit(session: smtplib.SMTP | None) -> None:
+    if session is None:
+        return None
+    try:
+        session.quit()
+    except (smtplib.SMTPException, OSError):
+        session.close()
+    return None
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

@@ -1,0 +1,59 @@
+"""Sample template contexts: one per template, shaped exactly as the bot passes them.
+
+`secirbot check` renders every template with these (a typo in a template is found before a request
+needs it), and the tests use them to check every text the bot can send.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .config import Config
+from .replies import REPLY_MARKER
+from .rules import Rules, load_rules
+from .workflow import context_for
+
+SAMPLE_REQUEST = {
+    "id": 42, "cctld": "xn--p1ai", "requester": "ivan.petrov@cctld.example", "requester_name": "Иван Петров",
+    "claim": "Role: CSIRT lead\nI run incident response for the registry.", "state": "pending",
+    "created_at": "2026-11-26T07:00:00Z", "expires_at": "2026-12-10T07:00:00Z", "decision": "APPROVE",
+    "decided_by": "admin@cctld.example", "decided_at": "2026-11-27T09:30:00Z", "decision_reason": "",
+}
+
+
+def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dict[str, Any]]:
+    if rules is None:
+        rules = load_rules(config.rules) if config.rules.exists() else Rules()
+    base = context_for(config, rules, SAMPLE_REQUEST)
+    plain = {"bot": config.addresses.bot, "secretariat": config.addresses.secretariat,
+             "list_address": config.mailman.list}
+    approver = {"email": "Admin@cctld.example", "name": "Anna Admin", "roles": ["administrative", "technical"]}
+    approvers = [{"email": "admin@cctld.example", "roles": "administrative", "state": "asked",
+                  "asked_at": "2026-11-26T07:00:00Z", "reminders_sent": 2}]
+    return {
+        "approval_request.txt": {**base, "approver": approver, "organisation": "Coordination Center for TLD RU",
+                                 "marker": REPLY_MARKER, "reminder": 1},
+        "request_copy.txt": {**base, "asked": ["admin@cctld.example", "tech@cctld.example"], "note": ""},
+        "request_received.txt": {**base, "delayed": False},
+        "request_problem.txt": {**plain, "reason": "several-cctlds", "names": ["nl", "рф"]},
+        "request_refused.txt": {**plain, "rule": "pilot", "detail": "not invited", "cctld": "рф",
+                                "cctld_display": ".рф (xn--p1ai)", "open_request_id": None, "seats": 3},
+        "help.txt": {**plain, "detail": "help"},
+        "clarify.txt": {**base, "approver": approver, "why": "the first line of your reply was 'approved?'"},
+        "reply_not_accepted.txt": {**plain, "rule": "from-mismatch"},
+        "reply_rejected_secretariat.txt": {**base, "approver": approver, "rule": "from-mismatch",
+                                           "sender": "someone@else.example", "checks": {"from": "mismatch"}},
+        "already_decided.txt": {**base, "approver": approver},
+        "approved_requester.txt": {**base, "dialect": config.mailman.dialect},
+        "denied_requester.txt": {**base, "reason": "Not our staff."},
+        "decision_secretariat.txt": {**base, "via": "mail", "checks": {"from": "matches"}, "rule": "token+from",
+                                     "snapshot": {"id": 7, "source": "whois", "fetched": "2026-11-26 07:00 UTC"}},
+        "decision_approvers.txt": {**base, "approver": approver},
+        "delivery_failed.txt": {**plain, "purpose": "approval-request", "failed": ["admin@cctld.example"],
+                                "error": "550 5.1.1 no such user", "message_id": "<x@example>", "request_id": 42,
+                                "when": "2026-11-26 07:00 UTC"},
+        "lookup_failing.txt": {**base, "problem": "unreachable: timed out", "attempts": 25, "waited_hours": 24},
+        "escalation_secretariat.txt": {**base, "why": "no answer", "approvers": approvers},
+        "expired_requester.txt": base,
+        "expired_secretariat.txt": {**base, "approvers": approvers},
+    }

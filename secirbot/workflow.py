@@ -1,0 +1,432 @@
+"""A request's life: opened, approvers asked, replies judged, decided, acted on, reminded, escalated, expired.
+
+    resolving --(IANA answers)--> pending --(APPROVE)--> approved --> Mailman subscribe
+        |                            |------(DENY)-----> denied
+        +----------------------------+------(time)-----> expired
+
+`judge_reply` is pure: whether an approver's reply decides, needs a clarification, or is refused. The other
+functions write the change, its audit record and the mail it causes in the caller's transaction; nothing
+here sends anything (the outbox does, after the commit).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from . import mailman, tokens
+from .authenticity import SenderCheck
+from .config import Config
+from .iana.names import parse_tld
+from .iana.record import IanaRecord
+from .iana.resolver import Resolution
+from .replies import REPLY_MARKER, ReadDecision, Verdict
+from .rules import Rules
+from .store import from_iso, iso
+
+if TYPE_CHECKING:
+    from .bot import Bot
+    from .intake import Claim
+
+OPEN_STATES = ("resolving", "pending")
+DECIDED_STATES = ("approved", "denied")
+LIVE_APPROVER_STATES = ("asked", "bounced", "away")
+
+
+# --- pure ----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Judgement:
+    outcome: Literal["decide", "clarify", "already-decided", "reject"]
+    rule: str            # the rule that fired, for the audit and the reply
+    verdict: Verdict | None = None
+
+
+def judge_reply(*, request_state: str, approver_state: str, approver_expires_at: datetime,
+                requester: str, sender: SenderCheck, mail_from: str | None, decision: ReadDecision,
+                now: datetime) -> Judgement:
+    """Whether a reply to a valid token decides the request. Every check must pass; order matters only
+    for which reason is given, and no reply from an unauthenticated sender learns the request's state."""
+    if not sender.ok:
+        return Judgement("reject", sender.failure or "sender-not-authenticated")
+    if request_state in DECIDED_STATES:
+        return Judgement("already-decided", "request-already-decided")
+    if request_state not in OPEN_STATES:
+        return Judgement("reject", f"request-{request_state}")
+    if approver_state not in LIVE_APPROVER_STATES:
+        return Judgement("reject", f"token-{approver_state}")
+    if now >= approver_expires_at:
+        return Judgement("reject", "token-expired")
+    if mail_from and mail_from.lower() == requester.lower():
+        return Judgement("reject", "self-approval")
+    if decision.verdict is Verdict.UNCLEAR:
+        return Judgement("clarify", "decision-unclear")
+    return Judgement("decide", "token+from+authentication", decision.verdict)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def when(moment: datetime | str | None) -> str:
+    """A moment as people read it in mail: '2026-11-26 07:13 UTC'."""
+    if moment is None:
+        return ""
+    if isinstance(moment, str):
+        moment = from_iso(moment)
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def request_context(bot: Bot, request: sqlite3.Row) -> dict[str, Any]:
+    """What every template may say about a request."""
+    return context_for(bot.config, bot.rules, request)
+
+
+def context_for(config: Config, rules: Rules, request: Mapping[str, Any]) -> dict[str, Any]:
+    name = parse_tld(request["cctld"])
+    return {
+        "request": {
+            "id": request["id"],
+            "cctld": name.ascii,
+            "cctld_unicode": name.unicode,
+            "cctld_display": name.display(),
+            "requester": request["requester"],
+            "name": request["requester_name"] or "",
+            "words": request["claim"] or "",
+            "state": request["state"],
+            "created": when(request["created_at"]),
+            "expires": when(request["expires_at"]),
+            "decision": request["decision"] or "",
+            "decided_by": request["decided_by"] or "",
+            "decided_at": when(request["decided_at"]),
+            "decision_reason": request["decision_reason"] or "",
+        },
+        "bot": config.addresses.bot,
+        "secretariat": config.addresses.secretariat,
+        "list_address": config.mailman.list,
+        "claim_max_chars": rules.requests.claim_max_chars,
+    }
+
+
+def get_request(bot: Bot, request_id: int) -> sqlite3.Row:
+    row = bot.store.one("SELECT * FROM requests WHERE id = ?", (request_id,))
+    if row is None:
+        raise KeyError(request_id)
+    return row
+
+
+def _set(bot: Bot, request_id: int, **fields: Any) -> None:
+    fields["updated_at"] = iso(bot.now())
+    names = ", ".join(f"{k} = ?" for k in fields)
+    bot.store.execute(f"UPDATE requests SET {names} WHERE id = ?", (*fields.values(), request_id))
+
+
+def live_approvers(bot: Bot, request_id: int) -> list[sqlite3.Row]:
+    marks = ",".join("?" * len(LIVE_APPROVER_STATES))
+    return bot.store.all(f"SELECT * FROM approvers WHERE request_id = ? AND state IN ({marks}) ORDER BY id",
+                         (request_id, *LIVE_APPROVER_STATES))
+
+
+# --- opening -------------------------------------------------------------------------------------
+
+def open_request(bot: Bot, *, requester: str, claim: Claim, resolution: Resolution,
+                 message_row: int | None, in_reply_to: str | None) -> int:
+    """Create the request, ask the approvers (or wait for IANA), acknowledge it. Returns its id."""
+    now = bot.now()
+    cur = bot.store.execute(
+        "INSERT INTO requests (cctld, requester, requester_key, requester_name, claim, state, created_at,"
+        " updated_at, expires_at, source_message, snapshot_id, lookup_attempts)"
+        " VALUES (?, ?, ?, ?, ?, 'resolving', ?, ?, ?, ?, ?, 1)",
+        (claim.cctld.ascii, requester, requester.lower(), claim.name,
+         claim.words, iso(now), iso(now), iso(now + bot.rules.requests.expire_after),
+         message_row, resolution.snapshot_id),
+    )
+    request_id = int(cur.lastrowid)
+    bot.store.audit("request-opened", at=now, request_id=request_id, message_row=message_row,
+                    cctld=claim.cctld.ascii, requester=requester, snapshot_id=resolution.snapshot_id)
+    request = get_request(bot, request_id)
+    if resolution.record is not None:
+        start_approval(bot, request, resolution)
+    else:
+        _set(bot, request_id, next_lookup_at=iso(now + bot.rules.lookups.retry_every))
+        bot.store.audit("lookup-failed", at=now, request_id=request_id, snapshot_id=resolution.snapshot_id,
+                        problem=_problem_text(resolution))
+        _notify_secretariat_of_request(bot, get_request(bot, request_id), [], _problem_text(resolution))
+    request = get_request(bot, request_id)
+    bot.outbox.queue_mail(
+        purpose="request-received", template="request_received.txt",
+        context={**request_context(bot, request), "delayed": resolution.record is None},
+        to=[requester], in_reply_to=in_reply_to, request_id=request_id, cause_message=message_row,
+        auto="auto-replied",
+    )
+    return request_id
+
+
+def _problem_text(resolution: Resolution) -> str:
+    problem = resolution.problem
+    return f"{problem.kind}: {problem.detail}" if problem is not None else ""
+
+
+def start_approval(bot: Bot, request: sqlite3.Row, resolution: Resolution) -> None:
+    """IANA answered: keep the snapshot, ask the first approvers, tell the Secretariat."""
+    now = bot.now()
+    record = resolution.record
+    assert record is not None
+    _set(bot, request["id"], state="pending", snapshot_id=resolution.snapshot_id, next_lookup_at=None,
+         next_escalation_at=iso(now + bot.rules.escalation.after))
+    request = get_request(bot, request["id"])
+    bot.store.audit("state-changed", at=now, request_id=request["id"], state="pending",
+                    snapshot_id=resolution.snapshot_id, source=record.source)
+    asked = ask_approvers(bot, request, record, bot.rules.approvers.ask_first)
+    note = ""
+    if not asked:
+        note = ("The requester is the only IANA contact of this ccTLD who may approve: nobody was asked. "
+                f"Decide with: secirbot approve {request['id']}  or  secirbot deny {request['id']} --reason ...")
+    _notify_secretariat_of_request(bot, request, asked, note)
+
+
+def eligible_approvers(bot: Bot, request: sqlite3.Row, record: IanaRecord, roles: Sequence[str]) -> list:
+    """The IANA contacts of these roles who may decide this request (never the requester)."""
+    return [a for a in record.approvers(tuple(roles)) if a.email.lower() != request["requester_key"]]
+
+
+def ask_approvers(bot: Bot, request: sqlite3.Row, record: IanaRecord, roles: Sequence[str]) -> list[str]:
+    """Mail each not-yet-asked approver of these roles their own approval request. Returns who was asked."""
+    known = {r["email_key"] for r in bot.store.all("SELECT email_key FROM approvers WHERE request_id = ?",
+                                                   (request["id"],))}
+    asked = []
+    for approver in eligible_approvers(bot, request, record, roles):
+        if approver.email.lower() in known:
+            continue
+        ask(bot, request, approver.email, approver.name, approver.roles, record)
+        asked.append(approver.email)
+    return asked
+
+
+def ask(bot: Bot, request: sqlite3.Row, email: str, name: str, roles: Sequence[str],
+        record: IanaRecord) -> int:
+    now = bot.now()
+    reminders = bot.rules.reminders
+    cur = bot.store.execute(
+        "INSERT INTO approvers (request_id, email, email_key, roles, name, state, asked_at, expires_at,"
+        " next_reminder_at) VALUES (?, ?, ?, ?, ?, 'asked', ?, ?, ?)",
+        (request["id"], email, email.lower(), ",".join(roles), name, iso(now), request["expires_at"],
+         iso(now + reminders.first_after) if reminders.max > 0 else None),
+    )
+    approver_id = int(cur.lastrowid)
+    bot.store.audit("approver-asked", at=now, request_id=request["id"], approver=email, roles=list(roles))
+    _mail_approval_request(bot, request, approver_id, email, name, roles, record, reminder=0)
+    return approver_id
+
+
+def _mail_approval_request(bot: Bot, request: sqlite3.Row, approver_id: int, email: str, name: str,
+                           roles: Sequence[str], record: IanaRecord | None, reminder: int) -> None:
+    token = tokens.mint()
+    bot.store.execute("INSERT INTO tokens (token_hash, approver_id, issued_at) VALUES (?, ?, ?)",
+                      (tokens.digest(token), approver_id, iso(bot.now())))
+    context = {
+        **request_context(bot, request),
+        "approver": {"email": email, "name": name or "", "roles": list(roles)},
+        "organisation": record.organisation if record else "",
+        "marker": REPLY_MARKER,
+        "reminder": reminder,
+    }
+    bot.outbox.queue_mail(
+        purpose="approval-request" if not reminder else "approval-reminder",
+        template="approval_request.txt", context=context, to=[email],
+        reply_to=tokens.reply_address(bot.bot_address, token), request_id=request["id"],
+    )
+
+
+def _notify_secretariat_of_request(bot: Bot, request: sqlite3.Row, asked: Sequence[str], note: str) -> None:
+    """The Secretariat's copy of a request: everything the approvers see, but no token."""
+    bot.outbox.queue_mail(
+        purpose="request-copy", template="request_copy.txt",
+        context={**request_context(bot, request), "asked": list(asked), "note": note},
+        to=[bot.secretariat], request_id=request["id"],
+    )
+
+
+def retry_lookup(bot: Bot, request: sqlite3.Row, resolution: Resolution) -> None:
+    """A scheduled retry of IANA for a request that is waiting for it."""
+    now = bot.now()
+    attempts = request["lookup_attempts"] + 1
+    if resolution.record is not None:
+        _set(bot, request["id"], lookup_attempts=attempts)
+        start_approval(bot, get_request(bot, request["id"]), resolution)
+        return
+    _set(bot, request["id"], lookup_attempts=attempts, snapshot_id=resolution.snapshot_id,
+         next_lookup_at=iso(now + bot.rules.lookups.retry_every))
+    bot.store.audit("lookup-failed", at=now, request_id=request["id"], snapshot_id=resolution.snapshot_id,
+                    problem=_problem_text(resolution), attempts=attempts)
+    waited = now - from_iso(request["created_at"])
+    already_told = bot.store.one("SELECT 1 FROM audit WHERE request_id = ? AND action = 'lookup-alert'",
+                                 (request["id"],))
+    if waited >= bot.rules.lookups.tell_secretariat_after and not already_told:
+        bot.store.audit("lookup-alert", at=now, request_id=request["id"])
+        bot.outbox.queue_mail(
+            purpose="lookup-failing", template="lookup_failing.txt",
+            context={**request_context(bot, request), "problem": _problem_text(resolution),
+                     "attempts": attempts, "waited_hours": int(waited.total_seconds() // 3600)},
+            to=[bot.secretariat], request_id=request["id"],
+        )
+
+
+# --- deciding ------------------------------------------------------------------------------------
+
+def decide(bot: Bot, request: sqlite3.Row, verdict: Verdict, *, decided_by: str, via: str, reason: str,
+           approver_id: int | None, message_row: int | None, checks: dict[str, str],
+           rule: str, headers: str = "", actor: str | None = None) -> None:
+    """Record the decision, close every token, queue the Mailman action and the notices."""
+    now = bot.now()
+    state = "approved" if verdict is Verdict.APPROVE else "denied"
+    _set(bot, request["id"], state=state, decision=verdict.value, decided_by=decided_by, decided_at=iso(now),
+         decided_via=via, decision_reason=reason or None,
+         mailman_status="queued" if state == "approved" else None,
+         next_lookup_at=None, next_escalation_at=None)
+    if approver_id is not None:
+        bot.store.execute("UPDATE approvers SET state = 'used', used_at = ? WHERE id = ?", (iso(now), approver_id))
+    others = [a for a in live_approvers(bot, request["id"]) if a["id"] != approver_id]
+    bot.store.execute("UPDATE approvers SET state = 'closed', next_reminder_at = NULL"
+                      " WHERE request_id = ? AND state IN ('asked', 'bounced', 'away')", (request["id"],))
+    bot.store.audit("request-decided", at=now, actor=actor or decided_by, request_id=request["id"],
+                    message_row=message_row, decision=verdict.value, via=via, rule=rule, checks=checks,
+                    snapshot_id=request["snapshot_id"], reason=reason, headers=headers)
+    request = get_request(bot, request["id"])
+    context = request_context(bot, request)
+    if state == "approved":
+        mailman.queue_subscribe(bot, request)
+        bot.outbox.queue_mail(purpose="decision-requester", template="approved_requester.txt",
+                              context={**context, "dialect": bot.config.mailman.dialect},
+                              to=[request["requester"]], request_id=request["id"])
+    else:
+        show_reason = reason if bot.rules.decisions.tell_requester_deny_reason else ""
+        bot.outbox.queue_mail(purpose="decision-requester", template="denied_requester.txt",
+                              context={**context, "reason": show_reason},
+                              to=[request["requester"]], request_id=request["id"])
+    bot.outbox.queue_mail(purpose="decision-secretariat", template="decision_secretariat.txt",
+                          context={**context, "via": via, "checks": checks, "rule": rule,
+                                   "snapshot": snapshot_summary(bot, request["snapshot_id"])},
+                          to=[bot.secretariat], request_id=request["id"])
+    for other in others:
+        bot.outbox.queue_mail(purpose="decision-approvers", template="decision_approvers.txt",
+                              context={**context, "approver": {"email": other["email"], "name": other["name"]}},
+                              to=[other["email"]], request_id=request["id"])
+
+
+def snapshot_summary(bot: Bot, snapshot_id: int | None) -> dict[str, Any]:
+    if snapshot_id is None:
+        return {"id": None, "source": "", "fetched": ""}
+    row = bot.store.one("SELECT id, source, fetched_at FROM iana_snapshots WHERE id = ?", (snapshot_id,))
+    if row is None:
+        return {"id": snapshot_id, "source": "", "fetched": ""}
+    return {"id": row["id"], "source": row["source"], "fetched": when(row["fetched_at"])}
+
+
+# --- failures, expiry, reminders, escalation ------------------------------------------------------
+
+def delivery_failed(bot: Bot, row: sqlite3.Row, failed: list[str], error: str) -> None:
+    """An outbox item could not be delivered (5xx, or given up): note dead approvers, tell the Secretariat."""
+    now = bot.now()
+    if row["request_id"] is not None and row["purpose"] in ("approval-request", "approval-reminder"):
+        for address in failed:
+            approver = bot.store.one("SELECT * FROM approvers WHERE request_id = ? AND email_key = ?",
+                                     (row["request_id"], address.lower()))
+            if approver is not None and approver["state"] in ("asked", "away"):
+                contact_unreachable(bot, approver, "bounced", f"delivery failed: {error}")
+    if row["purpose"] in ("delivery-failed",) or [a.lower() for a in failed] == [bot.secretariat.lower()]:
+        return  # never report a failed report; the audit and the log have it
+    bot.outbox.queue_mail(
+        purpose="delivery-failed", template="delivery_failed.txt",
+        context={"purpose": row["purpose"], "failed": failed, "error": error, "message_id": row["message_id"],
+                 "request_id": row["request_id"], "bot": bot.bot_address, "secretariat": bot.secretariat,
+                 "when": when(now)},
+        to=[bot.secretariat], request_id=row["request_id"],
+    )
+
+
+def contact_unreachable(bot: Bot, approver: sqlite3.Row, state: str, why: str) -> None:
+    """An approver bounced or is away: record it and, if the rules say so, escalate at once."""
+    now = bot.now()
+    bot.store.execute("UPDATE approvers SET state = ? WHERE id = ?", (state, approver["id"]))
+    bot.store.audit(f"approver-{state}", at=now, request_id=approver["request_id"], approver=approver["email"],
+                    why=why)
+    request = get_request(bot, approver["request_id"])
+    if request["state"] != "pending":
+        return
+    wanted = bot.rules.escalation.on_bounce if state == "bounced" else bot.rules.escalation.on_auto_reply
+    still_reachable = [a for a in live_approvers(bot, request["id"]) if a["state"] == "asked"]
+    if wanted and not still_reachable:
+        escalate(bot, request, f"{approver['email']} {state}: {why}")
+
+
+def escalate(bot: Bot, request: sqlite3.Row, why: str) -> None:
+    """Ask the roles not asked yet; when none are left, alert the Secretariat (once)."""
+    now = bot.now()
+    stage = request["escalation_stage"] + 1
+    from .iana.resolver import load_snapshot
+
+    record = load_snapshot(bot.store, request["snapshot_id"]) if request["snapshot_id"] else None
+    asked = ask_approvers(bot, request, record, bot.rules.approvers.roles) if record else []
+    _set(bot, request["id"], escalation_stage=stage,
+         next_escalation_at=iso(now + bot.rules.escalation.after) if asked else None)
+    bot.store.audit("escalated", at=now, request_id=request["id"], stage=stage, why=why, asked=asked)
+    if not asked:
+        bot.outbox.queue_mail(
+            purpose="escalation", template="escalation_secretariat.txt",
+            context={**request_context(bot, request), "why": why,
+                     "approvers": [dict(a) for a in bot.store.all(
+                         "SELECT email, roles, state, asked_at, reminders_sent FROM approvers"
+                         " WHERE request_id = ?", (request["id"],))]},
+            to=[bot.secretariat], request_id=request["id"],
+        )
+
+
+def expire(bot: Bot, request: sqlite3.Row) -> None:
+    now = bot.now()
+    _set(bot, request["id"], state="expired", next_lookup_at=None, next_escalation_at=None)
+    bot.store.execute("UPDATE approvers SET state = 'closed', next_reminder_at = NULL"
+                      " WHERE request_id = ? AND state IN ('asked', 'bounced', 'away')", (request["id"],))
+    bot.store.audit("state-changed", at=now, request_id=request["id"], state="expired")
+    request = get_request(bot, request["id"])
+    context = request_context(bot, request)
+    bot.outbox.queue_mail(purpose="expired-requester", template="expired_requester.txt", context=context,
+                          to=[request["requester"]], request_id=request["id"])
+    bot.outbox.queue_mail(purpose="expired-secretariat", template="expired_secretariat.txt",
+                          context={**context, "approvers": [dict(a) for a in bot.store.all(
+                              "SELECT email, roles, state, reminders_sent FROM approvers WHERE request_id = ?",
+                              (request["id"],))]},
+                          to=[bot.secretariat], request_id=request["id"])
+
+
+def remind(bot: Bot, approver: sqlite3.Row) -> None:
+    """Send an approver who has not answered the request again, with a fresh token (the old stays valid)."""
+    now = bot.now()
+    request = get_request(bot, approver["request_id"])
+    sent = approver["reminders_sent"] + 1
+    more = sent < bot.rules.reminders.max
+    bot.store.execute("UPDATE approvers SET reminders_sent = ?, next_reminder_at = ? WHERE id = ?",
+                      (sent, iso(now + bot.rules.reminders.every) if more else None, approver["id"]))
+    bot.store.audit("approver-reminded", at=now, request_id=request["id"], approver=approver["email"],
+                    reminder=sent)
+    from .iana.resolver import load_snapshot
+
+    record = load_snapshot(bot.store, request["snapshot_id"]) if request["snapshot_id"] else None
+    _mail_approval_request(bot, request, approver["id"], approver["email"], approver["name"],
+                           approver["roles"].split(","), record, reminder=sent)
+
+
+def approver_rows(bot: Bot, request_id: int) -> list[dict[str, Any]]:
+    return [dict(r) for r in bot.store.all("SELECT * FROM approvers WHERE request_id = ? ORDER BY id",
+                                           (request_id,))]
+
+
+def audit_rows(bot: Bot, request_id: int) -> list[dict[str, Any]]:
+    out = []
+    for row in bot.store.all("SELECT * FROM audit WHERE request_id = ? ORDER BY id", (request_id,)):
+        item = dict(row)
+        item["details"] = json.loads(item["details"])
+        out.append(item)
+    return out
