@@ -11,10 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from . import workflow
 from .authenticity import make_dnsfunc
 from .compose import Templates
 from .config import Config
 from .iana.resolver import IanaResolver
+from .mailman_rest import rest_attempt
 from .outbox import Outbox
 from .rules import Rules, load_rules
 from .store import Store, utcnow
@@ -58,7 +60,6 @@ def build(config: Config, rules: Rules | None = None, now: Callable[[], datetime
         now=now,
         dnsfunc=make_dnsfunc(config.dns) if rules.authentication.require != "none" else None,
     )
-    from . import workflow  # the outbox reports failed deliveries to the workflow (escalation, notices)
-
     outbox.on_failure = lambda row, failed, error: workflow.delivery_failed(bot, row, failed, error)
+    outbox.rest_handler = lambda row: rest_attempt(bot, row)
     return bot

@@ -7,6 +7,7 @@ now. Errors are one clear line on stderr; secrets never appear in any output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import logging
@@ -20,7 +21,7 @@ from .config import Config, ConfigError, find_config_file, load_config
 from .rules import Rules, load_rules
 from .store import Store, StoreError
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_CCTLD, EXIT_UNRESOLVED = 0, 1, 2, 3, 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +59,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("deny", help="deny a request as the Secretariat")
     p.add_argument("id", type=int)
     p.add_argument("--reason", required=True)
+
+    p = sub.add_parser("invite", help="mail the IANA administrative contacts of ccTLDs an invitation")
+    p.add_argument("names", nargs="+", metavar="CCTLD")
+
+    p = sub.add_parser("report", help="per ccTLD: invited when, requests, members; who has not joined")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="the membership roster with how each member was vetted")
+    p.add_argument("--format", choices=("csv", "json"), default="csv")
+    p.add_argument("--output", metavar="FILE", help="write here instead of standard output")
+
+    p = sub.add_parser("demo", help="the whole procedure on local servers, with a transcript of every mail")
+    p.add_argument("--keep", action="store_true", help="keep the demo's folder (store, config) afterwards")
     return parser
 
 
@@ -95,7 +109,7 @@ def setup_logging(fmt: str, verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("imapclient", "urllib3", "apscheduler", "mailparser"):
+    for noisy in ("imapclient", "urllib3", "apscheduler", "mailparser", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -116,9 +130,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         logging.getLogger("secirbot").warning("%s", warning)
     sandbox = None
     if config.sandbox:
-        from .sandbox import Sandbox
+        from .sandbox.local import Sandbox, SandboxError
 
-        sandbox = Sandbox.start(config)
+        try:
+            sandbox = Sandbox.start(config)
+        except SandboxError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
         config = sandbox.config
         print(sandbox.describe(), file=sys.stderr)
     try:
@@ -141,7 +159,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                   f"{bot.outbox.pending_count()} mail(s) still queued", file=sys.stderr)
             return EXIT_OK
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: daemon.stop())
+            signal.signal(signum, daemon.signal_handler)
         daemon.run()
         return EXIT_OK
     finally:
@@ -340,6 +358,66 @@ def deliver_if_idle(bot: Any, config: Config) -> None:
         lock.release()
 
 
+def cmd_invite(args: argparse.Namespace) -> int:
+    from .bot import build
+    from .invitations import invite
+
+    config, rules = load(args)
+    bot = build(config, rules)
+    results = invite(bot, args.names, cli_actor())
+    for result in results:
+        print(result.message, file=sys.stdout if result.ok else sys.stderr)
+    if any(r.ok for r in results):
+        deliver_if_idle(bot, config)
+    if any(r.kind == "not-cctld" for r in results):
+        return EXIT_NOT_CCTLD
+    if any(r.kind == "unresolved" for r in results):
+        return EXIT_UNRESOLVED
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .intake import pilot_cctlds
+    from .reports import cctld_report, render_report
+
+    config, rules = load(args)
+    report = cctld_report(open_store(config), sorted(pilot_cctlds(rules)) if rules.pilot.enabled else [])
+    if args.json:
+        json.dump(report, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+    else:
+        print(render_report(report))
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import csv
+
+    from .reports import EXPORT_FIELDS, roster
+
+    config = load_config(find_config_file(args.config))
+    rows = roster(open_store(config))
+    with contextlib.ExitStack() as stack:
+        out = (stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output
+               else sys.stdout)
+        if args.format == "json":
+            json.dump(rows, out, ensure_ascii=False, indent=2)
+            out.write("\n")
+        else:
+            writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+    if args.output:
+        print(f"{len(rows)} member(s) written to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(keep=args.keep)
+
+
 COMMANDS = {
     "run": cmd_run,
     "check": cmd_check,
@@ -348,5 +426,9 @@ COMMANDS = {
     "show": cmd_show,
     "approve": cmd_decide,
     "deny": cmd_decide,
+    "invite": cmd_invite,
+    "report": cmd_report,
+    "export": cmd_export,
+    "demo": cmd_demo,
 }
 

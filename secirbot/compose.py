@@ -85,7 +85,7 @@ def quote_unverified(text: str, width: int = 600) -> str:
     if len(clean) > width:
         clean = clean[:width].rstrip() + " [...]"
     lines = clean.strip().splitlines() or ["(nothing)"]
-    return "\n".join("  | " + line.rstrip() for line in lines)
+    return "\n".join(("  | " + line.rstrip()).rstrip() for line in lines)
 
 
 def new_message_id(domain: str) -> str:

@@ -17,12 +17,18 @@ import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
 
 from .bot import Bot
 from .config import Config
+from .health import HEARTBEAT_KEY
 from .mailbox import Mailbox, MailboxError
 from .pipeline import FOLDER_FAILED, Origin, process
+from .store import iso
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,8 @@ class Daemon:
         self.bot = bot
         self.mailbox_factory = mailbox_factory or (lambda: Mailbox(bot.config.imap))
         self.stopping = threading.Event()
+        self.waiting = threading.Event()  # set while the main thread blocks in IDLE or NOOP polling
+        self.tick_seconds = 60
         # Message processing and scheduled jobs both write the store and queue mail: one at a time.
         self.work = threading.Lock()
         self.mailbox: Mailbox | None = None
@@ -138,40 +146,81 @@ class Daemon:
     # --- forever --------------------------------------------------------------------------------
 
     def run(self) -> None:
-        """Until stop(): drain, then wait for news; reconnect with backoff on any mailbox error."""
+        """Until stop(): drain, then wait for news (IDLE, else polling); reconnect with backoff on any
+        mailbox error. Scheduled work runs in APScheduler's thread, one job at a time with the mail."""
+        scheduler = self.start_scheduler()
         failures = 0
-        while not self.stopping.is_set():
-            try:
-                mailbox = self.connect()
-                failures = 0
-                log.info("connected to %s:%s, folder %s (%s)", self.bot.config.imap.host,
-                         self.bot.config.imap.port, self.bot.config.imap.folder,
-                         "IDLE" if mailbox.can_idle else "polling")
-                self.drain(mailbox)
-                while not self.stopping.is_set():
-                    timeout = (self.bot.config.imap.idle_renew_seconds if mailbox.can_idle
-                               else self.bot.config.imap.poll_seconds)
-                    mailbox.wait_for_news(min(timeout, self._wake_interval()))
-                    if self.stopping.is_set():
-                        break
+        try:
+            while not self.stopping.is_set():
+                try:
+                    mailbox = self.connect()
+                    failures = 0
+                    log.info("connected to %s:%s, folder %s (%s)", self.bot.config.imap.host,
+                             self.bot.config.imap.port, self.bot.config.imap.folder,
+                             "IDLE" if mailbox.can_idle else "polling")
                     self.drain(mailbox)
-            except MailboxError as exc:
-                failures += 1
-                delay = min(300.0, 2.0 ** min(failures, 8)) * random.uniform(0.5, 1.0)
-                log.warning("mailbox: %s; reconnecting in %.1f s", exc, delay)
-                self.stopping.wait(delay)
-            finally:
-                if self.mailbox is not None:
-                    self.mailbox.close()
-                    self.mailbox = None
-        self.deliver()
-        log.info("stopped")
+                    while not self.stopping.is_set():
+                        self.heartbeat()
+                        timeout = (self.bot.config.imap.idle_renew_seconds if mailbox.can_idle
+                                   else self.bot.config.imap.poll_seconds)
+                        self.waiting.set()
+                        try:
+                            if self.stopping.is_set():
+                                break
+                            mailbox.wait_for_news(timeout)
+                        finally:
+                            self.waiting.clear()
+                        self.drain(mailbox)
+                except MailboxError as exc:
+                    failures += 1
+                    delay = min(300.0, 2.0 ** min(failures, 8)) * random.uniform(0.5, 1.0)
+                    log.warning("mailbox: %s; reconnecting in %.1f s", exc, delay)
+                    self.stopping.wait(delay)
+                finally:
+                    if self.mailbox is not None:
+                        self.mailbox.close()
+                        self.mailbox = None
+        finally:
+            scheduler.shutdown(wait=True)  # lets a running job finish
+            self.deliver()
+            log.info("stopped")
 
-    def _wake_interval(self) -> float:
-        return 60.0
+    def start_scheduler(self) -> BackgroundScheduler:
+        """The periodic tick. Its only job reads what is due from the store, so a restart never
+        duplicates work, and work that fell due while the bot was down runs at once, once."""
+        scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
+        scheduler.add_job(self.tick, IntervalTrigger(seconds=self.tick_seconds, timezone=UTC), id="tick",
+                          replace_existing=True, next_run_time=datetime.now(UTC))
+        scheduler.start()
+        return scheduler
+
+    def tick(self) -> None:
+        """Due work and outbox retries; never raises (a failing job must not stop the schedule)."""
+        try:
+            self.run_due()
+            self.deliver()
+            self.heartbeat()
+        except Exception:  # the daemon's last line of defence: log it and try again next tick
+            log.exception("scheduled work failed; will try again at the next tick")
+
+    def heartbeat(self) -> None:
+        with self.work, self.bot.store.transaction():
+            self.bot.store.set_meta(HEARTBEAT_KEY, iso(self.bot.now()))
 
     def stop(self) -> None:
+        """Ask the loop to end: the current message is finished, the outbox flushed. Safe from a signal
+        handler and from another thread."""
         self.stopping.set()
+        mailbox = self.mailbox
+        if self.waiting.is_set() and mailbox is not None:
+            # The loop sits in IDLE's select() for up to idle_renew_seconds: shutting the socket down
+            # ends the wait at once (idle_check sees EOF), and the loop sees `stopping`.
+            mailbox.interrupt()
+
+    def signal_handler(self, signum: int, frame: object) -> None:
+        log.info("signal %s: stopping after the current message", signum)
+        self.stop()
 
 
 class InstanceLocked(Exception):

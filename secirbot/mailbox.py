@@ -168,6 +168,14 @@ class Mailbox:
         except _NETWORK_ERRORS as exc:
             raise MailboxError(f"IMAP move to {target} failed: {_text(exc)}") from exc
 
+    def interrupt(self) -> None:
+        """End a blocking wait from another thread or a signal handler (the session is then unusable)."""
+        client = self.client
+        if client is None:
+            return
+        with contextlib.suppress(OSError):
+            client.socket().shutdown(socket.SHUT_RDWR)
+
     # --- waiting ------------------------------------------------------------------------------
 
     def wait_for_news(self, timeout: float) -> bool:

@@ -39,6 +39,7 @@ class Attempt:
     deferred: list[str] = field(default_factory=list)   # 4xx or connection trouble: try again later
     failed: list[str] = field(default_factory=list)     # 5xx: never try again
     error: str = ""
+    after: Callable[[], None] | None = None            # runs inside the transaction that records this
 
 
 @dataclass
@@ -235,6 +236,8 @@ class Outbox:
                 self.store.audit("delivery-deferred", at=now, request_id=row["request_id"],
                                  outbox_id=row["id"], to=pending, error=attempt.error,
                                  next_attempt_at=iso(next_at))
+            if attempt.after is not None:
+                attempt.after()
             if newly_failed:
                 self.store.audit("delivery-failed", at=now, request_id=row["request_id"], outbox_id=row["id"],
                                  to=newly_failed, error=error)

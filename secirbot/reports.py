@@ -109,3 +109,95 @@ def render_timeline(data: dict[str, Any]) -> str:
                                    "problem", "error", "stage", "detail", "first_line", "sender"))
         lines.append(f"    {item['at']}  {label:<34} {item['actor']:<14} {extra}")
     return "\n".join(lines)
+
+
+def digest_context(bot: Any) -> dict[str, Any]:
+    """The weekly digest for the Secretariat: every open request and what it waits for."""
+    from .store import from_iso
+
+    now = bot.now()
+    open_requests = []
+    for row in bot.store.all("SELECT * FROM requests WHERE state IN ('resolving', 'pending') ORDER BY id"):
+        approvers = bot.store.all("SELECT email, state, reminders_sent FROM approvers WHERE request_id = ?",
+                                  (row["id"],))
+        open_requests.append({
+            "id": row["id"], "requester": row["requester"], "cctld_display": _display(row["cctld"]),
+            "state": row["state"], "age_days": (now - from_iso(row["created_at"])).days,
+            "expires": row["expires_at"],
+            "approvers": [f"{a['email']} ({a['state']}, {a['reminders_sent']} reminders)" for a in approvers],
+        })
+    week_ago = iso_days_ago(now, 7)
+    decided = bot.store.one("SELECT COUNT(*) AS n FROM requests WHERE decided_at >= ?", (week_ago,))["n"]
+    quarantined = bot.store.one("SELECT COUNT(*) AS n FROM messages WHERE outcome = 'failed' AND processed_at >= ?",
+                                (week_ago,))["n"]
+    undeliverable = bot.store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'failed' AND created_at >= ?",
+                                  (week_ago,))["n"]
+    members = bot.store.one("SELECT COUNT(*) AS n FROM requests WHERE state = 'approved'")["n"]
+    return {"open": open_requests, "decided_this_week": decided, "quarantined_this_week": quarantined,
+            "undeliverable_this_week": undeliverable, "members": members, "bot": bot.bot_address,
+            "list_address": bot.config.mailman.list}
+
+
+def iso_days_ago(now: Any, days: int) -> str:
+    from datetime import timedelta
+
+    from .store import iso
+
+    return iso(now - timedelta(days=days))
+
+
+def cctld_report(store: Store, pilot: list[str]) -> dict[str, Any]:
+    """Per ccTLD: when invited, how many requests in which state, how many members; and which invited or
+    pilot ccTLDs have no member yet."""
+    rows: dict[str, dict[str, Any]] = {}
+
+    def entry(cctld: str) -> dict[str, Any]:
+        return rows.setdefault(cctld, {"cctld": cctld, "cctld_display": _display(cctld), "invited_at": None,
+                                       "invited": [], "requests": 0, "open": 0, "approved": 0, "denied": 0,
+                                       "expired": 0, "members": 0, "in_pilot": cctld in pilot})
+
+    for cctld in pilot:
+        entry(cctld)
+    for inv in store.all("SELECT cctld, invited_at, recipients FROM invitations ORDER BY invited_at"):
+        item = entry(inv["cctld"])
+        item["invited_at"] = inv["invited_at"]
+        item["invited"] = json.loads(inv["recipients"])
+    for row in store.all("SELECT cctld, state, COUNT(*) AS n FROM requests GROUP BY cctld, state"):
+        item = entry(row["cctld"])
+        item["requests"] += row["n"]
+        key = {"resolving": "open", "pending": "open"}.get(row["state"], row["state"])
+        if key in item:
+            item[key] += row["n"]
+    for item in rows.values():
+        item["members"] = item["approved"]
+    table = sorted(rows.values(), key=lambda r: r["cctld"])
+    not_joined = [r["cctld_display"] for r in table if r["members"] == 0 and (r["invited_at"] or r["in_pilot"])]
+    return {"cctlds": table, "not_joined": not_joined}
+
+
+def render_report(report: dict[str, Any]) -> str:
+    lines = [f"{'CCTLD':<22} {'INVITED':<21} {'REQ':>4} {'OPEN':>5} {'DENIED':>7} {'EXPIRED':>8} {'MEMBERS':>8}"]
+    for r in report["cctlds"]:
+        lines.append(f"{r['cctld_display']:<22} {r['invited_at'] or '-':<21} {r['requests']:>4} {r['open']:>5} "
+                     f"{r['denied']:>7} {r['expired']:>8} {r['members']:>8}")
+    lines.append("")
+    lines.append("not yet joined: " + (", ".join(report["not_joined"]) or "none"))
+    return "\n".join(lines)
+
+
+EXPORT_FIELDS = ("request_id", "email", "name", "cctld", "cctld_unicode", "approved_by", "approved_at",
+                 "approved_via", "iana_snapshot_id", "iana_source", "iana_fetched_at", "mailman_status")
+
+
+def roster(store: Store) -> list[dict[str, Any]]:
+    """Every member with how they were vetted, for migration to the final trust system."""
+    out = []
+    for r in store.all("SELECT r.*, s.source AS s_source, s.fetched_at AS s_fetched FROM requests r"
+                       " LEFT JOIN iana_snapshots s ON s.id = r.snapshot_id WHERE r.state = 'approved' ORDER BY r.id"):
+        name = parse_tld(r["cctld"])
+        out.append({"request_id": r["id"], "email": r["requester"], "name": r["requester_name"] or "",
+                    "cctld": name.ascii, "cctld_unicode": name.unicode, "approved_by": r["decided_by"],
+                    "approved_at": r["decided_at"], "approved_via": r["decided_via"],
+                    "iana_snapshot_id": r["snapshot_id"], "iana_source": r["s_source"] or "",
+                    "iana_fetched_at": r["s_fetched"] or "", "mailman_status": r["mailman_status"] or ""})
+    return out

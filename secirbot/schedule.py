@@ -1,18 +1,23 @@
-"""Time-driven work, with every due time kept in the store: IANA retries, reminders, escalation, expiry.
+"""Time-driven work, with every due time kept in the store: IANA retries, reminders, escalation, expiry,
+the weekly digest, the re-check of IANA contacts, the check of Mailman's pending subscriptions.
 
 `run_due_jobs` does whatever is due at `bot.now()` and is idempotent: each item's next due time is
 moved (or cleared) in the same transaction that queues its mail, so running it twice, or after a
 restart, never repeats a reminder, and work that fell due while the daemon was down runs once at start.
+APScheduler (daemon.py) only decides *when* to call it; the store alone says what is due.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
+
+from apscheduler.triggers.cron import CronTrigger
 
 from . import workflow
 from .iana.names import parse_tld
-from .store import iso
+from .store import from_iso, iso
 
 if TYPE_CHECKING:
     from .bot import Bot
@@ -27,6 +32,9 @@ def run_due_jobs(bot: Bot) -> dict[str, int]:
         "lookups": retry_due_lookups(bot),
         "escalations": escalate_due(bot),
         "reminders": remind_due(bot),
+        "digest": digest_if_due(bot),
+        "recheck": recheck_if_due(bot),
+        "mailman_pending": pending_check_if_due(bot),
     }
 
 
@@ -71,3 +79,72 @@ def remind_due(bot: Bot) -> int:
         with bot.store.transaction():
             workflow.remind(bot, approver)
     return len(rows)
+
+
+def _claim_slot(bot: Bot, key: str, next_after: datetime) -> bool:
+    """True if the periodic job `key` is due now; then its next time is stored at once (so a crash in the
+    job cannot make it run again and again). The first time, only its next time is stored."""
+    now = bot.now()
+    meta_key = f"next:{key}"
+    with bot.store.transaction():
+        stored = bot.store.get_meta(meta_key)
+        due = stored is not None and from_iso(stored) <= now
+        if stored is None or due:
+            bot.store.set_meta(meta_key, iso(next_after))
+    return due
+
+
+def next_digest_time(bot: Bot, after: datetime) -> datetime:
+    rules = bot.rules.digest
+    trigger = CronTrigger(day_of_week=rules.day_of_week, hour=rules.hour, timezone=UTC)
+    return trigger.get_next_fire_time(None, after + timedelta(seconds=1)).astimezone(UTC)
+
+
+def digest_if_due(bot: Bot) -> int:
+    if not bot.rules.digest.enabled or not _claim_slot(bot, "digest", next_digest_time(bot, bot.now())):
+        return 0
+    from .reports import digest_context
+
+    with bot.store.transaction():
+        bot.outbox.queue_mail(purpose="digest", template="digest.txt", context=digest_context(bot),
+                              to=[bot.secretariat])
+        bot.store.audit("digest-sent", at=bot.now())
+    return 1
+
+
+def recheck_if_due(bot: Bot) -> int:
+    if not _claim_slot(bot, "recheck", bot.now() + bot.rules.lookups.recheck_every):
+        return 0
+    return recheck_contacts(bot)
+
+
+def recheck_contacts(bot: Bot) -> int:
+    """Ask IANA again about every ccTLD with members or open requests; act on changed contacts."""
+    cctlds = [r["cctld"] for r in bot.store.all(
+        "SELECT DISTINCT cctld FROM requests WHERE state IN ('pending', 'approved') ORDER BY cctld")]
+    changed = 0
+    for cctld in cctlds:
+        resolution = bot.iana.resolve(parse_tld(cctld), fresh=True)
+        if resolution.record is None:
+            log.warning("contact re-check of .%s: IANA gave no usable record (%s); keeping what we have",
+                        cctld, resolution.problem.kind if resolution.problem else "?")
+            continue
+        with bot.store.transaction():
+            result = workflow.contacts_checked(bot, cctld, resolution)
+        changed += bool(result["requests"] or result["stale_members"])
+    return changed
+
+
+def pending_check_if_due(bot: Bot) -> int:
+    if not bot.config.mailman.rest_url:
+        return 0
+    if not _claim_slot(bot, "mailman-pending", bot.now() + bot.rules.mailman.check_pending_every):
+        return 0
+    from .mailman_rest import RestUnavailable, check_pending
+
+    try:
+        counts = check_pending(bot)
+    except RestUnavailable as exc:
+        log.warning("Mailman pending-subscription check: %s", exc)
+        return 0
+    return sum(counts.values())

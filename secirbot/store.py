@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = [
     # version 1
@@ -148,6 +148,18 @@ _SCHEMA = [
         details TEXT NOT NULL DEFAULT '{}'
     );
     CREATE INDEX audit_request ON audit (request_id);
+    """,
+    # version 2: invitations sent with `secirbot invite`
+    """
+    CREATE TABLE invitations (
+        id INTEGER PRIMARY KEY,
+        cctld TEXT NOT NULL,
+        invited_at TEXT NOT NULL,
+        invited_by TEXT NOT NULL,
+        snapshot_id INTEGER REFERENCES iana_snapshots (id),
+        recipients TEXT NOT NULL        -- JSON list of the contacts written to
+    );
+    CREATE INDEX invitations_cctld ON invitations (cctld, invited_at);
     """,
 ]
 

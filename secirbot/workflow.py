@@ -430,3 +430,59 @@ def audit_rows(bot: Bot, request_id: int) -> list[dict[str, Any]]:
         item["details"] = json.loads(item["details"])
         out.append(item)
     return out
+
+
+# --- contacts that change --------------------------------------------------------------------------
+
+def contacts_checked(bot: Bot, cctld: str, resolution: Resolution) -> dict[str, Any]:
+    """IANA was asked again about a ccTLD: re-send open requests to new contacts, close the tokens of
+    contacts no longer listed, and tell the Secretariat about members vouched for by such contacts."""
+    now = bot.now()
+    record = resolution.record
+    assert record is not None
+    listed = {a.email.lower() for a in record.approvers(tuple(bot.rules.approvers.roles))}
+    changed_requests = []
+    for request in bot.store.all("SELECT * FROM requests WHERE cctld = ? AND state = 'pending'", (cctld,)):
+        live = live_approvers(bot, request["id"])
+        gone = [a for a in live if a["email_key"] not in listed]
+        known = {r["email_key"] for r in bot.store.all("SELECT email_key FROM approvers WHERE request_id = ?",
+                                                       (request["id"],))}
+        new = [a for a in eligible_approvers(bot, request, record, bot.rules.approvers.ask_first)
+               if a.email.lower() not in known]
+        if not gone and not new:
+            continue
+        for approver in gone:
+            bot.store.execute("UPDATE approvers SET state = 'closed', next_reminder_at = NULL WHERE id = ?",
+                              (approver["id"],))
+        _set(bot, request["id"], snapshot_id=resolution.snapshot_id)
+        request = get_request(bot, request["id"])
+        asked = ask_approvers(bot, request, record, bot.rules.approvers.ask_first)
+        if not asked and not live_approvers(bot, request["id"]):
+            escalate(bot, request, "the IANA contacts changed and none of the new ones was asked yet")
+        if gone or asked:
+            bot.store.audit("contacts-changed", at=now, request_id=request["id"], cctld=cctld,
+                            snapshot_id=resolution.snapshot_id, removed=[a["email"] for a in gone], asked=asked)
+            changed_requests.append({"id": request["id"], "requester": request["requester"],
+                                     "removed": [a["email"] for a in gone], "asked": asked})
+    stale_members = [dict(r) for r in bot.store.all(
+        "SELECT id, requester, decided_by, decided_at FROM requests WHERE cctld = ? AND state = 'approved'"
+        " AND decided_via = 'mail' ORDER BY id", (cctld,)) if r["decided_by"].lower() not in listed]
+    fingerprint = ",".join(sorted(f"{m['id']}:{m['decided_by'].lower()}" for m in stale_members))
+    already = bot.store.one("SELECT 1 FROM audit WHERE action = 'stale-approvers-reported' AND details LIKE ?",
+                            (f'%"fingerprint": "{cctld}|{fingerprint}"%',))
+    report_members = bool(stale_members) and already is None
+    if report_members:
+        bot.store.audit("stale-approvers-reported", at=now, cctld=cctld, fingerprint=f"{cctld}|{fingerprint}",
+                        members=[m["id"] for m in stale_members])
+    if changed_requests or report_members:
+        name = parse_tld(cctld)
+        bot.outbox.queue_mail(
+            purpose="contacts-changed", template="contacts_changed.txt",
+            context={"cctld_display": name.display(), "contacts": [
+                {"email": a.email, "roles": list(a.roles)} for a in record.approvers(tuple(bot.rules.approvers.roles))],
+                "requests": changed_requests, "members": stale_members if report_members else [],
+                "snapshot": snapshot_summary(bot, resolution.snapshot_id), "bot": bot.bot_address,
+                "secretariat": bot.secretariat},
+            to=[bot.secretariat],
+        )
+    return {"requests": len(changed_requests), "stale_members": len(stale_members) if report_members else 0}

@@ -56,6 +56,7 @@ class _Handler:
         self.drops = 0
         self.attempts = 0
         self.credentials: tuple[str, str] | None = None
+        self.spool: Path | None = None
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
                           address: str, rcpt_options: list[str]) -> str:
@@ -87,6 +88,8 @@ class _Handler:
         with self.lock:
             self.captured.append(item)
             number = len(self.captured)
+        if self.spool is not None:  # the sandbox keeps what the bot sent where a person can read it
+            (self.spool / f"{number:05d}.eml").write_bytes(bytes(raw).replace(b"\r\n", b"\n"))
         return f"250 2.0.0 OK queued as {number}"
 
     def take_drop(self) -> bool:
@@ -127,10 +130,12 @@ class SmtpSink:
     """A capturing SMTP server on 127.0.0.1; see the module docstring."""
 
     def __init__(self, *, security: Security | None = None, tls_cert: str | Path | None = None,
-                 tls_key: str | Path | None = None, credentials: tuple[str, str] | None = None) -> None:
+                 tls_key: str | Path | None = None, credentials: tuple[str, str] | None = None,
+                 spool: Path | None = None) -> None:
         """``security`` defaults to ``"tls"`` when ``tls_cert`` is given, else ``"none"``.
 
         ``credentials=(user, password)`` turns AUTH on and makes it mandatory before MAIL.
+        ``spool``: also write every accepted message there as NNNNN.eml.
         """
         if security is None:
             security = "tls" if tls_cert else "none"
@@ -139,6 +144,9 @@ class SmtpSink:
         self.security: Security = security
         self._handler = _Handler()
         self._handler.credentials = credentials
+        if spool is not None:
+            spool.mkdir(parents=True, exist_ok=True)
+            self._handler.spool = spool
         self._port = free_port()
         kwargs: dict[str, Any] = {"hostname": LOOPBACK, "port": self._port,
                                   "server_hostname": "sink.test", "ready_timeout": 5.0}

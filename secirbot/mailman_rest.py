@@ -1,0 +1,170 @@
+"""Mailman 3's REST API at the edge: add an approved member, list and moderate pending subscriptions.
+
+Used by the `mailman3-rest` dialect (the subscription itself, queued in the outbox like a mail) and, with
+any dialect, whenever `mailman.rest_url` is set: the list's pending subscription requests are checked, so
+that nobody joins through the list's own -join address or web form without having been vetted here.
+The password is sent only in the Authorization header and never appears in a log line or an error.
+Moderation tokens are secrets too: the store keeps only their hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import requests
+
+from .config import MailmanConfig
+from .outbox import Attempt
+from .store import iso
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from .bot import Bot
+
+log = logging.getLogger(__name__)
+
+
+class RestUnavailable(Exception):
+    """Mailman could not be reached, or answered 5xx: try again later."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: Any
+
+
+class MailmanRest:
+    def __init__(self, config: MailmanConfig):
+        if not config.rest_url:
+            raise ValueError("mailman.rest_url is not set")
+        self.base = config.rest_url.rstrip("/")
+        self.auth = (config.rest_user or "", config.rest_password or "")
+        self.timeout = config.rest_timeout_seconds
+
+    def _call(self, method: str, path: str, data: dict[str, Any] | None = None) -> Answer:
+        url = f"{self.base}/3.1/{path}"
+        try:
+            response = requests.request(method, url, data=data, auth=self.auth, timeout=self.timeout)
+        except requests.RequestException as exc:
+            # str(exc) of a connection error holds only the URL; the auth tuple is never in it.
+            raise RestUnavailable(f"Mailman REST {method} {url}: {type(exc).__name__}") from exc
+        if response.status_code >= 500:
+            raise RestUnavailable(f"Mailman REST {method} {url}: HTTP {response.status_code}")
+        try:
+            body = response.json() if response.content else None
+        except ValueError:
+            body = response.text[:500]
+        return Answer(response.status_code, body)
+
+    def add_member(self, list_id: str, address: str, display_name: str) -> Answer:
+        """Subscribe with every confirmation pre-done: 201 = member now, 409 = already member/pending."""
+        return self._call("POST", "members", {
+            "list_id": list_id, "subscriber": address, "display_name": display_name,
+            "pre_verified": "true", "pre_confirmed": "true", "pre_approved": "true",
+        })
+
+    def is_member(self, list_id: str, address: str) -> bool:
+        answer = self._call("POST", "members/find", {"list_id": list_id, "subscriber": address, "role": "member"})
+        return answer.status == 200 and bool((answer.body or {}).get("total_size"))
+
+    def pending_subscriptions(self, list_id: str, token_owner: str = "moderator") -> list[dict[str, Any]]:
+        """The list's subscription requests waiting for `token_owner` (Mailman 3.3 rest/sub_moderation.py).
+
+        Only "moderator" requests are a moderator's to decide. A "subscriber" request still waits for the
+        person's own confirmation: accepting it would confirm the address for them (`IndividualRequest`
+        calls `ISubscriptionManager.confirm` whoever owns the token), and its token is replaced when they
+        confirm, so it would also be reported twice."""
+        answer = self._call("GET", f"lists/{list_id}/requests?token_owner={token_owner}")
+        if answer.status != 200:
+            raise RestUnavailable(f"Mailman REST lists/{list_id}/requests: HTTP {answer.status}")
+        return [e for e in (answer.body or {}).get("entries", []) if e.get("type", "subscription") == "subscription"]
+
+    def moderate(self, list_id: str, token: str, action: str) -> int:
+        return self._call("POST", f"lists/{list_id}/requests/{token}", {"action": action}).status
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def rest_attempt(bot: Bot, row: sqlite3.Row) -> Attempt:
+    """Outbox handler for a queued REST subscription: make the call, map the answer to an Attempt whose
+    `after` records the request's Mailman state in the same transaction as the outbox row."""
+    call = json.loads(row["payload"])
+    target = json.loads(row["recipients"])
+    try:
+        answer = MailmanRest(bot.config.mailman).add_member(call["list_id"], call["address"],
+                                                            call.get("display_name", ""))
+    except (RestUnavailable, ValueError) as exc:
+        return Attempt(deferred=target, error=str(exc))
+    request_id = row["request_id"]
+
+    def record(status: str, action: str, **details: Any) -> None:
+        bot.store.execute("UPDATE requests SET mailman_status = ?, updated_at = ? WHERE id = ?",
+                          (status, iso(bot.now()), request_id))
+        bot.store.audit(action, at=bot.now(), request_id=request_id, outbox_id=row["id"], http=answer.status,
+                        **details)
+
+    if answer.status == 201:
+        return Attempt(delivered=target, after=lambda: record("member", "mailman-member"))
+    if answer.status == 202:  # Mailman still wants a confirmation: the pre_* flags were not honoured
+        return Attempt(delivered=target, after=lambda: record("pending", "mailman-pending"))
+    if answer.status == 409:
+        def conflict() -> None:
+            record("conflict", "mailman-conflict", said=str(answer.body)[:300])
+            bot.outbox.queue_mail(purpose="mailman-conflict", template="mailman_conflict.txt",
+                                  context={"address": call["address"], "request_id": request_id,
+                                           "said": str(answer.body)[:300], "list_address": bot.config.mailman.list},
+                                  to=[bot.secretariat], request_id=request_id)
+        return Attempt(delivered=target, after=conflict)
+    return Attempt(failed=target, error=f"Mailman REST answered HTTP {answer.status}: {str(answer.body)[:300]}",
+                   after=lambda: record("failed", "mailman-failed"))
+
+
+def check_pending(bot: Bot) -> dict[str, int]:
+    """Accept pending subscriptions of addresses vetted here; report (and, if the rules say so, reject)
+    the others. Each pending request is reported once."""
+    config = bot.config.mailman
+    client = MailmanRest(config)
+    list_id = config.list.replace("@", ".", 1)
+    counts = {"accepted": 0, "reported": 0, "rejected": 0}
+    for entry in client.pending_subscriptions(list_id):
+        address, token = str(entry.get("email", "")), str(entry.get("token", ""))
+        if not token:
+            continue
+        digest = token_digest(token)
+        vetted = bot.store.one("SELECT id FROM requests WHERE requester_key = ? AND state = 'approved'"
+                               " ORDER BY id DESC LIMIT 1", (address.lower(),))
+        if vetted is not None:
+            status = client.moderate(list_id, token, "accept")
+            with bot.store.transaction():
+                if status == 204:  # rest/sub_moderation.py: accepted = subscribed now
+                    bot.store.execute("UPDATE requests SET mailman_status = 'member', updated_at = ? WHERE id = ?",
+                                      (iso(bot.now()), vetted["id"]))
+                bot.store.audit("mailman-moderation-accepted", at=bot.now(), request_id=vetted["id"],
+                                address=address, token=digest, http=status)
+            counts["accepted"] += 1
+            continue
+        seen = bot.store.one("SELECT 1 FROM audit WHERE action = 'mailman-unvetted' AND details LIKE ?",
+                             (f'%"token": "{digest}"%',))
+        if seen is not None:
+            continue
+        reject = bot.rules.mailman.reject_unvetted
+        status = client.moderate(list_id, token, "reject") if reject else None
+        with bot.store.transaction():
+            bot.store.audit("mailman-unvetted", at=bot.now(), address=address, token=digest,
+                            rejected=bool(reject), http=status)
+            bot.outbox.queue_mail(purpose="mailman-unvetted", template="mailman_unvetted.txt",
+                                  context={"address": address, "display_name": entry.get("display_name") or "",
+                                           "when": str(entry.get("request_date", "")), "rejected": bool(reject),
+                                           "list_address": config.list, "bot": bot.bot_address},
+                                  to=[bot.secretariat])
+        counts["reported"] += 1
+        counts["rejected"] += bool(reject)
+    return counts
