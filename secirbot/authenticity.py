@@ -44,6 +44,7 @@ class SenderCheck:
     ok: bool
     failure: str | None                                  # short reason for the audit when not ok
     checks: dict[str, str] = field(default_factory=dict)  # what was checked -> what was found
+    rule: str | None = None                              # which check failed, as a code (see check_sender)
 
 
 def check_sender(mail: InboundMail, *, expected_from: str, authserv_id: str | None, require: str,
@@ -51,26 +52,27 @@ def check_sender(mail: InboundMail, *, expected_from: str, authserv_id: str | No
     """Does the reply come from `expected_from`, as far as policy `require` can tell? Hostile headers and
     signatures make it fail, not raise."""
     checks: dict[str, str] = {}
+    # Failure codes: policy-unknown, from-unreadable, from-mismatch, dmarc-fail, dmarc-required, dkim-required.
 
-    def fail(reason: str) -> SenderCheck:
-        return SenderCheck(ok=False, failure=reason, checks=checks)
+    def fail(reason: str, rule: str) -> SenderCheck:
+        return SenderCheck(ok=False, failure=reason, checks=checks, rule=rule)
 
     if require not in REQUIRE_LEVELS:
-        return fail(f"unknown authentication.require {require!r}")
+        return fail(f"unknown authentication.require {require!r}", "policy-unknown")
     address, problem = from_address(mail)
     if address is None:
         checks["from"] = problem
-        return fail(problem)
+        return fail(problem, "from-unreadable")
     if not same_address(address, expected_from):
         checks["from"] = f"{address} is not {expected_from}"
-        return fail(f"From {address} is not the approver's address {expected_from}")
+        return fail(f"From {address} is not the approver's address {expected_from}", "from-mismatch")
     checks["from"] = "matches"
     from_domain = _domain_of(address)
 
     dmarc = trusted_dmarc(mail, authserv_id, from_domain)
     checks["authres"] = dmarc.summary
     if dmarc.failed:
-        return fail(f"our server's Authentication-Results: {dmarc.summary}")
+        return fail(f"our server's Authentication-Results: {dmarc.summary}", "dmarc-fail")
     if require == "none":
         return SenderCheck(ok=True, failure=None, checks=checks)
     if require == "dmarc" and dmarc.passed:
@@ -81,8 +83,8 @@ def check_sender(mail: InboundMail, *, expected_from: str, authserv_id: str | No
     if signed:
         return SenderCheck(ok=True, failure=None, checks=checks)
     if require == "dmarc":
-        return fail("neither a DMARC pass from our server nor an aligned DKIM signature")
-    return fail("no valid DKIM signature aligned with the From domain")
+        return fail("neither a DMARC pass from our server nor an aligned DKIM signature", "dmarc-required")
+    return fail("no valid DKIM signature aligned with the From domain", "dkim-required")
 
 
 # --- From ---------------------------------------------------------------------------------------------

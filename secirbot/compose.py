@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.policy
 import email.utils
+import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+
+from .replies import normalise
 
 LOOP_HEADER = "X-Secirbot-Loop"
 POLICY = email.policy.SMTP.clone(max_line_length=78)
@@ -79,17 +82,28 @@ class Templates:
         return problems
 
 
+_DECISION_LINE = re.compile(r"^[\W_]*(approve|deny)[\W_]*$", re.IGNORECASE)
+
+
 def quote_unverified(text: str, width: int = 600) -> str:
-    """A requester's own words, cut to `width`, every line prefixed so it cannot pass for ours."""
+    """A requester's own words, cut to `width` (marked), every line prefixed so it cannot pass for ours,
+    and no line that reads as a bare APPROVE or DENY even once the prefix is stripped."""
     clean = "".join(ch for ch in text if ch in "\n\t" or ch.isprintable())
     if len(clean) > width:
         clean = clean[:width].rstrip() + " [...]"
     lines = clean.strip().splitlines() or ["(nothing)"]
-    return "\n".join(("  | " + line.rstrip()).rstrip() for line in lines)
+    out = []
+    for line in lines:
+        line = line.rstrip()
+        if _DECISION_LINE.match(normalise(line)):
+            line += " (their words)"
+        out.append(("  | " + line).rstrip())
+    return "\n".join(out)
 
 
 def new_message_id(domain: str) -> str:
-    return email.utils.make_msgid(idstring=secrets.token_hex(8), domain=domain)
+    """Random (never guessable, so nobody can thread mail into a request) and short enough not to fold."""
+    return f"<{secrets.token_hex(12)}@{domain}>"
 
 
 def compose(

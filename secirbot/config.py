@@ -151,8 +151,12 @@ class YamlSource:
         self.path = path
         self.data = data
         self.lines = lines
+        self.env: dict[tuple[str, ...], str] = {}  # key path -> the SECIRBOT_* variable that set it
 
     def where(self, key: tuple[str, ...]) -> str:
+        for n in range(len(key), 0, -1):
+            if key[:n] in self.env:
+                return f"environment {self.env[key[:n]]}"
         name = str(self.path) if self.path else "<defaults>"
         for n in range(len(key), 0, -1):
             if key[:n] in self.lines:
@@ -209,7 +213,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     source = read_yaml(path) if path is not None else YamlSource(None, {}, {})
     base_dir = path.resolve().parent if path is not None else Path.cwd()
     problems: list[str] = []
-    data = _apply_env(dict(source.data), environ, problems)
+    data = _apply_env(dict(source.data), environ, problems, source.env)
     config = build_section(Config, data, (), source, base_dir, problems)
     if problems:
         raise ConfigError(problems)
@@ -220,7 +224,8 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     return config
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[str],
+               origins: dict[tuple[str, ...], str]) -> dict[str, Any]:
     sections = {name: tp for name, tp in _hints(Config).items() if name != "source"}
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
@@ -229,6 +234,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[
         for section, tp in sections.items():
             if rest == section and not dataclasses.is_dataclass(tp):
                 data[section] = value
+                origins[(section,)] = name
                 break
             if rest.startswith(section + "_") and dataclasses.is_dataclass(tp):
                 key = rest[len(section) + 1:]
@@ -240,6 +246,7 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[
                 merged = dict(current) if isinstance(current, dict) else {}
                 merged[key] = value
                 data[section] = merged
+                origins[(section, key)] = name
                 break
     return data
 

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from importlib import resources
 
-from .iana.names import NotACcTLD, TldName, normalize_tld
+from .iana.names import NotACcTLD, NotDelegated, TldName, normalize_tld
 from .message import InboundMail
 from .rules import Rules
 
@@ -90,7 +90,8 @@ def read_claim(mail: InboundMail, text: str, max_chars: int) -> Claim | ClaimPro
         cctld=cctld,
         name=_clean(fields.get("name") or mail.from_name or "", 120),
         role=_clean(fields.get("role", ""), 120),
-        words=words[:max_chars],
+        # Kept a little longer than relayed, so the approvers' copy can show that it was cut.
+        words=words[:max_chars + 200],
     )
 
 
@@ -117,6 +118,8 @@ def _names_in(text: str, subject: bool) -> tuple[set[TldName], set[str]]:
     for candidate in candidates:
         try:
             cctlds.add(normalize_tld(candidate))
+        except NotDelegated as exc:  # a country code without a manager (.eh, .um): say so, not "none"
+            others.add(exc.name.display())
         except NotACcTLD:
             if _is_tld(candidate):
                 others.add("." + candidate.lower())

@@ -58,6 +58,7 @@ def command_message(config: Config, address: str, when: datetime) -> EmailMessag
     msg["Date"] = email.utils.format_datetime(when)
     msg["Message-ID"] = new_message_id(sender.rsplit("@", 1)[1])
     msg["Auto-Submitted"] = "auto-generated"
+    msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
     msg[LOOP_HEADER] = sender
     msg.set_content(f"{command_line(config.mailman.dialect, address)}\nend\n", charset="us-ascii")
     return msg

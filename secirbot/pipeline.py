@@ -12,6 +12,7 @@ the traceback). A store that cannot record even that raises, and the message sta
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import traceback
 from dataclasses import dataclass, field
@@ -112,19 +113,18 @@ def _insert(bot: Bot, origin: Origin, mail: InboundMail | None, raw: bytes, kind
             outcome: str, reason: str | None) -> int:
     keep = raw if mail is None or kind in {k.value for k in KEEP_WHOLE} else mail.raw_headers()
     cur = bot.store.execute(
-        "INSERT INTO messages (folder, uidvalidity, uid, message_id, body_hash, size, processed_at, from_addr,"
-        " subject, kind, detail, outcome, reason, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO messages (folder, uidvalidity, uid, message_id, body_hash, raw_hash, size, processed_at,"
+        " from_addr, subject, kind, detail, outcome, reason, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (origin.folder, origin.uidvalidity, origin.uid, mail.message_id if mail else None,
-         mail.body_hash if mail else _hash(raw), len(raw), iso(bot.now()), mail.from_addr if mail else None,
-         mail.subject[:500] if mail else None, kind, detail, outcome, reason, keep),
+         mail.body_hash if mail else _hash(raw), _hash(raw), len(raw), iso(bot.now()),
+         mail.from_addr if mail else None, mail.subject[:500] if mail else None, kind, detail, outcome, reason,
+         keep),
     )
     return int(cur.lastrowid)
 
 
 def _hash(raw: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(raw.lstrip(b"\r\n")).hexdigest()
 
 
 def _record_failure(bot: Bot, origin: Origin, raw: bytes, mail: InboundMail | None, kind: str,
@@ -140,8 +140,8 @@ def _find_duplicate(bot: Bot, mail: InboundMail) -> int | None:
     if mail.message_id:
         row = bot.store.one("SELECT id FROM messages WHERE message_id = ? AND body_hash = ? AND outcome != 'failed'",
                             (mail.message_id, mail.body_hash))
-    else:
-        row = None
+    else:  # nothing names it: only the very same bytes (re-numbered after a UIDVALIDITY change) match
+        row = bot.store.one("SELECT id FROM messages WHERE raw_hash = ? AND outcome != 'failed'", (_hash(mail.raw),))
     return int(row["id"]) if row else None
 
 
@@ -268,15 +268,17 @@ class ReplyHandler:
             approver_expires_at=workflow.from_iso(approver["expires_at"]), requester=request["requester"],
             sender=plan.sender, mail_from=mail.from_addr, decision=plan.decision, now=bot.now())
         checks = dict(plan.sender.checks)
-        audit = {"rule": judgement.rule, "checks": checks, "approver": approver["email"],
-                 "sender": mail.from_addr, "first_line": plan.decision.first_line[:200]}
+        audit = {"rule": judgement.rule, "failure": plan.sender.failure, "checks": checks,
+                 "approver": approver["email"], "sender": mail.from_addr,
+                 "first_line": plan.decision.first_line[:200]}
         ctx = {**workflow.request_context(bot, request), "approver": {"email": approver["email"],
                                                                       "name": approver["name"] or ""}}
         if judgement.outcome == "reject":
             bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"],
                             **audit)
-            _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
-                           context={**context, "rule": judgement.rule}, request_id=request["id"])
+            if judgement.rule != "from-unreadable":  # several From addresses: no one to answer safely
+                _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
+                               context={**context, "rule": judgement.rule}, request_id=request["id"])
             if judgement.rule in SECURITY_RULES:
                 bot.outbox.queue_mail(purpose="reply-rejected-secretariat", template="reply_rejected_secretariat.txt",
                                       context={**ctx, "rule": judgement.rule, "sender": mail.from_addr or "",
@@ -304,7 +306,8 @@ class ReplyHandler:
         return Outcome(f"decided:{judgement.verdict.value.lower()}", request["id"])
 
 
-SECURITY_RULES = ("from-mismatch", "dmarc-fail", "dkim-required", "dmarc-required", "several-from",
+# Rejections that look like forgery or a forwarded approval mail: the Secretariat hears of each one.
+SECURITY_RULES = ("from-mismatch", "from-unreadable", "dmarc-fail", "dkim-required", "dmarc-required",
                   "self-approval", "sender-not-authenticated")
 
 

@@ -18,6 +18,7 @@ SAMPLE_REQUEST = {
     "claim": "Role: CSIRT lead\nI run incident response for the registry.", "state": "pending",
     "created_at": "2026-11-26T07:00:00Z", "expires_at": "2026-12-10T07:00:00Z", "decision": "APPROVE",
     "decided_by": "admin@cctld.example", "decided_at": "2026-11-27T09:30:00Z", "decision_reason": "",
+    "decided_via": "mail",
 }
 
 
@@ -34,7 +35,8 @@ def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dic
         "approval_request.txt": {**base, "approver": approver, "organisation": "Coordination Center for TLD RU",
                                  "marker": REPLY_MARKER, "reminder": 1},
         "request_copy.txt": {**base, "asked": ["admin@cctld.example", "tech@cctld.example"], "note": ""},
-        "request_received.txt": {**base, "delayed": False},
+        "request_received.txt": {**base, "delayed": False, "asked": 2},
+        "decision_recorded.txt": {**base, "approver": approver},
         "request_problem.txt": {**plain, "reason": "several-cctlds", "names": ["nl", "рф"]},
         "request_refused.txt": {**plain, "rule": "pilot", "detail": "not invited", "cctld": "рф",
                                 "cctld_display": ".рф (xn--p1ai)", "open_request_id": None, "seats": 3},

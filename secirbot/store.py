@@ -160,6 +160,10 @@ _SCHEMA = [
         recipients TEXT NOT NULL        -- JSON list of the contacts written to
     );
     CREATE INDEX invitations_cctld ON invitations (cctld, invited_at);
+
+    -- a message without Message-ID is recognised by its whole bytes when it comes back
+    ALTER TABLE messages ADD COLUMN raw_hash TEXT;
+    CREATE INDEX messages_raw_hash ON messages (raw_hash);
     """,
 ]
 

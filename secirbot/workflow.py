@@ -52,7 +52,7 @@ def judge_reply(*, request_state: str, approver_state: str, approver_expires_at:
     """Whether a reply to a valid token decides the request. Every check must pass; order matters only
     for which reason is given, and no reply from an unauthenticated sender learns the request's state."""
     if not sender.ok:
-        return Judgement("reject", sender.failure or "sender-not-authenticated")
+        return Judgement("reject", sender.rule or "sender-not-authenticated")
     if request_state in DECIDED_STATES:
         return Judgement("already-decided", "request-already-decided")
     if request_state not in OPEN_STATES:
@@ -100,6 +100,9 @@ def context_for(config: Config, rules: Rules, request: Mapping[str, Any]) -> dic
             "expires": when(request["expires_at"]),
             "decision": request["decision"] or "",
             "decided_by": request["decided_by"] or "",
+            # Requesters and IANA contacts read "the Secretariat", not an operator's login name.
+            "decided_by_public": ("the Secretariat" if request["decided_via"] == "cli"
+                                  else request["decided_by"] or ""),
             "decided_at": when(request["decided_at"]),
             "decision_reason": request["decision_reason"] or "",
         },
@@ -155,9 +158,10 @@ def open_request(bot: Bot, *, requester: str, claim: Claim, resolution: Resoluti
                         problem=_problem_text(resolution))
         _notify_secretariat_of_request(bot, get_request(bot, request_id), [], _problem_text(resolution))
     request = get_request(bot, request_id)
+    asked = bot.store.one("SELECT COUNT(*) AS n FROM approvers WHERE request_id = ?", (request_id,))["n"]
     bot.outbox.queue_mail(
         purpose="request-received", template="request_received.txt",
-        context={**request_context(bot, request), "delayed": resolution.record is None},
+        context={**request_context(bot, request), "delayed": resolution.record is None, "asked": asked},
         to=[requester], in_reply_to=in_reply_to, request_id=request_id, cause_message=message_row,
         auto="auto-replied",
     )
@@ -310,6 +314,11 @@ def decide(bot: Bot, request: sqlite3.Row, verdict: Verdict, *, decided_by: str,
                           context={**context, "via": via, "checks": checks, "rule": rule,
                                    "snapshot": snapshot_summary(bot, request["snapshot_id"])},
                           to=[bot.secretariat], request_id=request["id"])
+    if approver_id is not None:
+        decider = bot.store.one("SELECT email, name FROM approvers WHERE id = ?", (approver_id,))
+        bot.outbox.queue_mail(purpose="decision-recorded", template="decision_recorded.txt",
+                              context={**context, "approver": {"email": decider["email"], "name": decider["name"]}},
+                              to=[decider["email"]], request_id=request["id"])
     for other in others:
         bot.outbox.queue_mail(purpose="decision-approvers", template="decision_approvers.txt",
                               context={**context, "approver": {"email": other["email"], "name": other["name"]}},

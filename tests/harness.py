@@ -70,6 +70,7 @@ class World:
     clock: Clock = field(default_factory=Clock)
     rules: dict[str, Any] = field(default_factory=default_rules)
     settings: dict[str, Any] = field(default_factory=dict)
+    environ: dict[str, str] = field(default_factory=dict)  # SECIRBOT_* overrides, e.g. a password
     _bot: Bot | None = None
 
     # --- configuration ---------------------------------------------------------------------------
@@ -102,7 +103,7 @@ class World:
     def bot(self) -> Bot:
         """The bot as `secirbot run` would build it, on this world's clock (rebuilt after config changes)."""
         if self._bot is None:
-            config = load_config(self.write_config(), environ={})
+            config = load_config(self.write_config(), environ=dict(self.environ))
             self._bot = build(config, load_rules(config.rules), now=self.clock)
         return self._bot
 

@@ -104,7 +104,8 @@ class _Handler:
                      mechanism: str, auth_data: Any) -> AuthResult:
         ok = (isinstance(auth_data, LoginPassword) and self.credentials is not None
               and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials)
-        return AuthResult(success=ok, auth_data=auth_data if ok else None)
+        # handled=False: aiosmtpd then sends the 535 itself; with the default the client waits forever.
+        return AuthResult(success=ok, auth_data=auth_data if ok else None, handled=False)
 
 
 class _SinkSMTP(SMTP):
