@@ -21,6 +21,8 @@ from .config import Config, ConfigError, find_config_file, load_config
 from .rules import Rules, load_rules
 from .store import Store, StoreError
 
+log = logging.getLogger("secirbot.cli")
+
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_CCTLD, EXIT_UNRESOLVED = 0, 1, 2, 3, 4
 
 
@@ -123,11 +125,12 @@ def load(args: argparse.Namespace) -> tuple[Config, Rules]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .bot import build
     from .daemon import Daemon, InstanceLock, InstanceLocked
+    from .lease import LeaseHeld
     from .mailbox import MailboxError
 
     config, rules = load(args)
     for warning in config.warnings():
-        logging.getLogger("secirbot").warning("%s", warning)
+        log.warning("%s", warning)
     sandbox = None
     if config.sandbox:
         from .sandbox.local import Sandbox, SandboxError
@@ -135,14 +138,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             sandbox = Sandbox.start(config)
         except SandboxError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            log.error("%s", exc)
             return EXIT_FAILED
         config = sandbox.config
-        print(sandbox.describe(), file=sys.stderr)
+        log.info("%s", sandbox.describe())
     try:
         lock = InstanceLock.acquire(config)
     except InstanceLocked as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         if sandbox:
             sandbox.stop()
         return EXIT_FAILED
@@ -152,15 +155,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.once:
             try:
                 report = daemon.run_once()
-            except MailboxError as exc:
-                print(f"error: {exc}", file=sys.stderr)
+            except (MailboxError, LeaseHeld) as exc:
+                log.error("%s", exc)
                 return EXIT_FAILED
-            print(f"processed {report.processed} message(s), {report.failed} quarantined; "
-                  f"{bot.outbox.pending_count()} mail(s) still queued", file=sys.stderr)
+            log.info("processed %d message(s), %d quarantined; %d mail(s) still queued", report.processed,
+                     report.failed, bot.outbox.pending_count())
             return EXIT_OK
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, daemon.signal_handler)
-        daemon.run()
+        try:
+            daemon.run()
+        except LeaseHeld as exc:
+            log.error("%s", exc)
+            return EXIT_FAILED
         return EXIT_OK
     finally:
         lock.release()

@@ -53,6 +53,8 @@ class ImapConfig:
     idle_renew_seconds: int = 600
     poll_seconds: int = 60
     timeout_seconds: int = 60
+    lease_folder: str = "secirbot-lease"
+    lease_seconds: int = 300          # one bot per mailbox across hosts; 0 = only the local lock files
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import os
 import random
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,11 +27,14 @@ from apscheduler.triggers.interval import IntervalTrigger
 from .bot import Bot
 from .config import Config
 from .health import HEARTBEAT_KEY
+from .lease import Lease, LeaseHeld, instance_id
 from .mailbox import Mailbox, MailboxError
 from .pipeline import FOLDER_FAILED, Origin, process
-from .store import iso
+from .store import iso, utcnow
 
 log = logging.getLogger(__name__)
+
+FINAL_FLUSH_SECONDS = 5.0
 
 
 @dataclass
@@ -46,6 +50,11 @@ class Daemon:
         self.stopping = threading.Event()
         self.waiting = threading.Event()  # set while the main thread blocks in IDLE or NOOP polling
         self.tick_seconds = 60
+        imap = bot.config.imap
+        # The lease runs on wall-clock time (it is about live processes, not the business clock).
+        self.lease = Lease(imap, instance_id(bot.store), utcnow) if imap.lease_seconds > 0 else None
+        self.leased = False
+        self.lost_lease: str | None = None
         # Message processing and scheduled jobs both write the store and queue mail: one at a time.
         self.work = threading.Lock()
         self.mailbox: Mailbox | None = None
@@ -53,11 +62,20 @@ class Daemon:
     # --- one pass -------------------------------------------------------------------------------
 
     def connect(self) -> Mailbox:
+        """Log in (taking the mailbox's lease first: LeaseHeld if another bot reads it)."""
+        if self.lease is not None and not self.leased:
+            self.lease.acquire()
+            self.leased = True
         mailbox = self.mailbox_factory()
         mailbox.connect()
         self._check_uidvalidity(mailbox)
         self.mailbox = mailbox
         return mailbox
+
+    def release(self) -> None:
+        if self.lease is not None and self.leased:
+            self.lease.release()
+            self.leased = False
 
     def _check_uidvalidity(self, mailbox: Mailbox) -> None:
         store, folder, now = self.bot.store, self.bot.config.imap.folder, self.bot.now()
@@ -100,9 +118,15 @@ class Daemon:
             self.deliver()
         return report
 
-    def deliver(self) -> None:
+    def deliver(self, final: bool = False) -> None:
+        """Send what is due. While stopping only the final flush sends, and only for FINAL_FLUSH_SECONDS."""
+        if final:
+            deadline = time.monotonic() + FINAL_FLUSH_SECONDS
+            stop, timeout = (lambda: time.monotonic() > deadline), FINAL_FLUSH_SECONDS
+        else:
+            stop, timeout = self.stopping.is_set, None
         with self.work:
-            report = self.bot.outbox.deliver(stop=lambda: False)
+            report = self.bot.outbox.deliver(stop=stop, timeout=timeout)
         if report.sent or report.deferred or report.failed:
             log.info("outbox: %d sent, %d deferred, %d failed", report.sent, report.deferred, report.failed)
 
@@ -134,6 +158,7 @@ class Daemon:
                 self.stopping.wait(delay)
         self.run_due()
         self.deliver()
+        self.release()
         return total
 
     def run_due(self) -> None:
@@ -172,6 +197,8 @@ class Daemon:
                             self.waiting.clear()
                         self.drain(mailbox)
                 except MailboxError as exc:
+                    if self.stopping.is_set():
+                        break  # stop() itself cut the connection to end the wait: nothing went wrong
                     failures += 1
                     delay = min(300.0, 2.0 ** min(failures, 8)) * random.uniform(0.5, 1.0)
                     log.warning("mailbox: %s; reconnecting in %.1f s", exc, delay)
@@ -182,8 +209,14 @@ class Daemon:
                         self.mailbox = None
         finally:
             scheduler.shutdown(wait=True)  # lets a running job finish
-            self.deliver()
+            if self.bot.outbox.smtp_down_since is None:
+                # Flush what is queued, but never wait long on the way out: a container stop is ~10 s.
+                self.deliver(final=True)
+            if self.lost_lease is None:
+                self.release()
             log.info("stopped")
+        if self.lost_lease is not None:
+            raise LeaseHeld(self.lost_lease)
 
     def start_scheduler(self) -> BackgroundScheduler:
         """The periodic tick. Its only job reads what is due from the store, so a restart never
@@ -200,9 +233,23 @@ class Daemon:
         try:
             self.run_due()
             self.deliver()
-            self.heartbeat()
+            if self.mailbox is not None:  # no heartbeat while the mailbox is out of reach: unhealthy
+                self.renew_lease()
+                self.heartbeat()
         except Exception:  # the daemon's last line of defence: log it and try again next tick
             log.exception("scheduled work failed; will try again at the next tick")
+
+    def renew_lease(self) -> None:
+        if self.lease is None or not self.leased:
+            return
+        try:
+            self.lease.renew()
+        except LeaseHeld as exc:  # someone took the mailbox while we could not renew: give way
+            log.error("lost the mailbox: %s; stopping", exc)
+            self.lost_lease = str(exc)
+            self.stop()
+        except MailboxError as exc:
+            log.warning("could not renew the mailbox lease: %s", exc)
 
     def heartbeat(self) -> None:
         with self.work, self.bot.store.transaction():
@@ -217,6 +264,7 @@ class Daemon:
             # The loop sits in IDLE's select() for up to idle_renew_seconds: shutting the socket down
             # ends the wait at once (idle_check sees EOF), and the loop sees `stopping`.
             mailbox.interrupt()
+        self.bot.outbox.interrupt()  # a delivery waiting on a silent SMTP server ends now; mail stays queued
 
     def signal_handler(self, signum: int, frame: object) -> None:
         log.info("signal %s: stopping after the current message", signum)

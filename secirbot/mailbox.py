@@ -57,11 +57,13 @@ class Mailbox:
         self.folders: dict[str, str] = {}
         self.can_idle = False
         self.can_move = False
+        self.selected = config.folder
 
     # --- session ------------------------------------------------------------------------------
 
-    def connect(self) -> None:
-        """Log in, make sure Processed and Failed exist, select the folder. Raises MailboxError."""
+    def connect(self, folder: str | None = None) -> None:
+        """Log in, make sure Processed and Failed exist, select the folder (default: imap.folder).
+        Raises MailboxError."""
         self.close()
         cfg = self.config
         context = tls_context(str(cfg.ca_file) if cfg.ca_file else None, cfg.tls_verify)
@@ -79,7 +81,9 @@ class Mailbox:
                 "processed": self._ensure_folder(cfg.processed_folder),
                 "failed": self._ensure_folder(cfg.failed_folder),
             }
-            self.uidvalidity = int(client.select_folder(cfg.folder)[b"UIDVALIDITY"])
+            selected = cfg.folder if folder is None else self._ensure_folder(folder)
+            self.selected = selected
+            self.uidvalidity = int(client.select_folder(selected)[b"UIDVALIDITY"])
         except imapclient.exceptions.LoginError as exc:
             self.close()
             raise MailboxError(f"IMAP login as {cfg.username!r} on {cfg.host}:{cfg.port} was refused: "
@@ -148,6 +152,34 @@ class Mailbox:
                     yield Fetched(uid, heads[uid][b"BODY[HEADER]"], sizes[uid][b"RFC822.SIZE"],
                                   headers_only=True)
                 # A UID that vanished between search and fetch (another client expunged it) is skipped.
+
+    def headers(self, uids: Sequence[int]) -> dict[int, bytes]:
+        """The header section of each message (BODY.PEEK[HEADER])."""
+        if not uids:
+            return {}
+        try:
+            found = self._session().fetch(list(uids), ["BODY.PEEK[HEADER]"])
+        except _NETWORK_ERRORS as exc:
+            raise MailboxError(f"IMAP fetch failed: {_text(exc)}") from exc
+        return {uid: data[b"BODY[HEADER]"] for uid, data in found.items() if b"BODY[HEADER]" in data}
+
+    def append_to_folder(self, raw: bytes) -> None:
+        """APPEND a message to the selected folder."""
+        try:
+            self._session().append(self.selected, raw, flags=[imapclient.SEEN])
+        except _NETWORK_ERRORS as exc:
+            raise MailboxError(f"IMAP append failed: {_text(exc)}") from exc
+
+    def delete_uids(self, uids: Sequence[int]) -> None:
+        """Remove messages from the selected folder for good."""
+        if not uids:
+            return
+        client = self._session()
+        try:
+            client.delete_messages(list(uids), silent=True)
+            client.uid_expunge(list(uids)) if client.has_capability("UIDPLUS") else client.expunge()
+        except _NETWORK_ERRORS as exc:
+            raise MailboxError(f"IMAP delete failed: {_text(exc)}") from exc
 
     # --- filing -------------------------------------------------------------------------------
 

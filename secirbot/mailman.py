@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
 from typing import TYPE_CHECKING
@@ -100,4 +101,59 @@ def link_request(bot: Bot, mail: InboundMail) -> int | None:
                             " ORDER BY id DESC LIMIT 1", (address.lower(),))
         if row is not None:
             return int(row["id"])
+    return None
+
+
+# --- what Mailman answered to our command ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CommandOutcome:
+    """One line of a results mail about a subscribe command, and what it means for the request:
+    "confirmation-sent" (the person must now confirm), "subscribed", "held" (for a moderator), "member" or
+    "pending" (already: nothing was done), "refused" (the command or address was not accepted)."""
+
+    state: str
+    line: str
+
+
+# (pattern on one results line, state); the source of each wording is named.
+_RESULT_LINES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), state) for p, state in (
+    # Mailman 3.3 commands/eml_membership.py Join.process and the errors it prints.
+    (r"^Confirmation email sent to \S", "confirmation-sent"),
+    (r" is already a member of mailing list \S+$", "member"),  # interfaces/member.py AlreadySubscribedError
+    (r" has a pending subscription for \S+$", "pending"),  # SubscriptionPendingError
+    (r" is not allowed to subscribe to \S+$", "refused"),  # MembershipIsBannedError
+    (r"^Invalid email address: ", "refused"),
+    (r"^(?:join|subscribe) bad argument: ", "refused"),
+    (r"^(?:join|subscribe): No valid address found to subscribe", "refused"),
+    (r"^No such command: ", "refused"),  # runners/command.py
+    # Mailman 2.1 Mailman/Commands/cmd_subscribe.py (results indented by four spaces).
+    (r"^Subscription request succeeded\.$", "subscribed"),
+    (r"^Your subscription request has been forwarded to the list administrator", "held"),
+    (r"^You are already subscribed!$", "member"),
+    (r"^The email address you supplied is banned from this mailing list\.", "refused"),
+    (r"^Mailman won't accept the given email address as a valid address\.", "refused"),
+    (r"^Your subscription is not allowed because", "refused"),
+    (r"^Bad digest specifier: ", "refused"),
+    (r"^Usage:$", "refused"),
+    (r"^No valid address found to subscribe$", "refused"),
+))
+_SECTION = re.compile(r"^- (?:Unprocessed|Ignored|Done)[:.]")
+
+
+def read_results(text: str | None) -> CommandOutcome | None:
+    """The outcome of our subscribe command in a Mailman results mail (3.3 or 2.1), from the lines of its
+    "- Results:" section; None if it says nothing we know. Pure: deciding what to do is the caller's."""
+    lines = (text or "").splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "- Results:") + 1
+    except StopIteration:
+        return None
+    for raw in lines[start:start + 50]:
+        line = raw.strip()
+        if _SECTION.match(line):
+            break
+        for pattern, state in _RESULT_LINES:
+            if pattern.search(line):
+                return CommandOutcome(state, line[:300])
     return None

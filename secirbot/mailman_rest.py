@@ -19,7 +19,7 @@ import requests
 
 from .config import MailmanConfig
 from .outbox import Attempt
-from .store import iso
+from .store import from_iso, iso
 
 if TYPE_CHECKING:
     import sqlite3
@@ -44,18 +44,23 @@ class MailmanRest:
         if not config.rest_url:
             raise ValueError("mailman.rest_url is not set")
         self.base = config.rest_url.rstrip("/")
+        # For messages: without any user:password@ someone may have written into the URL.
+        scheme, _, rest = self.base.partition("://")
+        netloc, slash, path = rest.partition("/")
+        self.shown = f"{scheme}://{netloc.rpartition('@')[2]}{slash}{path}"
         self.auth = (config.rest_user or "", config.rest_password or "")
         self.timeout = config.rest_timeout_seconds
 
     def _call(self, method: str, path: str, data: dict[str, Any] | None = None) -> Answer:
         url = f"{self.base}/3.1/{path}"
+        shown = f"{self.shown}/3.1/{path}"
         try:
             response = requests.request(method, url, data=data, auth=self.auth, timeout=self.timeout)
         except requests.RequestException as exc:
-            # str(exc) of a connection error holds only the URL; the auth tuple is never in it.
-            raise RestUnavailable(f"Mailman REST {method} {url}: {type(exc).__name__}") from exc
+            # Only the exception's class: its text repeats the URL; the auth tuple is never in either.
+            raise RestUnavailable(f"Mailman REST {method} {shown}: {type(exc).__name__}") from None
         if response.status_code >= 500:
-            raise RestUnavailable(f"Mailman REST {method} {url}: HTTP {response.status_code}")
+            raise RestUnavailable(f"Mailman REST {method} {shown}: HTTP {response.status_code}")
         try:
             body = response.json() if response.content else None
         except ValueError:
@@ -98,33 +103,38 @@ def rest_attempt(bot: Bot, row: sqlite3.Row) -> Attempt:
     `after` records the request's Mailman state in the same transaction as the outbox row."""
     call = json.loads(row["payload"])
     target = json.loads(row["recipients"])
-    try:
-        answer = MailmanRest(bot.config.mailman).add_member(call["list_id"], call["address"],
-                                                            call.get("display_name", ""))
-    except (RestUnavailable, ValueError) as exc:
-        return Attempt(deferred=target, error=str(exc))
     request_id = row["request_id"]
 
     def record(status: str, action: str, **details: Any) -> None:
         bot.store.execute("UPDATE requests SET mailman_status = ?, updated_at = ? WHERE id = ?",
                           (status, iso(bot.now()), request_id))
-        bot.store.audit(action, at=bot.now(), request_id=request_id, outbox_id=row["id"], http=answer.status,
-                        **details)
+        bot.store.audit(action, at=bot.now(), request_id=request_id, outbox_id=row["id"], **details)
+
+    try:
+        answer = MailmanRest(bot.config.mailman).add_member(call["list_id"], call["address"],
+                                                            call.get("display_name", ""))
+    except (RestUnavailable, ValueError) as exc:
+        # The outbox turns this deferral into a failure once give_up_after has passed (Outbox._record);
+        # then the request must not keep saying "queued".
+        error = str(exc)
+        last = bot.now() - from_iso(row["created_at"]) >= bot.rules.outbox.give_up_after
+        return Attempt(deferred=target, error=error,
+                       after=(lambda: record("failed", "mailman-failed", error=error)) if last else None)
 
     if answer.status == 201:
-        return Attempt(delivered=target, after=lambda: record("member", "mailman-member"))
+        return Attempt(delivered=target, after=lambda: record("member", "mailman-member", http=201))
     if answer.status == 202:  # Mailman still wants a confirmation: the pre_* flags were not honoured
-        return Attempt(delivered=target, after=lambda: record("pending", "mailman-pending"))
+        return Attempt(delivered=target, after=lambda: record("pending", "mailman-pending", http=202))
     if answer.status == 409:
         def conflict() -> None:
-            record("conflict", "mailman-conflict", said=str(answer.body)[:300])
+            record("conflict", "mailman-conflict", http=409, said=str(answer.body)[:300])
             bot.outbox.queue_mail(purpose="mailman-conflict", template="mailman_conflict.txt",
                                   context={"address": call["address"], "request_id": request_id,
                                            "said": str(answer.body)[:300], "list_address": bot.config.mailman.list},
                                   to=[bot.secretariat], request_id=request_id)
         return Attempt(delivered=target, after=conflict)
     return Attempt(failed=target, error=f"Mailman REST answered HTTP {answer.status}: {str(answer.body)[:300]}",
-                   after=lambda: record("failed", "mailman-failed"))
+                   after=lambda: record("failed", "mailman-failed", http=answer.status))
 
 
 def check_pending(bot: Bot) -> dict[str, int]:

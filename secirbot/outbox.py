@@ -8,9 +8,11 @@ window the very same message goes out once more (same Message-ID), and the windo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import smtplib
+import socket
 import sqlite3
 import ssl
 from collections.abc import Callable, Mapping, Sequence
@@ -53,17 +55,25 @@ class SmtpError(Exception):
     """The SMTP server could not be reached or logged in to."""
 
 
-def open_smtp(config: SmtpConfig) -> smtplib.SMTP:
-    """A connected, logged-in SMTP session as the config says. Raises SmtpError."""
+def open_smtp(config: SmtpConfig, on_session: Callable[[smtplib.SMTP], None] | None = None,
+              timeout: float | None = None) -> smtplib.SMTP:
+    """A connected, logged-in SMTP session as the config says. Raises SmtpError. `on_session` sees the
+    session before it connects, so that another thread can interrupt a server that never answers."""
     context = tls_context(str(config.ca_file) if config.ca_file else None, config.tls_verify)
+    wait = timeout if timeout is not None else config.timeout_seconds
     try:
         if config.security == "tls":
-            session: smtplib.SMTP = smtplib.SMTP_SSL(config.host or "", config.port,
-                                                     timeout=config.timeout_seconds, context=context)
+            session: smtplib.SMTP = smtplib.SMTP_SSL(timeout=wait, context=context)
         else:
-            session = smtplib.SMTP(config.host or "", config.port, timeout=config.timeout_seconds)
-            if config.security == "starttls":
-                session.starttls(context=context)
+            session = smtplib.SMTP(timeout=wait)
+        # smtplib names the TLS server (SNI, hostname check) from _host, which only __init__ sets; we connect
+        # separately so that the session is known to on_session before a silent server can block us.
+        session._host = config.host or ""
+        if on_session is not None:
+            on_session(session)
+        session.connect(config.host or "", config.port)
+        if config.security == "starttls":
+            session.starttls(context=context)
         if config.username:
             session.login(config.username, config.password or "")
         return session
@@ -84,6 +94,8 @@ class Outbox:
         self.now = now
         self.on_failure: FailureHandler | None = None
         self.rest_handler: RestHandler | None = None
+        self._session: smtplib.SMTP | None = None
+        self.smtp_down_since: datetime | None = None  # set while the SMTP server cannot be reached
 
     # --- queueing (inside the caller's transaction) -----------------------------------------------
 
@@ -167,10 +179,21 @@ class Outbox:
         row = self.store.one("SELECT MIN(next_attempt_at) AS t FROM outbox WHERE state = 'queued'")
         return from_iso(row["t"]) if row and row["t"] else None
 
+    def interrupt(self) -> None:
+        """End a delivery that waits on a silent SMTP server (from another thread or a signal handler)."""
+        session = self._session
+        sock = getattr(session, "sock", None) if session is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def _track(self, session: smtplib.SMTP) -> None:
+        self._session = session
+
     def deliver(self, connect: Callable[[], smtplib.SMTP] | None = None,
-                stop: Callable[[], bool] = lambda: False) -> DeliveryReport:
+                stop: Callable[[], bool] = lambda: False, timeout: float | None = None) -> DeliveryReport:
         """Send every due item once. One SMTP session for all of them, opened only if there is mail."""
-        connect = connect or (lambda: open_smtp(self.config.smtp))
+        connect = connect or (lambda: open_smtp(self.config.smtp, on_session=self._track, timeout=timeout))
         report = DeliveryReport()
         rows = self.store.all("SELECT * FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?"
                               " ORDER BY id", (iso(self.now()),))
@@ -190,8 +213,10 @@ class Outbox:
                     if session is None:
                         try:
                             session = connect()
+                            self.smtp_down_since = None
                         except SmtpError as exc:
                             smtp_down = str(exc)
+                            self.smtp_down_since = self.smtp_down_since or self.now()
                             log.warning("outbox: %s", smtp_down)
                             self._record(row, Attempt(deferred=recipients, error=smtp_down), report)
                             continue
@@ -202,6 +227,7 @@ class Outbox:
                 self._record(row, attempt, report)
         finally:
             _quit(session)
+            self._session = None
         return report
 
     def _record(self, row: sqlite3.Row, attempt: Attempt, report: DeliveryReport) -> None:

@@ -366,12 +366,31 @@ class MailmanHandler:
     @staticmethod
     def commit(bot: Bot, incoming: Incoming) -> Outcome:
         request_id = mailman.link_request(bot, incoming.mail)
-        if request_id is not None:
-            bot.store.execute("UPDATE requests SET mailman_status = 'acknowledged', updated_at = ?"
-                              " WHERE id = ? AND mailman_status IN ('queued', 'sent')", (iso(bot.now()), request_id))
-            bot.store.audit("mailman-acknowledged", at=bot.now(), request_id=request_id, message_row=incoming.row,
-                            detail=incoming.cls.detail, subject=incoming.mail.subject[:200])
-        return Outcome(incoming.cls.detail, request_id)
+        if request_id is None:
+            return Outcome(incoming.cls.detail)
+        now = bot.now()
+        bot.store.audit("mailman-acknowledged", at=now, request_id=request_id, message_row=incoming.row,
+                        detail=incoming.cls.detail, subject=incoming.mail.subject[:200])
+        result = mailman.read_results(incoming.mail.text) if incoming.cls.detail == "command-results" else None
+        status = MAILMAN_STATES.get(result.state if result else "", "acknowledged")
+        bot.store.execute("UPDATE requests SET mailman_status = ?, updated_at = ? WHERE id = ?"
+                          " AND mailman_status IN ('queued', 'sent', 'acknowledged')", (status, iso(now), request_id))
+        if result is not None and status in ("conflict", "failed"):
+            # Mailman did not take the command (already a member or pending, banned, bad address): the
+            # Secretariat hears of it, as with a REST 409.
+            request = workflow.get_request(bot, request_id)
+            bot.store.audit(f"mailman-{status}", at=now, request_id=request_id, message_row=incoming.row,
+                            said=result.line)
+            bot.outbox.queue_mail(purpose="mailman-conflict", template="mailman_conflict.txt",
+                                  context={"address": request["requester"], "request_id": request_id,
+                                           "said": result.line, "list_address": bot.config.mailman.list},
+                                  to=[bot.secretariat], request_id=request_id)
+        return Outcome(incoming.cls.detail, request_id, extra={"mailman_result": result.state} if result else {})
+
+
+# What a results mail says about our subscribe command -> the request's Mailman status.
+MAILMAN_STATES = {"confirmation-sent": "acknowledged", "subscribed": "member", "held": "held",
+                  "member": "conflict", "pending": "conflict", "refused": "failed"}
 
 
 class OtherHandler:

@@ -81,14 +81,15 @@ def remind_due(bot: Bot) -> int:
     return len(rows)
 
 
-def _claim_slot(bot: Bot, key: str, next_after: datetime) -> bool:
+def _claim_slot(bot: Bot, key: str, next_after: datetime, first_now: bool = False) -> bool:
     """True if the periodic job `key` is due now; then its next time is stored at once (so a crash in the
-    job cannot make it run again and again). The first time, only its next time is stored."""
+    job cannot make it run again and again). The first time, only its next time is stored, unless
+    `first_now`: then it runs at once."""
     now = bot.now()
     meta_key = f"next:{key}"
     with bot.store.transaction():
         stored = bot.store.get_meta(meta_key)
-        due = stored is not None and from_iso(stored) <= now
+        due = (stored is None and first_now) or (stored is not None and from_iso(stored) <= now)
         if stored is None or due:
             bot.store.set_meta(meta_key, iso(next_after))
     return due
@@ -138,7 +139,7 @@ def recheck_contacts(bot: Bot) -> int:
 def pending_check_if_due(bot: Bot) -> int:
     if not bot.config.mailman.rest_url:
         return 0
-    if not _claim_slot(bot, "mailman-pending", bot.now() + bot.rules.mailman.check_pending_every):
+    if not _claim_slot(bot, "mailman-pending", bot.now() + bot.rules.mailman.check_pending_every, first_now=True):
         return 0
     from .mailman_rest import RestUnavailable, check_pending
 

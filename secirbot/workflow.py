@@ -456,8 +456,9 @@ def contacts_checked(bot: Bot, cctld: str, resolution: Resolution) -> dict[str, 
         gone = [a for a in live if a["email_key"] not in listed]
         known = {r["email_key"] for r in bot.store.all("SELECT email_key FROM approvers WHERE request_id = ?",
                                                        (request["id"],))}
-        new = [a for a in eligible_approvers(bot, request, record, bot.rules.approvers.ask_first)
-               if a.email.lower() not in known]
+        # A request that already escalated asks every approving role, not only the first ones.
+        roles = bot.rules.approvers.roles if request["escalation_stage"] else bot.rules.approvers.ask_first
+        new = [a for a in eligible_approvers(bot, request, record, roles) if a.email.lower() not in known]
         if not gone and not new:
             continue
         for approver in gone:
@@ -465,7 +466,7 @@ def contacts_checked(bot: Bot, cctld: str, resolution: Resolution) -> dict[str, 
                               (approver["id"],))
         _set(bot, request["id"], snapshot_id=resolution.snapshot_id)
         request = get_request(bot, request["id"])
-        asked = ask_approvers(bot, request, record, bot.rules.approvers.ask_first)
+        asked = ask_approvers(bot, request, record, roles)
         if not asked and not live_approvers(bot, request["id"]):
             escalate(bot, request, "the IANA contacts changed and none of the new ones was asked yet")
         if gone or asked:

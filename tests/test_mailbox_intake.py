@@ -332,7 +332,7 @@ def test_processed_and_failed_folders_are_created_when_missing(world: World) -> 
 
     world.run_once()
 
-    assert set(world.mailbox.folders()) == {"INBOX", "Done", "Quarantine"}
+    assert set(world.mailbox.folders()) == {"INBOX", "Done", "Quarantine", "secirbot-lease"}
     assert len(world.mailbox.uids("Done")) == 1 and len(world.mailbox.uids("Quarantine")) == 1
     assert world.mailbox.uids("INBOX") == []
 
