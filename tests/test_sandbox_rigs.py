@@ -10,8 +10,9 @@ import time
 import imapclient
 import pytest
 
-from secirbot.sandbox.dovecot import Dovecot, MailUser, PoolExhausted, _group_alive
+from secirbot.sandbox.dovecot import Dovecot, MailUser, PoolExhausted
 from secirbot.sandbox.ports import free_port, free_ports
+from secirbot.sandbox.procs import group_pids
 from secirbot.sandbox.smtp_sink import SmtpSink
 
 
@@ -173,7 +174,7 @@ def test_pool_exhaustion_and_close_leave_nothing_behind() -> None:
         client.select_folder("INBOX")
         assert server._proc is not None
         pgid, root = server._proc.pid, server.root
-    assert not _group_alive(pgid)
+    assert not group_pids(pgid)
     assert not root.exists()
     client.shutdown()
 

@@ -40,6 +40,7 @@ from pathlib import Path
 import imapclient
 
 from .ports import LOOPBACK, free_ports
+from .procs import group_pids
 
 INSTALL_HINT = "apt-get install dovecot-imapd"
 START_TIMEOUT = 10.0
@@ -132,38 +133,6 @@ def make_test_certs(directory: Path) -> CertFiles:
         if done.returncode:
             raise DovecotError(f"openssl failed: {' '.join(map(str, cmd))}\n{done.stderr}")
     return CertFiles(ca_file=ca_pem, cert_file=pem, key_file=key)
-
-
-def _group_pids(pgid: int) -> list[int]:
-    """PIDs of the live (non-zombie) processes in a process group.
-
-    ``killpg(pgid, 0)`` also succeeds for zombies, and PID 1 in a container may never reap the
-    orphans of a dead master, so read /proc where it exists.
-    """
-    proc = Path("/proc")
-    if not (proc / "self" / "stat").exists():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return []
-        return [pgid]
-    pids = []
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name may contain spaces and parentheses; the fields after the last ')' do not.
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-def _group_alive(pgid: int) -> bool:
-    return bool(_group_pids(pgid))
 
 
 _running: weakref.WeakSet[Dovecot] = weakref.WeakSet()
@@ -294,7 +263,7 @@ class Dovecot:
             self._signal_group(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.02)
-            children = [pid for pid in _group_pids(proc.pid) if pid != proc.pid]
+            children = [pid for pid in group_pids(proc.pid) if pid != proc.pid]
             if children:
                 master_alone_since = None
             elif proc.returncode is not None:
@@ -506,7 +475,7 @@ service imap-login {{
         self._signal_group(sig)
         proc.wait()
         deadline = time.monotonic() + STOP_TIMEOUT
-        while _group_alive(proc.pid):
+        while group_pids(proc.pid):
             if time.monotonic() > deadline:
                 raise DovecotError(f"Dovecot processes in group {proc.pid} survived SIGKILL")
             time.sleep(0.005)

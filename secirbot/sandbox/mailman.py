@@ -50,6 +50,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from .ports import LOOPBACK, free_ports
+from .procs import group_pids, pid_alive, pss_bytes, rss_bytes
 
 ENV_VENV = "SECIRBOT_TEST_MAILMAN_VENV"
 DEFAULT_VENV = Path("/opt/mailman-venv")
@@ -90,53 +91,6 @@ def mailman_binary(venv: Path | None = None) -> Path:
 def list_id_of(address: str) -> str:
     """secir@lists.example.org -> secir.lists.example.org (Mailman 3's list id)."""
     return address.replace("@", ".", 1)
-
-
-# --- /proc helpers: Mailman's process group -----------------------------------------------------------
-
-def _group_pids(pgid: int) -> list[int]:
-    """Live (non-zombie) PIDs in a process group, from /proc."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-def _rss_bytes(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _pss_bytes(pid: int) -> int:
-    """Proportional set size: shared pages divided among their users (0 where /proc has no rollup)."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2:].split()[0] != "Z"
 
 
 # --- the MTA stand-in Mailman sends to ----------------------------------------------------------------
@@ -380,7 +334,7 @@ class Mailman3:
 
     @property
     def running(self) -> bool:
-        return self._master_pid is not None and _pid_alive(self._master_pid)
+        return self._master_pid is not None and pid_alive(self._master_pid)
 
     # -- configuration -----------------------------------------------------------------------------
 
@@ -502,14 +456,14 @@ workers: 1
         """``mailman stop``, wait for the master, then SIGKILL whatever of its group is left."""
         pid = self._master_pid
         if pid is not None:
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(subprocess.TimeoutExpired):  # the group is killed below anyway
                     self._mailman("stop", timeout=30)
             deadline = time.monotonic() + timeout
-            while _pid_alive(pid) and time.monotonic() < deadline:
+            while pid_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             for _ in range(3):
-                if not _group_pids(pid):
+                if not group_pids(pid):
                     break
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGKILL)
@@ -549,8 +503,8 @@ workers: 1
         """(RSS bytes, PSS bytes, processes) summed over Mailman's process group now."""
         if self._master_pid is None:
             return 0, 0, 0
-        pids = _group_pids(self._master_pid)
-        return sum(_rss_bytes(p) for p in pids), sum(_pss_bytes(p) for p in pids), len(pids)
+        pids = group_pids(self._master_pid)
+        return sum(rss_bytes(p) for p in pids), sum(pss_bytes(p) for p in pids), len(pids)
 
     def _start_sampler(self) -> None:
         self._sampling.clear()
