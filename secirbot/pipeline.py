@@ -78,7 +78,8 @@ def process(bot: Bot, origin: Origin, raw: bytes, headers_only: bool = False) ->
         return FOLDER_FAILED
     if headers_only:
         _record_failure(bot, origin, raw, mail, "too-large",
-                        f"larger than imap.max_message_size ({bot.config.imap.max_message_size} bytes)")
+                        f"larger than imap.max_message_size ({bot.config.imap.max_message_size} bytes)",
+                        tell_secretariat=True)
         return FOLDER_FAILED
     duplicate = _find_duplicate(bot, mail)
     if duplicate is not None:
@@ -102,7 +103,8 @@ def process(bot: Bot, origin: Origin, raw: bytes, headers_only: bool = False) ->
     except Exception as exc:  # ours, not the sender's: quarantine with the reason, keep the loop alive
         log.error("message uid=%s from %s failed: %s\n%s", origin.uid, mail.from_addr, exc,
                   traceback.format_exc())
-        _record_failure(bot, origin, raw, mail, cls.kind.value, f"internal error: {type(exc).__name__}: {exc}")
+        _record_failure(bot, origin, raw, mail, cls.kind.value, f"internal error: {type(exc).__name__}: {exc}",
+                        tell_secretariat=cls.kind is not Kind.AUTOMATED)
         return FOLDER_FAILED
     log.info("message uid=%s from %s: %s/%s -> %s", origin.uid, mail.from_addr, cls.kind.value, cls.detail,
              outcome.detail)
@@ -128,10 +130,19 @@ def _hash(raw: bytes) -> str:
 
 
 def _record_failure(bot: Bot, origin: Origin, raw: bytes, mail: InboundMail | None, kind: str,
-                    reason: str) -> None:
+                    reason: str, tell_secretariat: bool = False) -> None:
+    """Quarantine: the record and the reason; a person's mail we could not handle is also reported, so
+    that an approval or a request never disappears silently into the Failed folder."""
     with bot.store.transaction():
         row = _insert(bot, origin, mail, raw, kind, "quarantined", "failed", reason)
         bot.store.audit("message-failed", at=bot.now(), message_row=row, reason=reason)
+        if tell_secretariat and mail is not None:
+            bot.outbox.queue_mail(
+                purpose="message-quarantined", template="message_quarantined.txt",
+                context={**_base_context(bot), "sender": mail.from_addr or "(none)", "subject": mail.subject[:200],
+                         "message_id": mail.message_id or "(none)", "reason": reason[:500], "row": row,
+                         "folder": bot.config.imap.failed_folder},
+                to=[bot.secretariat], cause_message=row)
 
 
 def _find_duplicate(bot: Bot, mail: InboundMail) -> int | None:

@@ -94,6 +94,9 @@ class World:
             "templates": str(REPO / "templates"),
         }
         for dotted, value in self.settings.items():
+            if "." not in dotted:  # a top-level key: rules, templates
+                data[dotted] = value
+                continue
             section, key = dotted.split(".", 1)
             data.setdefault(section, {})[key] = value
         self.config_file.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")

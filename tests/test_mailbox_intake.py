@@ -369,3 +369,33 @@ def test_every_state_change_of_a_message_and_its_reply_is_audited(world: World) 
     sent_id = world.sink.messages[0].message["Message-ID"].strip()
     assert queued["details"]["message_id"] == outbox["message_id"] == sent_id
     assert processed["details"]["kind"] == "other" and processed["details"]["detail"] == "help-sent"
+
+
+def test_a_request_that_fails_inside_the_bot_is_rolled_back_quarantined_and_reported(world: World) -> None:
+    """Our fault, not the sender's (here: a template the Secretariat broke): nothing half-done stays in the
+    store, the message goes to Failed with the reason, and the Secretariat is told, so a request or an
+    approval never vanishes silently. The next message is handled as usual."""
+    templates = world.root / "templates"
+    templates.mkdir()
+    for source in (Path(__file__).parent.parent / "templates").iterdir():
+        (templates / source.name).write_bytes(source.read_bytes())
+    (templates / "request_received.txt").write_text("Subject: broken\n\n{{ request.no_such_field }}\n")
+    world.settings["templates"] = str(templates)
+    world.request()
+    world.deliver(note("Bob <bob@example.org>"))
+
+    report = world.run_once()
+
+    assert (report.processed, report.failed) == (2, 1)
+    store = world.bot().store
+    assert rows(store, "SELECT COUNT(*) AS n FROM requests")[0]["n"] == 0  # rolled back, no half request
+    (failed,) = rows(store, "SELECT from_addr, kind, reason FROM messages WHERE outcome = 'failed'")
+    assert (failed["from_addr"], failed["kind"]) == ("jan@registry.example", "request")
+    assert "internal error: TemplateError" in failed["reason"] and "no_such_field" in failed["reason"]
+    sent = world.sent()
+    assert sorted(r for m in sent for r in m.rcpt_tos) == ["bob@example.org", SECRETARIAT]
+    (report_mail,) = [m for m in sent if m.rcpt_tos == [SECRETARIAT]]
+    assert report_mail.message["Subject"].strip() == f"A message to {BOT} could not be handled: subscribe .nl"
+    text = report_mail.message.get_content()
+    assert "From:        jan@registry.example" in text and "no_such_field" in text
+    assert len(world.mailbox.uids("Failed")) == 1 and len(world.mailbox.uids("Processed")) == 1
