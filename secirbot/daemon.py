@@ -92,7 +92,7 @@ class Daemon:
                             new=mailbox.uidvalidity)
             store.execute("INSERT INTO folder_state (folder, uidvalidity, checked_at) VALUES (?, ?, ?)"
                           " ON CONFLICT (folder) DO UPDATE SET uidvalidity = excluded.uidvalidity,"
-                          " checked_at = excluded.checked_at", (folder, mailbox.uidvalidity, now.isoformat()))
+                          " checked_at = excluded.checked_at", (folder, mailbox.uidvalidity, iso(now)))
 
     def drain(self, mailbox: Mailbox) -> DrainReport:
         """Process every message waiting in the folder; file each batch after its commits."""

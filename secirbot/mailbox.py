@@ -8,6 +8,7 @@ network or protocol failure surfaces as `MailboxError`, which the caller answers
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import ssl
@@ -39,7 +40,9 @@ class Fetched:
     headers_only: bool = False   # the message was larger than imap.max_message_size
 
 
+@functools.lru_cache(maxsize=8)
 def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
+    """One context per setting and process: loading the system's CA store costs ~50 ms each time."""
     context = ssl.create_default_context(cafile=ca_file)
     if not verify:
         context.check_hostname = False

@@ -18,10 +18,10 @@ import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from email.message import EmailMessage
+from email.message import Message
 from typing import Any, Literal
 
-from .compose import Templates, compose
+from .compose import Templates, as_bytes, compose
 from .config import Config, SmtpConfig
 from .mailbox import tls_context
 from .rules import OutboxRules
@@ -125,7 +125,7 @@ class Outbox:
         return self.queue_message(msg, purpose=purpose, recipients=[*to, *cc], request_id=request_id,
                                   cause_message=cause_message)
 
-    def queue_message(self, msg: EmailMessage, *, purpose: str, recipients: Sequence[str],
+    def queue_message(self, msg: Message, *, purpose: str, recipients: Sequence[str],
                       request_id: int | None = None, cause_message: int | None = None,
                       envelope_from: str | None = None) -> int:
         when = self.now()
@@ -135,7 +135,7 @@ class Outbox:
             " VALUES (?, 'mail', ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
             (msg["Message-ID"], purpose, request_id, cause_message, recipients[0].lower(),
              envelope_from or self.config.addresses.bot, json.dumps(list(recipients)),
-             msg.as_bytes(), iso(when), iso(when)),
+             as_bytes(msg), iso(when), iso(when)),
         )
         outbox_id = int(cur.lastrowid)
         self.store.audit("mail-queued", at=when, request_id=request_id, message_row=cause_message,

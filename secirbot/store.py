@@ -164,6 +164,10 @@ _SCHEMA = [
     -- a message without Message-ID is recognised by its whole bytes when it comes back
     ALTER TABLE messages ADD COLUMN raw_hash TEXT;
     CREATE INDEX messages_raw_hash ON messages (raw_hash);
+
+    -- rate limits count the requests of the last hour; bounces and auto-replies find approvers by address
+    CREATE INDEX requests_created ON requests (created_at);
+    CREATE INDEX approvers_email ON approvers (email_key, state);
     """,
 ]
 

@@ -256,10 +256,18 @@ def test_two_instances_started_together_on_one_mailbox_one_refuses_and_mail_is_a
         answered(world, 3)
         assert winner.poll() is None
 
-        # The winner crashes (SIGKILL: its lock files stay behind, naming a dead pid): a new one starts anyway.
+        # The winner crashes (SIGKILL: its lock files stay behind, naming a dead pid, and its lease on the
+        # mailbox has minutes to run). The other deployment still may not take the mailbox ...
         winner.kill()
         winner.wait(10)
-        third = start_secirbot("--config", str(second_config), "run")
+        winner_config, loser_config = ((first_config, second_config) if winner is procs[0]
+                                       else (second_config, first_config))
+        other = start_secirbot("--config", str(loser_config), "run")
+        procs.append(other)
+        assert other.wait(20) == 1
+        assert "holds this mailbox (" in (other.stderr.read() if other.stderr else "")
+        # ... but the crashed deployment itself, restarted on its own store, takes it over at once.
+        third = start_secirbot("--config", str(winner_config), "run")
         procs.append(third)
         world.deliver(note("Late <late@example.net>"))
         answered(world, 4)
