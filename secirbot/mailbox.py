@@ -102,7 +102,7 @@ class Mailbox:
         try:
             client.logout()
         except _NETWORK_ERRORS:
-            with contextlib.suppress(_NETWORK_ERRORS):
+            with contextlib.suppress(*_NETWORK_ERRORS):
                 client.shutdown()
 
     def _ensure_folder(self, name: str) -> str:
