@@ -18,17 +18,16 @@ import email
 import email.policy
 import email.utils
 import html
-import re
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
 from tests.harness import BOT, START
+from tests.mailedit import Edit, rewrite, swap
 
 MESSAGES = Path(__file__).parent / "messages"
 BOT_NAME = "ccTLD security list admission"
 
-Edit = Callable[[str], str]
 
 # client -> one line about what it shows
 CLIENTS = {
@@ -87,12 +86,12 @@ def _outlook(original: EmailMessage, text: str) -> bytes:
     block = (f"From: {BOT_NAME} [mailto:{BOT}]\nSent: Thursday, November 26, 2026 10:00 AM\nTo: {approver}\n"
              f"Subject: {subject}")
     body = original_text(original)
-    plain = _swap(("Hello\n", f"{text}\n"),
+    plain = swap(("Hello\n", f"{text}\n"),
                   ("re:From: xxx@xxx\\.mailgun\\.org.*?Subject: The manager has commented on your Loop", block),
                   ("re:Hi dan\\.le@example\\.com.*", f"{body}\n"))
     html_block = (f"<b>From:</b> {BOT_NAME} [mailto:{BOT}] <br><b>Sent:</b> Thursday, November 26, 2026 10:00 AM"
                   f"<br><b>To:</b> {html.escape(approver)}<br><b>Subject:</b> {html.escape(subject)}<o:p></o:p>")
-    html_edit = _swap(("Allo! Follow up MIME!", as_html(text)),
+    html_edit = swap(("Allo! Follow up MIME!", as_html(text)),
                       ("re: xxx@xxx\\.mailgun\\.org \\[mailto:.*?your Loop<o:p></o:p>", " " + html_block),
                       ("re:Hi <a href=\"mailto:dan\\.le@example\\.com\">.*?Unsubscribe</a> ", as_html(body)))
     return _rewrite("reply-outlook-iso8859-1.eml", plain, html_edit)
@@ -101,12 +100,12 @@ def _outlook(original: EmailMessage, text: str) -> bytes:
 def _gmail(original: EmailMessage, text: str) -> bytes:
     attribution = f"On Thu, Nov 26, 2026 at 10:00 AM {BOT_NAME} <{BOT}> wrote:"
     body = original_text(original)
-    plain = _swap(("Hello\n", f"{text}\n"),
+    plain = swap(("Hello\n", f"{text}\n"),
                   ("On Mon, Apr 2, 2012 at 6:26 PM, Megan One <xxx@gmail.com> wrote:", attribution),
                   ("> Hi", quoted(body)))
     html_attr = (f'On Thu, Nov 26, 2026 at 10:00 AM {BOT_NAME} <span dir="ltr">&lt;<a href="mailto:{BOT}">{BOT}'
                  "</a>&gt;</span> wrote:")
-    html_edit = _swap(("Hello<br>", as_html(text) + "<br>"),
+    html_edit = swap(("Hello<br>", as_html(text) + "<br>"),
                       ("re:On Mon, Apr 2, 2012 at 6:26 PM, Megan One <span.*?</span> wrote:", html_attr),
                       ("\nHi\n", f"\n{as_html(body)}\n"))
     return _rewrite("reply-gmail-web-multipart.eml", plain, html_edit)
@@ -114,13 +113,13 @@ def _gmail(original: EmailMessage, text: str) -> bytes:
 
 def _apple_mail(original: EmailMessage, text: str) -> bytes:
     head = f"> On 26 Nov 2026, at 10:00, {BOT_NAME} <{BOT}> wrote:\n>\n"
-    plain = _swap(("Hello\n", f"{text}\n"),
+    plain = swap(("Hello\n", f"{text}\n"),
                   ("re:> On 22 Aug 2015.*?> Hi there!", head + quoted(original_text(original))))
     return _rewrite("reply-apple-mail-2.eml", plain)
 
 
 def _iphone_qp(original: EmailMessage, text: str) -> bytes:
-    plain = _swap(("Hello\n", f"{text}\n"),
+    plain = swap(("Hello\n", f"{text}\n"),
                   ("On Apr 3, 2012, at 4:19 PM, bob <bob@example.com> wrote:",
                    f"On Nov 26, 2026, at 10:00 AM, {BOT_NAME} <{BOT}> wrote:"),
                   ("> Hi", quoted(original_text(original))))
@@ -128,7 +127,7 @@ def _iphone_qp(original: EmailMessage, text: str) -> bytes:
 
 
 def _iso_8859_1(original: EmailMessage, text: str) -> bytes:
-    plain = _swap(("Hello\n", f"{text}\n"),
+    plain = swap(("Hello\n", f"{text}\n"),
                   ("On Apr 3, 2012, at 4:19 PM, bob wrote:", f"On Nov 26, 2026, at 10:00 AM, {BOT_NAME} wrote:"),
                   ("> Hi", quoted(original_text(original))))
     return _rewrite("reply-apple-mail-iso8859-1.eml", plain)
@@ -136,7 +135,7 @@ def _iso_8859_1(original: EmailMessage, text: str) -> bytes:
 
 def _thunderbird_flowed(original: EmailMessage, text: str) -> bytes:
     # Bottom-posted: the attribution, the whole original quoted, then the replier's text.
-    plain = _swap(("On 04/02/2012 06:26 PM, Megan One wrote:", f"On 26/11/2026 10:00, {BOT_NAME} wrote:"),
+    plain = swap(("On 04/02/2012 06:26 PM, Megan One wrote:", f"On 26/11/2026 10:00, {BOT_NAME} wrote:"),
                   ("re:> Hi \n", quoted(original_text(original)) + "\n"),
                   ("\nHello", "\n" + text))
     return _rewrite("reply-thunderbird-format-flowed.eml", plain)
@@ -156,14 +155,14 @@ def _html_only(sample: str, edits: Callable[[EmailMessage, str], Edit]) -> Calla
 def _outlook_com_edits(original: EmailMessage, text: str) -> Edit:
     header = (f"Date: Thu, 26 Nov 2026 10:00:00 +0000<br>Subject: {html.escape(str(original['Subject']))}<br>"
               f"From: {BOT}<br>To: {html.escape(str(original['To']))}")
-    return _swap(("Hi. I am fine.", as_html(text)),
+    return swap(("Hi. I am fine.", as_html(text)),
                  ("Date: Thu, 26 Jun 2014 13:53:45 +0400<br>Subject: Test message<br>From: abc@example.com<br>"
                   "To: alex.l@example.com", header),
                  ("re:Hello! How are you\\?.*?Sasha\\.", as_html(original_text(original))))
 
 
 def _thunderbird_html_edits(original: EmailMessage, text: str) -> Edit:
-    return _swap(("Hi. I am fine.", as_html(text)),
+    return swap(("Hi. I am fine.", as_html(text)),
                  ("re:On 26\\.06\\.2014 14:41, Alexander L\\s+wrote:", f"On 26.11.2026 10:00, {BOT_NAME} wrote:"),
                  ("re:Hello! How are you\\?.*?Sasha\\.", as_html(original_text(original))))
 
@@ -183,41 +182,5 @@ assert set(_BUILDERS) == set(CLIENTS)
 
 # --- editing a real message ----------------------------------------------------------------------------
 
-def _swap(*pairs: tuple[str, str]) -> Edit:
-    """Replace each old text (which must be there) once; a regex (DOTALL) when old starts with 're:'."""
-    def edit(text: str) -> str:
-        for old, new in pairs:
-            if old.startswith("re:"):
-                text, count = re.subn(old[3:], lambda _m, new=new: new, text, count=1, flags=re.DOTALL)
-                assert count == 1, f"{old!r} not in the sample"
-            else:
-                assert old in text, f"{old!r} not in the sample"
-                text = text.replace(old, new, 1)
-        return text
-    return edit
-
-
 def _rewrite(sample: str, plain: Edit | None = None, html_edit: Edit | None = None) -> bytes:
-    """The sample with its text/plain and text/html parts edited as decoded text and re-encoded with the
-    charset, transfer encoding and parameters (format=flowed) each part had."""
-    msg = email.message_from_bytes((MESSAGES / sample).read_bytes(), policy=email.policy.default)
-    edits = {"text/plain": plain, "text/html": html_edit}
-    done = set()
-    for part in msg.walk():
-        edit = edits.get(part.get_content_type())
-        if part.is_multipart() or edit is None:
-            continue
-        params = {k: v for k, v in part.get_params()[1:] if k.lower() != "charset"}
-        content = edit(part.get_content())
-        charset = part.get_content_charset() or "us-ascii"
-        cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-        try:
-            content.encode(charset)
-        except UnicodeEncodeError:
-            charset = "utf-8"  # what the client would have had to use for these characters
-        if cte in ("7bit", "8bit") and not content.isascii():
-            cte = "quoted-printable"
-        part.set_content(content, subtype=part.get_content_subtype(), charset=charset, cte=cte, params=params)
-        done.add(part.get_content_type())
-    assert done == {kind for kind, edit in edits.items() if edit is not None}, sample
-    return msg.as_bytes()
+    return rewrite((MESSAGES / sample).read_bytes(), plain, html_edit)

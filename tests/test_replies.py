@@ -8,13 +8,10 @@ client would have sent.
 
 from __future__ import annotations
 
-import email
-import email.policy
 import html
 import re
 import textwrap
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -32,12 +29,12 @@ from secirbot.replies import (
     normalise,
     read_decision,
 )
+from tests.mailedit import rewrite, swap
 
 MESSAGES = Path(__file__).parent / "messages"
 NO_NEW_TEXT = "your reply contained no new text above the quoted message"
 BOTH = "your reply named both APPROVE and DENY"
 
-Edit = Callable[[str], str]
 
 
 def sample_bytes(name: str) -> bytes:
@@ -57,40 +54,6 @@ def mail_with_body(body: str, subtype: str = "plain", params: dict[str, str] | N
     return parse_mail(msg.as_bytes())
 
 
-def rewrite(raw: bytes, plain: Edit | None = None, html_edit: Edit | None = None) -> bytes:
-    """The message with its text/plain and text/html parts edited as decoded text, then re-encoded with the
-    charset, transfer encoding and parameters (format=flowed) each part had."""
-    msg = email.message_from_bytes(raw, policy=email.policy.default)
-    edits = {"text/plain": plain, "text/html": html_edit}
-    done = set()
-    for part in msg.walk():
-        edit = edits.get(part.get_content_type())
-        if part.is_multipart() or edit is None:
-            continue
-        params = {k: v for k, v in part.get_params()[1:] if k.lower() != "charset"}
-        content = edit(part.get_content())
-        cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
-        if cte == "7bit" and not content.isascii():
-            cte = "quoted-printable"  # what the client would have had to do for these characters
-        part.set_content(content, subtype=part.get_content_subtype(),
-                         charset=part.get_content_charset() or "us-ascii", cte=cte, params=params)
-        done.add(part.get_content_type())
-    assert done == {kind for kind, edit in edits.items() if edit is not None}
-    return msg.as_bytes()
-
-
-def swap(*pairs: tuple[str, str]) -> Edit:
-    """Replace each old text (which must be there) once; a regex when old starts with 're:'."""
-    def edit(text: str) -> str:
-        for old, new in pairs:
-            if old.startswith("re:"):
-                text, count = re.subn(old[3:], new, text, count=1, flags=re.DOTALL)
-                assert count == 1, f"{old!r} not in the sample"
-            else:
-                assert old in text, f"{old!r} not in the sample"
-                text = text.replace(old, new, 1)
-        return text
-    return edit
 
 
 # --- real clients, top-posted and bottom-posted --------------------------------------------------------

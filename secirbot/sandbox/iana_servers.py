@@ -22,6 +22,7 @@ import threading
 import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Self
 
 import dns.flags
 import dns.message
@@ -88,7 +89,24 @@ class _Counting:
             self.drop = False
 
 
-class WhoisServer(_Counting):
+class _SocketServer(_Counting):
+    """A socketserver in a thread: `with` starts it; leaving frees handlers stuck in 'hang' and stops it."""
+
+    server: socketserver.BaseServer
+    thread: threading.Thread
+    released: threading.Event
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class WhoisServer(_SocketServer):
     def __init__(self, answers: dict[str, bytes] | None = None):
         super().__init__()
         self.answers = {k.lower(): v for k, v in (answers or {}).items()}
@@ -146,17 +164,9 @@ class WhoisServer(_Counting):
         finally:
             self.leave(key)
 
-    def __enter__(self) -> WhoisServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
-class RdapServer(_Counting):
+class RdapServer(_SocketServer):
     def __init__(self, answers: dict[str, bytes] | None = None):
         super().__init__()
         self.answers = {k.lower(): v for k, v in (answers or {}).items()}
@@ -216,14 +226,6 @@ class RdapServer(_Counting):
         request.end_headers()
         request.wfile.write(body)
 
-    def __enter__(self) -> RdapServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.released.set()
-        self.server.shutdown()
-        self.server.server_close()
 
 
 class DnsServer(_Counting):
