@@ -30,6 +30,7 @@ from .health import HEARTBEAT_KEY
 from .lease import Lease, LeaseHeld, instance_id
 from .mailbox import Mailbox, MailboxError
 from .pipeline import FOLDER_FAILED, Origin, process
+from .schedule import run_due_jobs
 from .store import iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,6 @@ class Daemon:
 
     def run_due(self) -> None:
         """Scheduled work that is due now (reminders, expiry, retries); see schedule.py."""
-        from .schedule import run_due_jobs
-
         with self.work:
             run_due_jobs(self.bot)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 from .config import MailmanConfig
+from .mailman import list_id as mailman_list_id
 from .outbox import Attempt
 from .store import from_iso, iso
 
@@ -142,7 +143,7 @@ def check_pending(bot: Bot) -> dict[str, int]:
     the others. Each pending request is reported once."""
     config = bot.config.mailman
     client = MailmanRest(config)
-    list_id = config.list.replace("@", ".", 1)
+    list_id = mailman_list_id(config.list)
     counts = {"accepted": 0, "reported": 0, "rejected": 0}
     for entry in client.pending_subscriptions(list_id):
         address, token = str(entry.get("email", "")), str(entry.get("token", ""))

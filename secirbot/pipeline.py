@@ -190,9 +190,10 @@ class RequestHandler:
         claim = intake.read_claim(mail, new_text(mail), bot.rules.requests.claim_max_chars)
         if isinstance(claim, intake.ClaimProblem):
             return claim
-        refusal = intake.check(claim, bot.rules, gather_facts(bot, mail.from_addr or "", claim))
+        facts = gather_facts(bot, mail.from_addr or "", claim)
+        refusal = intake.check(claim, bot.rules, facts)
         if refusal is not None:
-            return (claim, refusal)
+            return (claim, (refusal, facts))
         return (claim, bot.iana.resolve(claim.cctld, fresh=True))
 
     @staticmethod
@@ -204,8 +205,9 @@ class RequestHandler:
                            context={**context, "reason": plan.reason, "names": list(plan.names)})
             return Outcome(f"request-problem:{plan.reason}", extra={"names": list(plan.names)})
         claim, second = plan
-        if isinstance(second, intake.Refusal):
-            open_id = gather_facts(bot, incoming.mail.from_addr or "", claim).open_request_id
+        if isinstance(second, tuple):  # refused: (the rule, the facts it was judged on)
+            second, facts = second
+            open_id = facts.open_request_id
             _limited_reply(bot, incoming, purpose=f"refused-{second.rule}", template="request_refused.txt",
                            context={**context, "rule": second.rule, "detail": second.detail,
                                     "cctld": claim.cctld.unicode, "cctld_display": claim.cctld.display(),

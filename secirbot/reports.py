@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
 from .iana.names import NotACcTLD, parse_tld
-from .store import Store
+from .store import Store, from_iso, iso
 
 
 def _display(cctld: str) -> str:
@@ -113,8 +114,6 @@ def render_timeline(data: dict[str, Any]) -> str:
 
 def digest_context(bot: Any) -> dict[str, Any]:
     """The weekly digest for the Secretariat: every open request and what it waits for."""
-    from .store import from_iso
-
     now = bot.now()
     open_requests = []
     for row in bot.store.all("SELECT * FROM requests WHERE state IN ('resolving', 'pending') ORDER BY id"):
@@ -126,7 +125,7 @@ def digest_context(bot: Any) -> dict[str, Any]:
             "expires": row["expires_at"],
             "approvers": [f"{a['email']} ({a['state']}, {a['reminders_sent']} reminders)" for a in approvers],
         })
-    week_ago = iso_days_ago(now, 7)
+    week_ago = iso(now - timedelta(days=7))
     decided = bot.store.one("SELECT COUNT(*) AS n FROM requests WHERE decided_at >= ?", (week_ago,))["n"]
     quarantined = bot.store.one("SELECT COUNT(*) AS n FROM messages WHERE outcome = 'failed' AND processed_at >= ?",
                                 (week_ago,))["n"]
@@ -136,14 +135,6 @@ def digest_context(bot: Any) -> dict[str, Any]:
     return {"open": open_requests, "decided_this_week": decided, "quarantined_this_week": quarantined,
             "undeliverable_this_week": undeliverable, "members": members, "bot": bot.bot_address,
             "list_address": bot.config.mailman.list}
-
-
-def iso_days_ago(now: Any, days: int) -> str:
-    from datetime import timedelta
-
-    from .store import iso
-
-    return iso(now - timedelta(days=days))
 
 
 def cctld_report(store: Store, pilot: list[str]) -> dict[str, Any]:

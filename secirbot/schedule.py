@@ -17,6 +17,8 @@ from apscheduler.triggers.cron import CronTrigger
 
 from . import workflow
 from .iana.names import parse_tld
+from .mailman_rest import RestUnavailable, check_pending
+from .reports import digest_context
 from .store import from_iso, iso
 
 if TYPE_CHECKING:
@@ -104,8 +106,6 @@ def next_digest_time(bot: Bot, after: datetime) -> datetime:
 def digest_if_due(bot: Bot) -> int:
     if not bot.rules.digest.enabled or not _claim_slot(bot, "digest", next_digest_time(bot, bot.now())):
         return 0
-    from .reports import digest_context
-
     with bot.store.transaction():
         bot.outbox.queue_mail(purpose="digest", template="digest.txt", context=digest_context(bot),
                               to=[bot.secretariat])
@@ -141,8 +141,6 @@ def pending_check_if_due(bot: Bot) -> int:
         return 0
     if not _claim_slot(bot, "mailman-pending", bot.now() + bot.rules.mailman.check_pending_every, first_now=True):
         return 0
-    from .mailman_rest import RestUnavailable, check_pending
-
     try:
         counts = check_pending(bot)
     except RestUnavailable as exc:

@@ -23,7 +23,7 @@ from .authenticity import SenderCheck
 from .config import Config
 from .iana.names import parse_tld
 from .iana.record import IanaRecord
-from .iana.resolver import Resolution
+from .iana.resolver import Resolution, load_snapshot
 from .replies import REPLY_MARKER, ReadDecision, Verdict
 from .rules import Rules
 from .store import from_iso, iso
@@ -375,8 +375,6 @@ def escalate(bot: Bot, request: sqlite3.Row, why: str) -> None:
     """Ask the roles not asked yet; when none are left, alert the Secretariat (once)."""
     now = bot.now()
     stage = request["escalation_stage"] + 1
-    from .iana.resolver import load_snapshot
-
     record = load_snapshot(bot.store, request["snapshot_id"]) if request["snapshot_id"] else None
     asked = ask_approvers(bot, request, record, bot.rules.approvers.roles) if record else []
     _set(bot, request["id"], escalation_stage=stage,
@@ -420,8 +418,6 @@ def remind(bot: Bot, approver: sqlite3.Row) -> None:
                       (sent, iso(now + bot.rules.reminders.every) if more else None, approver["id"]))
     bot.store.audit("approver-reminded", at=now, request_id=request["id"], approver=approver["email"],
                     reminder=sent)
-    from .iana.resolver import load_snapshot
-
     record = load_snapshot(bot.store, request["snapshot_id"]) if request["snapshot_id"] else None
     _mail_approval_request(bot, request, approver["id"], approver["email"], approver["name"],
                            approver["roles"].split(","), record, reminder=sent)
