@@ -1,7 +1,9 @@
 """The commands the Secretariat types: run, check, lookup, requests, show, approve, deny, and more.
 
-Exit status: 0 ok, 1 failed at run time, 2 bad configuration or usage, 3 not a ccTLD, 4 IANA cannot answer
-now. Errors are one clear line on stderr; secrets never appear in any output.
+Exit status (README.md "Operating it" has the table per command): 0 ok, 1 failed at run time, 2 bad
+configuration or usage, 3 not a ccTLD, 4 IANA cannot answer now, 5 the store or a lock file cannot be used,
+75 `run --once` left mail queued because the SMTP server could not be reached; `check --health` only 0/1.
+Errors are one clear line on stderr; secrets never appear in any output.
 """
 
 from __future__ import annotations
@@ -15,15 +17,26 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .config import Config, ConfigError, find_config_file, load_config
 from .rules import Rules, load_rules
 from .store import Store, StoreError
 
+if TYPE_CHECKING:
+    from .daemon import InstanceLock
+
 log = logging.getLogger("secirbot.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_NOT_CCTLD, EXIT_UNRESOLVED = 0, 1, 2, 3, 4
+# The store (or a lock file beside it) is unusable: read-only, not a database, damaged, from a newer
+# secirbot. Its own status because only the operator can fix it, on the disk; retrying cannot.
+EXIT_STORE = 5
+# sysexits.h EX_TEMPFAIL: what cron wrappers and supervisors already read as "temporary, try again later".
+# `run --once` worked, but mail stays queued because the SMTP server could not be reached; 75 is far from
+# our own 0-5, so it can never be confused with them.
+EXIT_TEMPFAIL = 75
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_STORE
     except KeyboardInterrupt:
         return EXIT_FAILED
 
@@ -120,11 +133,33 @@ def load(args: argparse.Namespace) -> tuple[Config, Rules]:
     return config, load_rules(config.rules)
 
 
+def take_lock(config: Config) -> InstanceLock:
+    """InstanceLock.acquire, with a lock file that cannot be created or written (read-only folder, a path
+    under a regular file, another user's file) reported as one StoreError line instead of an OSError.
+    InstanceLocked (another bot runs) passes through: that is not the operator's disk to fix."""
+    from .daemon import InstanceLock
+
+    try:
+        return InstanceLock.acquire(config)
+    except OSError as exc:
+        store_lock = config.store.path.with_name(config.store.path.name + ".lock")
+        failed = Path(exc.filename) if exc.filename else store_lock
+        # The folder's creation fails for a store path under a regular file: name the lock file anyway.
+        lock = store_lock if failed in (store_lock, store_lock.parent) else failed
+        reason = exc.strerror or str(exc)
+        if failed != lock:
+            reason = f"{failed}: {reason}"
+        raise StoreError(f"cannot create the lock file {lock} ({reason}): secirbot must be able to create and "
+                         "write it in a writable folder (check store.path, owner, mode, `lsattr`/`chattr -i`)"
+                         ) from None
+
+
 # --- run -----------------------------------------------------------------------------------------
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .bot import build
-    from .daemon import Daemon, InstanceLock, InstanceLocked
+    from .daemon import Daemon, InstanceLocked
+    from .health import smtp_outage
     from .lease import LeaseHeld
     from .mailbox import MailboxError
 
@@ -143,12 +178,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         config = sandbox.config
         log.info("%s", sandbox.describe())
     try:
-        lock = InstanceLock.acquire(config)
+        lock = take_lock(config)
     except InstanceLocked as exc:
         log.error("%s", exc)
         if sandbox:
             sandbox.stop()
         return EXIT_FAILED
+    except StoreError:
+        if sandbox:
+            sandbox.stop()
+        raise
     try:
         bot = build(config, rules)
         daemon = Daemon(bot)
@@ -160,6 +199,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 return EXIT_FAILED
             log.info("processed %d message(s), %d quarantined; %d mail(s) still queued", report.processed,
                      report.failed, bot.outbox.pending_count())
+            outage = smtp_outage(bot.store)
+            if outage is not None:
+                log.error("%s", outage)
+                return EXIT_TEMPFAIL
             return EXIT_OK
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, daemon.signal_handler)
@@ -186,6 +229,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = [*check_rules_names(rules), *check_templates(config)]
     for warning in config.warnings():
         print(f"warning: {warning}")
+    from .dmarc_policy import print_authentication_warnings  # lazy, as the other heavy imports here
+    print_authentication_warnings(config, rules)
     if problems:
         print("configuration error:", file=sys.stderr)
         for problem in problems:
@@ -195,9 +240,45 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(f"ok: {where}, {config.rules}, {config.templates}")
     if config.sandbox:
         print("note: no imap.host configured: `secirbot run` starts a local sandbox mailbox")
+    store_problem = check_store(config, sys.stdout)
+    if store_problem:
+        print(f"error: {store_problem}", file=sys.stderr)
+        return EXIT_STORE
     if args.connect:
         return check_connect(config, sys.stdout)
     return EXIT_OK
+
+
+def check_store(config: Config, out: TextIO) -> str | None:
+    """Look at the store without changing it: prints one line when it is fine, returns the problem
+    otherwise. A store that does not exist yet is fine (the bot creates it)."""
+    path = config.store.path
+    if not path.exists():
+        print(f"store: none yet at {path}; `secirbot run` creates it", file=out)
+        return None
+    try:
+        store = Store(path, readonly=True)
+    except StoreError as exc:
+        return str(exc)
+    try:
+        damage = store.integrity_problem()
+        version = store.version
+    except StoreError as exc:
+        return str(exc)
+    finally:
+        store.close()
+    if damage is not None:
+        return (f"the store {path} is damaged (SQLite quick_check: {damage}): restore it from a backup, or "
+                "move it away and the bot starts an empty one")
+    try:
+        # Opening for writing changes nothing, and is refused for a read-only file even to root (chattr +i,
+        # a read-only mount), where os.access() would say yes.
+        os.close(os.open(path, os.O_RDWR))
+    except OSError as exc:
+        return (f"the store {path} cannot be written ({exc.strerror or exc}): the user running secirbot must be "
+                "able to write it (check owner, mode, `lsattr`/`chattr -i`, read-only mounts)")
+    print(f"store: ok, {path} (schema version {version})", file=out)
+    return None
 
 
 def check_rules_names(rules: Rules) -> list[str]:
@@ -229,10 +310,13 @@ def check_connect(config: Config, out: TextIO) -> int:
     from .mailbox import Mailbox, MailboxError
     from .outbox import SmtpError, open_smtp
 
-    if config.sandbox:
-        print("connect: no imap.host configured (sandbox mode): nothing to connect to", file=out)
-        return EXIT_OK
     status = EXIT_OK
+    if config.mailman.rest_url:
+        status = check_mailman_rest(config, out)
+    if config.sandbox:
+        print("connect: no imap.host configured (sandbox mode): no mailbox or SMTP server to connect to",
+              file=out)
+        return status
     mailbox = Mailbox(config.imap)
     try:
         mailbox.connect()
@@ -253,6 +337,16 @@ def check_connect(config: Config, out: TextIO) -> int:
     return status
 
 
+def check_mailman_rest(config: Config, out: TextIO) -> int:
+    """One line per probe of Mailman's REST API (login, the list); EXIT_FAILED if any failed."""
+    from .mailman_rest import MailmanRest
+
+    probes = MailmanRest(config.mailman).probe(config.mailman.list)
+    for probe in probes:
+        print(f"{probe.name}: {'ok' if probe.ok else 'FAILED'}: {probe.said}", file=out)
+    return EXIT_OK if all(p.ok for p in probes) else EXIT_FAILED
+
+
 # --- lookup --------------------------------------------------------------------------------------
 
 def cmd_lookup(args: argparse.Namespace) -> int:
@@ -262,7 +356,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     if not args.names and not args.all:
         print("error: name a ccTLD (secirbot lookup nl) or use --all", file=sys.stderr)
         return EXIT_CONFIG
-    store = Store(config.store.path)
+    store = open_store(config)
     return lookup_command(config, store, args.names, args.all, args.json)
 
 
@@ -349,10 +443,10 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 def deliver_if_idle(bot: Any, config: Config) -> None:
     """Send the queued notices now unless a running bot holds the lock (it will send them itself)."""
-    from .daemon import InstanceLock, InstanceLocked
+    from .daemon import InstanceLocked
 
     try:
-        lock = InstanceLock.acquire(config)
+        lock = take_lock(config)
     except InstanceLocked:
         print("the running bot will send the notices", file=sys.stderr)
         return
@@ -405,8 +499,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     config = load_config(find_config_file(args.config))
     rows = roster(open_store(config))
     with contextlib.ExitStack() as stack:
-        out = (stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output
-               else sys.stdout)
+        try:
+            out = (stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output
+                   else sys.stdout)
+        except OSError as exc:
+            print(f"error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_FAILED
         if args.format == "json":
             json.dump(rows, out, ensure_ascii=False, indent=2)
             out.write("\n")

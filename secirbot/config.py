@@ -3,6 +3,7 @@
 Owns the pinned configuration contract (`imap`, `smtp`, `addresses`, `mailman`, `iana`, `store`, `rules`,
 `templates`). Every key may be overridden by `SECIRBOT_<SECTION>_<KEY>`; relative paths are relative to the
 config file. Errors name the file, the line and the dotted key, and never echo a secret.
+`mailman.rest_url` is normalised here, once, to the API's base without its version (`normalize_rest_url`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import re
 import types
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -55,6 +57,10 @@ class ImapConfig:
     timeout_seconds: int = 60
     lease_folder: str = "secirbot-lease"
     lease_seconds: int = 300          # one bot per mailbox across hosts; 0 = only the local lock files
+    # The header our own receiving server writes with the envelope recipient (Delivered-To for Dovecot's
+    # LDA/LMTP, X-Original-To for Postfix). When set, a reply's token is read from its top-most copy only;
+    # when not, from To/Cc only, which a DKIM policy must then see signed.
+    envelope_header: str | None = None
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class AddressesConfig:
 class MailmanConfig:
     dialect: Literal["mailman3", "mailman2", "mailman3-rest"] = "mailman3"
     list: str = "secir@lists.example.org"
-    rest_url: str | None = None
+    rest_url: str | None = None   # base URL, normalised at load: no /3.1, no trailing slash
     rest_user: str | None = None
     rest_password: str | None = field(default=None, repr=False)
     rest_timeout_seconds: int = 30
@@ -220,6 +226,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     if problems:
         raise ConfigError(problems)
     config = resolve_relative(dataclasses.replace(config, source=path))
+    config = _normalize_mailman(config, source, problems)
     problems.extend(_check_semantics(config, source))
     if problems:
         raise ConfigError(problems)
@@ -364,6 +371,48 @@ def resolve_relative(config: Config) -> Config:
         templates=fix(config.templates),
         store=dataclasses.replace(config.store, path=fix(config.store.path)),
     )
+
+
+REST_API_VERSION = "3.1"
+
+
+def normalize_rest_url(url: str) -> str:
+    """Mailman core's REST base URL as the bot uses it: scheme://host[:port][/prefix], without the API
+    version and without a trailing slash; the bot appends /3.1/ to it.
+
+    Accepts the forms the Mailman docs and mailmanclient use: http://host:8001, http://host:8001/,
+    http://host:8001/3.1 and http://host:8001/3.1/ all give http://host:8001 (a reverse proxy's prefix,
+    http://host/mailman/api/3.1, stays). ValueError for anything else; its text never repeats the URL,
+    which may hold a user:password@."""
+    try:
+        parts = urllib.parse.urlsplit(url.strip())
+        parts.port  # noqa: B018 -- parsing the port is what raises ValueError for a bad one
+    except ValueError:
+        raise ValueError("not a valid URL (expected e.g. http://localhost:8001)") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("expected an http(s) URL such as http://localhost:8001")
+    if parts.query or parts.fragment:
+        raise ValueError("expected the API's base URL, without ?query or #fragment")
+    path = parts.path.rstrip("/")
+    head, _, last = path.rpartition("/")
+    if last == REST_API_VERSION:
+        path = head.rstrip("/")
+    elif re.fullmatch(r"\d+\.\d+", last):
+        raise ValueError(f"the bot speaks Mailman's REST API {REST_API_VERSION}, not {last}: end the URL in "
+                         f"/{REST_API_VERSION} or leave the version out")
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def _normalize_mailman(config: Config, source: YamlSource, problems: list[str]) -> Config:
+    url = config.mailman.rest_url
+    if not url:
+        return config
+    try:
+        base = normalize_rest_url(url)
+    except ValueError as exc:
+        problems.append(f"{source.where(('mailman', 'rest_url'))}: mailman.rest_url: {exc}")
+        return config
+    return dataclasses.replace(config, mailman=dataclasses.replace(config.mailman, rest_url=base))
 
 
 _EMAIL = re.compile(r"^[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+$")

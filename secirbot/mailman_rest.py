@@ -4,7 +4,11 @@ Used by the `mailman3-rest` dialect (the subscription itself, queued in the outb
 any dialect, whenever `mailman.rest_url` is set: the list's pending subscription requests are checked, so
 that nobody joins through the list's own -join address or web form without having been vetted here.
 The password is sent only in the Authorization header and never appears in a log line or an error.
-Moderation tokens are secrets too: the store keeps only their hash.
+Moderation tokens are secrets too: the store keeps only their hash. `MailmanRest.probe` is what
+`secirbot check --connect` asks: does the login work, does the list exist.
+
+`mailman.rest_url` is the API's base as config loading normalised it (`config.normalize_rest_url`: the
+`/3.1` that mailmanclient and the Mailman docs write is taken off); this module adds `/3.1/` itself.
 """
 
 from __future__ import annotations
@@ -35,6 +39,28 @@ class RestUnavailable(Exception):
 
 
 @dataclass(frozen=True)
+class Probe:
+    """One check of `secirbot check --connect`: its name, whether it passed, one line of what was found."""
+
+    name: str
+    ok: bool
+    said: str
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a request failed, without its text (which repeats the URL, and any user:password@ in it):
+    the class, and the operating system's words if a socket error is behind it."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror and not isinstance(cause, requests.RequestException):
+            return f"{type(exc).__name__}: {cause.strerror}"
+        cause = cause.__cause__ or cause.__context__
+    return type(exc).__name__
+
+
+@dataclass(frozen=True)
 class Answer:
     status: int
     body: Any
@@ -58,8 +84,8 @@ class MailmanRest:
         try:
             response = requests.request(method, url, data=data, auth=self.auth, timeout=self.timeout)
         except requests.RequestException as exc:
-            # Only the exception's class: its text repeats the URL; the auth tuple is never in either.
-            raise RestUnavailable(f"Mailman REST {method} {shown}: {type(exc).__name__}") from None
+            # Never the exception's text: it repeats the URL; the auth tuple is never in either.
+            raise RestUnavailable(f"Mailman REST {method} {shown}: {_reason(exc)}") from None
         if response.status_code >= 500:
             raise RestUnavailable(f"Mailman REST {method} {shown}: HTTP {response.status_code}")
         try:
@@ -93,6 +119,45 @@ class MailmanRest:
 
     def moderate(self, list_id: str, token: str, action: str) -> int:
         return self._call("POST", f"lists/{list_id}/requests/{token}", {"action": action}).status
+
+    def probe(self, list_address: str) -> list[Probe]:
+        """Log in (GET system/versions) and look the list up (GET lists/LIST_ID): one Probe each. The
+        list is not looked up when the login failed (the answer would only repeat that)."""
+        user = self.auth[0]
+        try:
+            login = self._call("GET", "system/versions")
+        except RestUnavailable as exc:
+            return [Probe("mailman-rest", False, f"{exc}: check mailman.rest_url and that Mailman's REST "
+                          "runner is up"),
+                    Probe("mailman-list", False, f"{list_address} not checked: Mailman's REST API is unreachable")]
+        if login.status == 401:
+            said = (f"{self.shown}/3.1/ refused the login of user {user!r} (HTTP 401): check mailman.rest_user "
+                    "and mailman.rest_password (or SECIRBOT_MAILMAN_REST_PASSWORD)")
+        elif login.status == 404:
+            said = (f"{self.shown}/3.1/system/versions: HTTP 404: no Mailman 3 REST API 3.1 there; "
+                    "check mailman.rest_url (e.g. http://localhost:8001)")
+        elif login.status != 200:
+            said = f"{self.shown}/3.1/system/versions answered HTTP {login.status}"
+        else:
+            version = (login.body or {}).get("mailman_version", "Mailman") if isinstance(login.body, dict) \
+                else "Mailman"
+            said = f"logged in to {self.shown}/3.1/ as {user!r} ({version})"
+        first = Probe("mailman-rest", login.status == 200, said)
+        if not first.ok:
+            return [first, Probe("mailman-list", False, f"{list_address} not checked: the REST login failed")]
+        list_id = mailman_list_id(list_address)
+        try:
+            found = self._call("GET", f"lists/{list_id}")
+        except RestUnavailable as exc:
+            return [first, Probe("mailman-list", False, str(exc))]
+        if found.status == 200:
+            body = found.body if isinstance(found.body, dict) else {}
+            return [first, Probe("mailman-list", True, f"{list_address} exists ({body.get('member_count', '?')} "
+                                 "member(s))")]
+        if found.status == 404:
+            return [first, Probe("mailman-list", False, f"Mailman has no list {list_address} (HTTP 404 for "
+                                 f"lists/{list_id}): create it in Mailman or correct mailman.list")]
+        return [first, Probe("mailman-list", False, f"lists/{list_id} answered HTTP {found.status}")]
 
 
 def token_digest(token: str) -> str:

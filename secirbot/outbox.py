@@ -4,6 +4,8 @@ them, delivered after the commit, retried with backoff, never composed twice.
 A queued row holds the finished message bytes with its Message-ID; delivery only ever sends those bytes.
 SMTP cannot close the window between the server's 250 and our commit of "sent": after a crash in that
 window the very same message goes out once more (same Message-ID), and the window is one message wide.
+Whether the last SMTP connection attempt succeeded is kept in the store (`health.record_delivery`), for
+`check --health` and the exit status of `run --once`.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Literal
 
 from .compose import Templates, as_bytes, compose
 from .config import Config, SmtpConfig
+from .health import record_delivery
 from .mailbox import tls_context
 from .rules import OutboxRules
 from .store import Store, from_iso, iso
@@ -49,6 +52,7 @@ class DeliveryReport:
     sent: int = 0
     deferred: int = 0
     failed: int = 0
+    smtp_unreachable: bool = False  # the last connection attempt of this delivery failed
 
 
 class SmtpError(Exception):
@@ -199,6 +203,7 @@ class Outbox:
                               " ORDER BY id", (iso(self.now()),))
         session: smtplib.SMTP | None = None
         smtp_down = ""
+        connected: bool | None = None  # None: no connection was tried (no mail was due)
         try:
             for row in rows:
                 if stop():
@@ -214,9 +219,11 @@ class Outbox:
                         try:
                             session = connect()
                             self.smtp_down_since = None
+                            connected = True
                         except SmtpError as exc:
                             smtp_down = str(exc)
                             self.smtp_down_since = self.smtp_down_since or self.now()
+                            connected = False
                             log.warning("outbox: %s", smtp_down)
                             self._record(row, Attempt(deferred=recipients, error=smtp_down), report)
                             continue
@@ -228,6 +235,11 @@ class Outbox:
         finally:
             _quit(session)
             self._session = None
+        if connected is not None:
+            # For `check --health` and the exit status of `run --once`, in other processes too: the last
+            # attempt's outcome, kept in the store (an outage keeps the moment it began).
+            record_delivery(self.store, self.now(), None if connected else smtp_down)
+        report.smtp_unreachable = connected is False
         return report
 
     def _record(self, row: sqlite3.Row, attempt: Attempt, report: DeliveryReport) -> None:

@@ -3,20 +3,28 @@
 Everything the bot knows lives here and nowhere else: processed messages, requests and their approver
 tokens, IANA snapshots, the outbox, and one audit record per state change. A message's record, its
 classification and the mail it causes are written in one transaction (`Store.transaction`).
+
+What the file system or SQLite says about the store itself (read-only, not a database, damaged, disk
+full, locked for too long) is raised as `StoreError`, one line naming the path and what to do; SQL
+mistakes and constraint violations stay `sqlite3` errors (they are ours, not the operator's).
+`Store(path, readonly=True)` opens an existing store without writing anything (`check`, `check --health`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
+import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = [
     # version 1
@@ -169,6 +177,17 @@ _SCHEMA = [
     CREATE INDEX requests_created ON requests (created_at);
     CREATE INDEX approvers_email ON approvers (email_key, state);
     """,
+    # version 3: the requester's own reply address (WITHDRAW), apart from the approvers' tokens
+    """
+    CREATE TABLE requester_tokens (
+        token_hash TEXT PRIMARY KEY,
+        request_id INTEGER NOT NULL REFERENCES requests (id),
+        issued_at TEXT NOT NULL
+    );
+
+    -- who sent machine mail lately: no help or clarification goes to an address that auto-replied
+    CREATE INDEX messages_from ON messages (from_addr COLLATE NOCASE, processed_at);
+    """,
 ]
 
 
@@ -186,51 +205,157 @@ def from_iso(text: str) -> datetime:
 
 
 class StoreError(Exception):
-    """The store cannot be opened or is from a newer version of secirbot."""
+    """The store (or a lock file beside it) cannot be used, or is from a newer version of secirbot.
+
+    The text is one line for the operator: the path, what is wrong and what to do."""
+
+
+BUSY_TIMEOUT_SECONDS = 30
+
+# SQLite's primary result codes that are about the file, the disk or other processes, not about our SQL:
+# what the operator has to fix (https://www.sqlite.org/rescode.html).
+_OPERATOR_ADVICE = {
+    3: "is not accessible ({error}): check its owner and mode",                                # PERM
+    5: f"stayed locked by another process for more than {BUSY_TIMEOUT_SECONDS} s ({{error}}): look for "
+       "a hung secirbot or another program holding it open",                                  # BUSY
+    6: f"stayed locked for more than {BUSY_TIMEOUT_SECONDS} s ({{error}}): look for a hung secirbot",  # LOCKED
+    8: "is read-only ({error}): the user running secirbot must be able to write the file, its -wal and "
+       "-shm files and its folder (check owner, mode, `lsattr`/`chattr -i`, read-only mounts)",  # READONLY
+    10: "could not be read or written ({error}): check the disk and the file system (dmesg)",  # IOERR
+    11: "is damaged ({error}): restore it from a backup, or move it away and the bot starts an empty one",
+    13: "cannot grow ({error}): free space on its file system",                                # FULL
+    14: "cannot be opened ({error}): its folder must exist and be writable by the user running secirbot",
+    26: "is not a SQLite database ({error}): check store.path; restore the file from a backup, or move it "
+        "away and the bot starts an empty one",                                                # NOTADB
+}
+
+
+def operator_error(path: Path | str, exc: sqlite3.Error) -> StoreError | None:
+    """The one-line StoreError for an error the operator must fix, or None for a programming error."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    advice = _OPERATOR_ADVICE.get(code & 0xFF) if isinstance(code, int) else None
+    if advice is None:
+        return None
+    return StoreError(f"the store {path} " + advice.format(error=str(exc).splitlines()[0] if str(exc) else code))
 
 
 class Store:
-    """One SQLite database. Use `transaction()` for every write; reads may run outside one."""
+    """One SQLite database. Use `transaction()` for every write; reads may run outside one.
 
-    def __init__(self, path: Path | str):
+    `readonly=True` opens an existing store as it is: no folder or file is created, nothing migrated or
+    written (SQLite may still leave its -wal/-shm files beside a WAL database)."""
+
+    def __init__(self, path: Path | str, *, readonly: bool = False) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                                        timeout=30)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open the store {path}: {exc}") from exc
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.readonly = readonly
         # One connection is shared by the mail loop and the scheduler thread; this lock keeps a
         # transaction from interleaving with another thread's statements.
         self.lock = threading.RLock()
         self._depth = 0
-        self._migrate()
+        memory = str(path) == ":memory:"
+        try:
+            if readonly:
+                uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
+                self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                            timeout=BUSY_TIMEOUT_SECONDS)
+            else:
+                if not memory:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                                            timeout=BUSY_TIMEOUT_SECONDS)
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of the store {path}: {exc.strerror or exc}: "
+                             "store.path must name a file in a writable folder") from None
+        except sqlite3.Error as exc:
+            raise operator_error(path, exc) or StoreError(f"cannot open the store {path}: {exc}") from None
+        self.conn.row_factory = sqlite3.Row
+        with self._translated():
+            if readonly:
+                # The first read is where SQLite finds out that a file is not a database.
+                self.version: int = self.conn.execute("PRAGMA user_version").fetchone()[0]
+                self._refuse_newer(self.version)
+            else:
+                self._wal()
+                self.conn.execute("PRAGMA synchronous=NORMAL")
+                self.conn.execute("PRAGMA foreign_keys=ON")
+                self.version = self._migrate()
 
     def close(self) -> None:
         self.conn.close()
 
-    def _migrate(self) -> None:
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Turn what SQLite says about the file into one StoreError line; leave SQL mistakes as they are."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            translated = operator_error(self.path, exc)
+            if translated is None:
+                raise
+            raise translated from None
+
+    def _wal(self) -> None:
+        """Switch to WAL. SQLite answers SQLITE_BUSY at once, without its busy timeout, while another
+        process switches a new store at the same moment: so wait here, as long as the busy timeout."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if getattr(exc, "sqlite_errorcode", 0) & 0xFF != 5 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the store {self.path} has schema version {version}; this secirbot knows "
+                             f"only up to {SCHEMA_VERSION}: upgrade secirbot")
+
+    def _migrate(self) -> int:
+        """Bring the schema up to SCHEMA_VERSION, atomically against other processes; returns the version.
+
+        The version is read inside BEGIN IMMEDIATE: read before it, two processes starting on a new store
+        (the daemon and a `lookup`) would both see 0 and the second would fail with "table meta already
+        exists". The same transaction proves that the store is writable: a read-only file is refused here,
+        at start-up, not at the first message."""
         with self.lock:
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(f"the store {self.path} has schema version {version}; this secirbot knows "
-                                 f"only up to {SCHEMA_VERSION}: upgrade secirbot")
-            for number in range(version, SCHEMA_VERSION):
-                self.conn.execute("BEGIN IMMEDIATE")
-                try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+                self._refuse_newer(version)
+                if version == SCHEMA_VERSION:
+                    # Nothing to migrate: a write that is rolled back, only to find a read-only store now.
+                    self.conn.execute(f"PRAGMA user_version = {version}")
+                    self.conn.execute("ROLLBACK")
+                    return version
+                for number in range(version, SCHEMA_VERSION):
                     # executescript() would COMMIT on its own; statement by statement keeps one txn.
                     for statement in _split_sql(_SCHEMA[number]):
                         self.conn.execute(statement)
-                    self.conn.execute(f"PRAGMA user_version = {number + 1}")
-                    self.conn.execute("COMMIT")
-                except BaseException:
-                    self.conn.execute("ROLLBACK")
-                    raise
+                self.conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                self.conn.execute("COMMIT")
+                return SCHEMA_VERSION
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back by itself (disk full, I/O error): then ROLLBACK fails too,
+        # and the error worth reporting is the first one.
+        with contextlib.suppress(sqlite3.Error):
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+
+    def integrity_problem(self) -> str | None:
+        """None if SQLite's quick_check finds the file sound, else its first complaint (reads every page)."""
+        with self.lock, self._translated():
+            rows = self.conn.execute("PRAGMA quick_check(1)").fetchall()
+        first = str(rows[0][0]) if rows else "no answer"
+        if first == "ok":
+            return None
+        # SQLite's answer spans lines ("*** in database main ***\nPage 3: ..."): one line for the operator.
+        return "; ".join(line for line in first.splitlines() if line.strip() and not line.startswith("***"))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
@@ -243,27 +368,36 @@ class Store:
                 finally:
                     self._depth -= 1
                 return
-            self.conn.execute("BEGIN IMMEDIATE")
+            with self._translated():
+                self.conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
-                yield self.conn
+                # Callers may use the yielded connection directly: what SQLite says about the file is
+                # translated here too.
+                with self._translated():
+                    yield self.conn
             except BaseException:
                 self._depth = 0
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise
             self._depth = 0
-            self.conn.execute("COMMIT")
+            try:
+                with self._translated():
+                    self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()  # COMMIT failed (disk full, busy): nothing of it may stay half-open
+                raise
 
     def execute(self, sql: str, params: tuple | dict = ()) -> sqlite3.Cursor:
-        with self.lock:
+        with self.lock, self._translated():
             return self.conn.execute(sql, params)
 
     def one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
-        with self.lock:
+        with self.lock, self._translated():
             return self.conn.execute(sql, params).fetchone()
 
     def all(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
-        with self.lock:
+        with self.lock, self._translated():
             return self.conn.execute(sql, params).fetchall()
 
     def audit(self, action: str, *, at: datetime, actor: str = "bot", request_id: int | None = None,
