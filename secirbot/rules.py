@@ -1,6 +1,7 @@
 """Policy from `rules.yaml`: who may ask, who may approve, how replies are authenticated, the timings.
 
-Pinned keys: `pilot: {enabled, cctlds}`, `approvers: {roles}`, `authentication: {authserv_id, require}`.
+Pinned keys: `pilot: {enabled, cctlds}`, `approvers: {roles}`, `authentication: {authserv_id, require}`
+(require: none | dmarc | dkim | adaptive, the default; adaptive is resolved per approver by dmarc_policy).
 Every key is documented in the shipped `rules.yaml`. Loading reuses the config loader, so errors name the
 file, the line and the key.
 """
@@ -32,7 +33,9 @@ class ApproverRules:
 @dataclass(frozen=True)
 class AuthenticationRules:
     authserv_id: str | None = None
-    require: Literal["none", "dmarc", "dkim"] = "none"
+    # adaptive: dmarc where the approver's domain publishes p=quarantine/reject, else none (dmarc_policy).
+    require: Literal["none", "dmarc", "dkim", "adaptive"] = "adaptive"
+    dmarc_cache: timedelta = timedelta(hours=1)  # how long a DMARC policy answer is kept in memory
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class RequestRules:
     expire_after: timedelta = timedelta(days=14)
     claim_max_chars: int = 600
     replies_per_sender_per_day: int = 1
+    replies_per_hour: int = 60  # help and refusal replies to anyone, in total: forged senders get no flood
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,9 @@ def _check(rules: Rules, source: YamlSource) -> list[str]:
     need(set(rules.approvers.ask_first) <= set(rules.approvers.roles), ("approvers", "ask_first"),
          "may only name roles that are in approvers.roles")
     need(bool(rules.approvers.ask_first), ("approvers", "ask_first"), "at least one role must be asked")
-    if rules.authentication.require != "none" or rules.authentication.authserv_id is not None:
+    # Not for adaptive: with no trusted header it still asks for an aligned DKIM signature where the policy
+    # is enforcing, and it is the default, which must load with the shipped authserv_id: null.
+    if rules.authentication.require in ("dmarc", "dkim") or rules.authentication.authserv_id is not None:
         need(bool(rules.authentication.authserv_id), ("authentication", "authserv_id"),
              "required when authentication.require is dmarc or dkim")
     need(rules.requests.seats_per_cctld >= 1, ("requests", "seats_per_cctld"), "must be at least 1")

@@ -6,8 +6,9 @@
   at once per TLD, so tests can assert caching and at-most-one-in-flight.
 - `RdapServer`: threaded `http.server` answering `GET /domain/<tld>` from `{tld: bytes}` (404 with an
   RFC 9083 error body for unknown ones); per-TLD modes `500` and `hang`.
-- `DnsServer`: UDP server built on dnspython's `dns.message`: NS answers for the delegated TLDs,
-  NXDOMAIN for every other name, and a `drop` switch to simulate an unreachable resolver.
+- `DnsServer`: UDP server built on dnspython's `dns.message`: NS answers for the delegated TLDs, TXT
+  answers from `txt` (DMARC policies, DKIM keys), SERVFAIL for the names in `servfail`, NXDOMAIN for
+  every other name, and a `drop` switch to simulate an unreachable resolver.
 Each binds port 0 itself, has `reset()` for reuse across tests, and is a context manager
 (`with WhoisServer(answers) as s: s.endpoint`);
 `free_port` (from secirbot.sandbox.ports) gives a closed port for 'connection refused' tests.
@@ -30,6 +31,7 @@ import dns.name
 import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
+import dns.rdtypes.ANY.TXT
 import dns.rrset
 
 from secirbot.sandbox.ports import free_port
@@ -229,12 +231,21 @@ class RdapServer(_SocketServer):
 
 
 class DnsServer(_Counting):
-    """Answers like a resolver that can see the root: `<tld>. NS` for delegated TLDs, NXDOMAIN otherwise."""
+    """Answers like a resolver that can see the root: `<tld>. NS` for delegated TLDs, NXDOMAIN otherwise.
+
+    Tests set `txt[name]` (lower-case, no trailing dot) to the TXT records of a name, e.g.
+    `txt["_dmarc.sidn.nl"] = [b"v=DMARC1; p=reject"]` or a DKIM key at `sel._domainkey.sidn.nl`; each
+    record is one bytes value, split into 255-byte strings on the wire as real servers do. Other types at
+    such a name get an empty NOERROR answer. Names in `servfail` get SERVFAIL (a broken authoritative
+    server). Both are emptied by `reset()`.
+    """
 
     def __init__(self, delegated: set[str] | None = None):
         super().__init__()
         self.delegated = {t.lower().rstrip(".") for t in (delegated or set())}
         self.drop = False  # True: read queries and never answer (an unreachable resolver)
+        self.txt: dict[str, list[bytes]] = {}
+        self.servfail: set[str] = set()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.02)
@@ -269,6 +280,17 @@ class DnsServer(_Counting):
         response = dns.message.make_response(query)
         response.flags |= dns.flags.RA
         question = query.question[0]
+        name = question.name.to_text(omit_final_dot=True).lower()
+        if name in self.servfail:
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response
+        if name in self.txt:
+            if question.rdtype == dns.rdatatype.TXT and self.txt[name]:
+                response.answer.append(dns.rrset.from_rdata_list(question.name, 300, [
+                    dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT,
+                                            [record[i:i + 255] for i in range(0, len(record), 255)] or [b""])
+                    for record in self.txt[name]]))
+            return response
         labels = question.name.relativize(dns.name.root).labels
         tld = labels[-1].decode("ascii").lower() if labels else ""
         if tld not in self.delegated:
@@ -279,6 +301,11 @@ class DnsServer(_Counting):
                 question.name, 172800, dns.rdataclass.IN, dns.rdatatype.NS,
                 f"a.nic.{tld}.", f"b.nic.{tld}."))
         return response
+
+    def reset(self) -> None:
+        super().reset()
+        self.txt.clear()
+        self.servfail.clear()
 
     def __enter__(self) -> DnsServer:
         self.thread.start()
