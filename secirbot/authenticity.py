@@ -11,14 +11,10 @@ one on dnspython with the configured resolver.
 
 from __future__ import annotations
 
-import email.errors
-import email.policy
-import email.utils
 import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import authres
 import dkim
@@ -28,7 +24,7 @@ from dkim.util import InvalidTagValueList, parse_tag_value
 from publicsuffixlist import PublicSuffixList
 
 from secirbot.config import DnsConfig
-from secirbot.message import InboundMail
+from secirbot.message import InboundMail, same_address
 
 REQUIRE_LEVELS = ("none", "dmarc", "dkim")
 
@@ -48,9 +44,14 @@ class SenderCheck:
 
 
 def check_sender(mail: InboundMail, *, expected_from: str, authserv_id: str | None, require: str,
-                 dnsfunc: DnsFunc | None) -> SenderCheck:
+                 dnsfunc: DnsFunc | None, token_header: str | None = None) -> SenderCheck:
     """Does the reply come from `expected_from`, as far as policy `require` can tell? Hostile headers and
-    signatures make it fail, not raise."""
+    signatures make it fail, not raise.
+
+    `token_header` names the header the reply's token was read from when that is one the sender wrote (To
+    or Cc, not our server's envelope header). Under dmarc and dkim it must then appear once and be signed
+    by the aligned DKIM signature that passes: a DMARC pass says nothing about a To added on top of a
+    genuine signed mail, which would re-aim the approver's APPROVE at another request."""
     checks: dict[str, str] = {}
     # Failure codes: policy-unknown, from-unreadable, from-mismatch, dmarc-fail, dmarc-required, dkim-required.
 
@@ -75,13 +76,23 @@ def check_sender(mail: InboundMail, *, expected_from: str, authserv_id: str | No
         return fail(f"our server's Authentication-Results: {dmarc.summary}", "dmarc-fail")
     if require == "none":
         return SenderCheck(ok=True, failure=None, checks=checks)
-    if require == "dmarc" and dmarc.passed:
+    if require == "dmarc" and dmarc.passed and token_header is None:
         return SenderCheck(ok=True, failure=None, checks=checks)
+    must_sign = ["from"]
+    if token_header is not None:
+        copies = len(mail.message.get_all(token_header) or [])
+        checks["token"] = f"read from {token_header} ({copies} cop{'y' if copies == 1 else 'ies'})"
+        if copies != 1:
+            return fail(f"the token's {token_header} header appears {copies} times", "token-header-unsigned")
+        must_sign.append(token_header.lower())
 
-    signed, summary = aligned_dkim(mail.raw, from_domain, dnsfunc)
+    signed, summary = aligned_dkim(mail.raw, from_domain, dnsfunc, must_sign=tuple(must_sign))
     checks["dkim"] = summary
     if signed:
         return SenderCheck(ok=True, failure=None, checks=checks)
+    if token_header is not None and dmarc.passed:
+        return fail(f"DMARC passed, but no aligned DKIM signature covers {token_header}, which carries the token",
+                    "token-header-unsigned")
     if require == "dmarc":
         return fail("neither a DMARC pass from our server nor an aligned DKIM signature", "dmarc-required")
     return fail("no valid DKIM signature aligned with the From domain", "dkim-required")
@@ -90,39 +101,9 @@ def check_sender(mail: InboundMail, *, expected_from: str, authserv_id: str | No
 # --- From ---------------------------------------------------------------------------------------------
 
 def from_address(mail: InboundMail) -> tuple[str | None, str]:
-    """(the one addr-spec of the From header, '') or (None, why it cannot be read as exactly one)."""
-    values = mail.message.get_all("From") or []
-    if not values:
-        return None, "no From header"
-    if len(values) > 1:
-        return None, f"{len(values)} From headers"
-    value = re.sub(r"\r?\n(?=[ \t])", "", str(values[0]))
-    try:
-        header: Any = email.policy.default.header_factory("From", value)
-        parsed = [(group.display_name, address.addr_spec)
-                  for group in header.groups for address in group.addresses]
-    except Exception:  # the stdlib parser raises assorted errors on hostile input
-        return None, "unreadable From header"
-    # Two parsers must agree: where they differ ('a@nic.nl <evil@x>'), clients and DMARC may read another
-    # address than we would.
-    lax = [addr for _, addr in email.utils.getaddresses([value]) if addr]
-    serious = [d for d in header.defects if not isinstance(d, email.errors.ObsoleteHeaderDefect)]
-    if len(parsed) != 1 or len(lax) != 1 or serious:
-        return None, "the From header does not name exactly one address"
-    group_name, addr_spec = parsed[0]
-    if group_name is not None or addr_spec.lower() != lax[0].lower() or not _domain_of(addr_spec):
-        return None, "the From header does not name exactly one address"
-    return addr_spec, ""
-
-
-def same_address(a: str, b: str) -> bool:
-    """Case-insensitive addr-spec equality, the domain compared in its ASCII (IDNA) form."""
-    local_a, _, domain_a = a.strip().rpartition("@")
-    local_b, _, domain_b = b.strip().rpartition("@")
-    if not (local_a and local_b):
-        return False
-    domain_a, domain_b = _ascii_domain(domain_a), _ascii_domain(domain_b)
-    return bool(domain_a) and domain_a == domain_b and local_a.lower() == local_b.lower()
+    """(the one addr-spec of the From header, '') or (None, why it cannot be read as exactly one).
+    The reading itself is message.strict_from's, the same for every kind of mail."""
+    return mail.from_addr, mail.from_problem
 
 
 def _domain_of(address: str) -> str | None:
@@ -194,7 +175,8 @@ def _read_dmarc(value: str, ours: str, from_domain: str | None) -> DmarcReading:
 
 # --- DKIM --------------------------------------------------------------------------------------------
 
-def aligned_dkim(raw: bytes, from_domain: str | None, dnsfunc: DnsFunc | None) -> tuple[bool, str]:
+def aligned_dkim(raw: bytes, from_domain: str | None, dnsfunc: DnsFunc | None,
+                 must_sign: tuple[str, ...] = ("from",)) -> tuple[bool, str]:
     """(True, note) if one DKIM signature verifies, signs From, has no l= and a d= aligned with the From
     domain; else (False, what each signature lacked). Never raises."""
     if dnsfunc is None:
@@ -210,7 +192,7 @@ def aligned_dkim(raw: bytes, from_domain: str | None, dnsfunc: DnsFunc | None) -
         return False, "no DKIM signature"
     notes = []
     for idx, value in enumerate(signatures):
-        ok, note = _check_signature(raw, idx, value, from_domain, dnsfunc)
+        ok, note = _check_signature(raw, idx, value, from_domain, dnsfunc, must_sign)
         if ok:
             return True, note
         notes.append(note)
@@ -218,7 +200,7 @@ def aligned_dkim(raw: bytes, from_domain: str | None, dnsfunc: DnsFunc | None) -
 
 
 def _check_signature(raw: bytes, idx: int, value: bytes, from_domain: str,
-                     dnsfunc: DnsFunc) -> tuple[bool, str]:
+                     dnsfunc: DnsFunc, must_sign: tuple[str, ...]) -> tuple[bool, str]:
     try:
         tags = parse_tag_value(value)
     except InvalidTagValueList as exc:
@@ -227,8 +209,9 @@ def _check_signature(raw: bytes, idx: int, value: bytes, from_domain: str,
     label = f"d={domain or '?'}"
     signed = {h.strip().lower() for h in re.split(rb"\s*:\s*", re.sub(rb"\s+", b"", tags.get(b"h", b"")))}
     # dkimpy verifies all of these; our policy does not accept them.
-    if b"from" not in signed:
-        return False, f"fail {label}: From is not signed"
+    for name in must_sign:
+        if name.encode("ascii") not in signed:
+            return False, f"fail {label}: {name.title()} is not signed"
     if b"l" in tags:
         return False, f"fail {label}: l= limits the signed body, text may be appended"
     if tags.get(b"a", b"").strip().lower() == b"rsa-sha1":

@@ -13,7 +13,7 @@ import email.policy
 import email.utils
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from email.header import Header
@@ -23,7 +23,8 @@ from typing import Any, Literal
 
 import jinja2
 
-from .replies import normalise
+from .message import one_line
+from .newtext import normalise
 
 LOOP_HEADER = "X-Secirbot-Loop"
 POLICY = email.policy.SMTP.clone(max_line_length=78)
@@ -45,37 +46,60 @@ class Rendered:
 
 
 class Templates:
-    """The jinja2 environment over the templates folder."""
+    """The jinja2 environment over the templates folder.
+
+    A template's first line (the Subject) is rendered on its own, through an environment that flattens
+    every value placed into it to one line: a requester's name, a mail's subject or an IANA value with a
+    line break (literal or RFC 2047-encoded, `=0D=0A`) can never end the Subject, start a header, or make
+    the template unusable. The body is rendered as usual.
+    """
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(str(folder), encoding="utf-8"),
-            undefined=jinja2.StrictUndefined,
-            autoescape=False,  # plain-text mail; nothing here is ever rendered as HTML
-            keep_trailing_newline=True,
-            trim_blocks=True,
-            lstrip_blocks=True,
-        )
-        self.env.filters["quote_unverified"] = quote_unverified
+        options: dict[str, Any] = {
+            "loader": jinja2.FileSystemLoader(str(folder), encoding="utf-8"),
+            "undefined": jinja2.StrictUndefined,
+            "autoescape": False,  # plain-text mail; nothing here is ever rendered as HTML
+            "keep_trailing_newline": True,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+        }
+        self.env = jinja2.Environment(**options)
+        self.subject_env = jinja2.Environment(**options, finalize=_flat)
+        for env in (self.env, self.subject_env):
+            env.filters["quote_unverified"] = quote_unverified
+        self._parts: dict[str, tuple[Callable[[], bool], jinja2.Template, jinja2.Template, str]] = {}
 
     def names(self) -> list[str]:
         return sorted(self.env.list_templates(filter_func=lambda n: n.endswith(".txt")))
 
+    def _compiled(self, name: str) -> tuple[jinja2.Template, jinja2.Template, str]:
+        cached = self._parts.get(name)
+        if cached is not None and cached[0]():
+            return cached[1], cached[2], cached[3]
+        source, _, uptodate = self.env.loader.get_source(self.env, name)  # type: ignore[union-attr]
+        head, sep, body = source.partition("\n\n")
+        if not sep or not head.startswith("Subject:") or "\n" in head:
+            raise TemplateError(f"template {name} must start with one 'Subject:' line and a blank line")
+        # The body keeps its line numbers in error messages: it is compiled behind as many blank lines.
+        pad = "\n" * (head.count("\n") + 2)
+        subject = self.subject_env.from_string(head[len("Subject:") :])
+        text = self.env.from_string(pad + body)
+        self._parts[name] = (uptodate or (lambda: True), subject, text, pad)
+        return subject, text, pad
+
     def render(self, name: str, context: Mapping[str, Any]) -> Rendered:
         try:
-            text = self.env.get_template(name).render(dict(context))
+            subject_tpl, body_tpl, pad = self._compiled(name)
+            subject = subject_tpl.render(dict(context))
+            body = body_tpl.render(dict(context)).removeprefix(pad)
         except jinja2.TemplateNotFound as exc:
             raise TemplateError(f"template {name} not found in {self.folder}") from exc
         except jinja2.UndefinedError as exc:
             raise TemplateError(f"template {name}: {exc.message}") from exc
         except jinja2.TemplateSyntaxError as exc:
             raise TemplateError(f"template {name}:{exc.lineno}: {exc.message}") from exc
-        head, sep, body = text.partition("\n\n")
-        if not sep or not head.startswith("Subject:") or "\n" in head:
-            raise TemplateError(f"template {name} must start with one 'Subject:' line and a blank line")
-        subject = " ".join(head[len("Subject:"):].split())
-        return Rendered(subject=subject, body=body.rstrip() + "\n")
+        return Rendered(subject=" ".join(one_line(subject).split()), body=body.rstrip() + "\n")
 
     def check(self, context_for: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """Render every named template with a sample context; return the problems found."""
@@ -86,6 +110,10 @@ class Templates:
             except TemplateError as exc:
                 problems.append(str(exc))
         return problems
+
+
+def _flat(value: object) -> str:
+    return one_line(str(value))
 
 
 _DECISION_LINE = re.compile(r"^[\W_]*(approve|deny)[\W_]*$", re.IGNORECASE)
@@ -105,6 +133,9 @@ def quote_unverified(text: str, width: int = 600) -> str:
             line += " (their words)"
         out.append(("  | " + line).rstrip())
     return "\n".join(out)
+
+
+_MSG_ID = re.compile(r"<[\x21-\x3b\x3d\x3f-\x7e]{1,900}>")
 
 
 def new_message_id(domain: str) -> str:
@@ -157,8 +188,9 @@ def compose(
     msg["Subject"] = subject if subject.isascii() else Header(subject, _UTF8, header_name="Subject")
     msg["Date"] = email.utils.format_datetime(when)
     msg["Message-ID"] = new_message_id(domain)
-    if in_reply_to:
-        msg["In-Reply-To"] = _one_line("In-Reply-To", in_reply_to)
+    # Threading is a courtesy: a Message-ID we cannot repeat safely is left out, never a reason to fail.
+    if in_reply_to and _MSG_ID.fullmatch(in_reply_to):
+        msg["In-Reply-To"] = in_reply_to
         msg["References"] = in_reply_to
     # RFC 3834: tell other robots not to answer; OOF/AutoReply keeps Exchange quiet without also
     # suppressing the non-delivery reports that tell us an IANA contact address is dead.

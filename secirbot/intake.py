@@ -28,7 +28,6 @@ _KEYWORD_ARG = re.compile(r"^\s*(?:subscribe|join)\s+\.?((?:xn--)?[^\W\d_][\w-]*
 _NOT_BARE_TLDS = frozenset({"me", "us"})
 _LABELLED = re.compile(r"^\s*(?:cc)?tld\s*[:=]\s*\.?((?:xn--)?[^\W\d_][\w-]*)\s*$", re.IGNORECASE | re.UNICODE)
 _FIELD = re.compile(r"^\s*(name|role|organi[sz]ation)\s*:\s*(.+?)\s*$", re.IGNORECASE)
-_SIGNATURE = re.compile(r"^(-- ?|__+|Sent from my .*)$")
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class Claim:
 
 @dataclass(frozen=True)
 class ClaimProblem:
-    reason: str      # no-cctld | several-cctlds | not-cctld
+    reason: str      # no-cctld | several-cctlds | not-cctld | address-form (set by the pipeline)
     names: tuple[str, ...] = ()
     detail: str = ""
 
@@ -67,8 +66,8 @@ class Refusal:
 
 
 def read_claim(mail: InboundMail, text: str, max_chars: int) -> Claim | ClaimProblem:
-    """The ccTLD and details a request names. `text` is the body's new text."""
-    lines = [ln for ln in _body_lines(text)]
+    """The ccTLD and details a request names. `text` is the sender's new text (`newtext.new_text`)."""
+    lines = _body_lines(text)
     subject_names = _names_in(mail.subject, subject=True)
     found = subject_names if subject_names[0] or subject_names[1] else _names_in("\n".join(lines), subject=False)
     cctlds, others = found
@@ -96,10 +95,9 @@ def read_claim(mail: InboundMail, text: str, max_chars: int) -> Claim | ClaimPro
 
 
 def _body_lines(text: str) -> list[str]:
-    out = []
-    for line in unicodedata.normalize("NFKC", text or "").splitlines():
-        if _SIGNATURE.match(line.rstrip()) or line.startswith(">"):
-            break
+    """The first BODY_LINES non-empty lines of the new text (`newtext` has cut quotes and signatures)."""
+    out: list[str] = []
+    for line in (text or "").splitlines():
         out.append(line.rstrip())
         if len([ln for ln in out if ln.strip()]) >= BODY_LINES:
             break
