@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 import random
+import sqlite3
 import tempfile
 import threading
 import time
@@ -29,9 +30,9 @@ from .config import Config
 from .health import HEARTBEAT_KEY
 from .lease import Lease, LeaseHeld, instance_id
 from .mailbox import Mailbox, MailboxError
-from .pipeline import FOLDER_FAILED, Origin, process
-from .schedule import run_due_jobs
-from .store import iso, utcnow
+from .pipeline import FOLDER_FAILED, Origin, last_resort, process
+from .schedule import retry_due_lookups, run_due_jobs
+from .store import StoreError, iso, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ class Daemon:
         # Message processing and scheduled jobs both write the store and queue mail: one at a time.
         self.work = threading.Lock()
         self.mailbox: Mailbox | None = None
+        # New requests wait for IANA in their own thread (run()), woken by the drain: never on the mail path.
+        self.lookups_due = threading.Event()
 
     # --- one pass -------------------------------------------------------------------------------
 
@@ -106,9 +109,14 @@ class Daemon:
                 break
             filed: dict[str, list[int]] = {"processed": [], "failed": []}
             for fetched in mailbox.fetch(uids[start:start + batch_size]):
+                origin = Origin(folder, mailbox.uidvalidity, fetched.uid)
                 with self.work:
-                    where = process(self.bot, Origin(folder, mailbox.uidvalidity, fetched.uid), fetched.raw,
-                                    fetched.headers_only)
+                    try:
+                        where = process(self.bot, origin, fetched.raw, fetched.headers_only)
+                    except (sqlite3.Error, StoreError):
+                        raise  # the store cannot record anything: stop, the message stays in the inbox
+                    except Exception as exc:
+                        where = last_resort(self.bot, origin, fetched.raw, exc)
                 filed[where].append(fetched.uid)
                 report.failed += where == FOLDER_FAILED
                 report.processed += 1
@@ -116,6 +124,7 @@ class Daemon:
                     break
             for where, done in filed.items():
                 mailbox.file(done, where)
+            self.lookups_due.set()
             self.deliver()
         return report
 
@@ -132,10 +141,12 @@ class Daemon:
             log.info("outbox: %d sent, %d deferred, %d failed", report.sent, report.deferred, report.failed)
 
     def run_once(self, max_attempts: int = 5) -> DrainReport:
-        """Process everything waiting, deliver the outbox, and return (`secirbot run --once`).
+        """Process everything waiting, deliver the outbox, beat the heart, and return (`secirbot run --once`).
 
         A connection lost midway (the server restarted) is reconnected with backoff; what was committed
-        before is filed on the next pass, never processed again. Raises MailboxError after max_attempts.
+        before is filed on the next pass, never processed again. Raises MailboxError after max_attempts
+        (and then writes no heartbeat: the pass did not happen). The heartbeat lets `check --health` tell a
+        bot run from cron that works from one that never ran.
         """
         total = DrainReport()
         failures = 0
@@ -159,13 +170,30 @@ class Daemon:
                 self.stopping.wait(delay)
         self.run_due()
         self.deliver()
+        self.heartbeat()
         self.release()
         return total
 
-    def run_due(self) -> None:
-        """Scheduled work that is due now (reminders, expiry, retries); see schedule.py."""
+    def run_due(self, lookups: bool = True) -> None:
+        """Scheduled work that is due now (reminders, expiry, retries); see schedule.py. IANA lookups run
+        outside the work lock: only their commits take it."""
         with self.work:
-            run_due_jobs(self.bot)
+            run_due_jobs(self.bot, lookups=False)
+        if lookups:
+            retry_due_lookups(self.bot, guard=lambda: self.work, stop=self.stopping.is_set)
+
+    def lookup_worker(self) -> None:
+        """The daemon's IANA lookups: new requests as soon as the drain filed them, retries every tick."""
+        while not self.stopping.is_set():
+            self.lookups_due.wait(self.tick_seconds)
+            self.lookups_due.clear()
+            if self.stopping.is_set():
+                break
+            try:
+                if retry_due_lookups(self.bot, guard=lambda: self.work, stop=self.stopping.is_set):
+                    self.deliver()
+            except Exception:  # a failing lookup pass must not end the thread; the next one retries
+                log.exception("IANA lookups failed")
 
     # --- forever --------------------------------------------------------------------------------
 
@@ -173,6 +201,8 @@ class Daemon:
         """Until stop(): drain, then wait for news (IDLE, else polling); reconnect with backoff on any
         mailbox error. Scheduled work runs in APScheduler's thread, one job at a time with the mail."""
         scheduler = self.start_scheduler()
+        lookups = threading.Thread(target=self.lookup_worker, name="iana-lookups", daemon=True)
+        lookups.start()
         failures = 0
         try:
             while not self.stopping.is_set():
@@ -208,6 +238,8 @@ class Daemon:
                         self.mailbox = None
         finally:
             scheduler.shutdown(wait=True)  # lets a running job finish
+            self.lookups_due.set()
+            lookups.join(timeout=2 * self.bot.config.iana.timeout_seconds + 5)
             if self.bot.outbox.smtp_down_since is None:
                 # Flush what is queued, but never wait long on the way out: a container stop is ~10 s.
                 self.deliver(final=True)
@@ -230,7 +262,7 @@ class Daemon:
     def tick(self) -> None:
         """Due work and outbox retries; never raises (a failing job must not stop the schedule)."""
         try:
-            self.run_due()
+            self.run_due(lookups=False)  # the lookup thread does those
             self.deliver()
             if self.mailbox is not None:  # no heartbeat while the mailbox is out of reach: unhealthy
                 self.renew_lease()
@@ -258,6 +290,7 @@ class Daemon:
         """Ask the loop to end: the current message is finished, the outbox flushed. Safe from a signal
         handler and from another thread."""
         self.stopping.set()
+        self.lookups_due.set()
         mailbox = self.mailbox
         if self.waiting.is_set() and mailbox is not None:
             # The loop sits in IDLE's select() for up to idle_renew_seconds: shutting the socket down

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
+import sqlite3
 import traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,9 +24,17 @@ from typing import TYPE_CHECKING, Any
 from . import intake, mailman, tokens, workflow
 from .authenticity import check_sender
 from .classify import Classification, Kind, classify
-from .message import InboundMail, UnparseableMail, parse_mail
-from .replies import new_text, read_decision
-from .store import iso
+from .message import (
+    InboundMail,
+    UnparseableMail,
+    address_key,
+    is_plain_address,
+    normalise_message_id,
+    parse_mail,
+)
+from .newtext import new_text
+from .replies import REQUESTER_WORDS, Verdict, read_decision, reads_as_decision
+from .store import StoreError, iso
 
 if TYPE_CHECKING:
     from .bot import Bot
@@ -132,17 +142,56 @@ def _hash(raw: bytes) -> str:
 def _record_failure(bot: Bot, origin: Origin, raw: bytes, mail: InboundMail | None, kind: str,
                     reason: str, tell_secretariat: bool = False) -> None:
     """Quarantine: the record and the reason; a person's mail we could not handle is also reported, so
-    that an approval or a request never disappears silently into the Failed folder."""
+    that an approval or a request never disappears silently into the Failed folder. Recording cannot fail
+    on the mail's content: if even the notice cannot be composed, the failure is recorded without it.
+    Only the store itself failing raises (the message then stays in the inbox)."""
     with bot.store.transaction():
         row = _insert(bot, origin, mail, raw, kind, "quarantined", "failed", reason)
         bot.store.audit("message-failed", at=bot.now(), message_row=row, reason=reason)
-        if tell_secretariat and mail is not None:
-            bot.outbox.queue_mail(
-                purpose="message-quarantined", template="message_quarantined.txt",
-                context={**_base_context(bot), "sender": mail.from_addr or "(none)", "subject": mail.subject[:200],
-                         "message_id": mail.message_id or "(none)", "reason": reason[:500], "row": row,
-                         "folder": bot.config.imap.failed_folder},
-                to=[bot.secretariat], cause_message=row)
+        if tell_secretariat:
+            _tell_secretariat_of_failure(bot, row, mail, reason)
+
+
+def _tell_secretariat_of_failure(bot: Bot, row: int, mail: InboundMail | None, reason: str) -> None:
+    context = {**_base_context(bot), "sender": "(unreadable)", "subject": "(unreadable)",
+               "message_id": "(none)", "reason": reason[:500], "row": row,
+               "folder": bot.config.imap.failed_folder}
+    if mail is not None:
+        context.update(sender=mail.from_addr or "(none)", subject=mail.subject[:200],
+                       message_id=mail.message_id or "(none)")
+    try:
+        bot.outbox.queue_mail(purpose="message-quarantined", template="message_quarantined.txt",
+                              context=context, to=[bot.secretariat], cause_message=row)
+    except (sqlite3.Error, StoreError):
+        raise
+    except Exception as exc:  # a template or composition problem: the record stands without the notice
+        log.error("message row %s: the Secretariat's notice could not be composed: %s", row, exc)
+        bot.store.audit("notice-not-composed", at=bot.now(), message_row=row, error=f"{type(exc).__name__}: {exc}")
+
+
+def last_resort(bot: Bot, origin: Origin, raw: bytes, exc: BaseException) -> str:
+    """What the drain loop does when processing one message raised anyway: record it as failed with the
+    reason, tell the Secretariat, and file it in Failed, so that one message can never block the mailbox.
+    Store errors are not handled here: the caller lets them stop the bot with the message in the inbox."""
+    log.error("message uid=%s could not be processed: %s\n%s", origin.uid, exc,
+              "".join(traceback.format_exception(exc)))
+    reason = f"internal error: {type(exc).__name__}: {exc}"[:1000]
+    known = bot.store.one("SELECT outcome FROM messages WHERE folder = ? AND uidvalidity = ? AND uid = ?",
+                          (origin.folder, origin.uidvalidity, origin.uid))
+    if known is not None:  # it was recorded before the error: file it by that record
+        return FOLDER_FAILED if known["outcome"] == "failed" else FOLDER_PROCESSED
+    with bot.store.transaction():
+        cur = bot.store.execute(
+            "INSERT INTO messages (folder, uidvalidity, uid, message_id, body_hash, raw_hash, size, processed_at,"
+            " kind, detail, outcome, reason, raw) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, 'unknown', 'quarantined',"
+            " 'failed', ?, ?)",
+            (origin.folder, origin.uidvalidity, origin.uid, _hash(raw), _hash(raw), len(raw), iso(bot.now()),
+             reason, raw[:65536]),
+        )
+        row = int(cur.lastrowid)
+        bot.store.audit("message-failed", at=bot.now(), message_row=row, reason=reason, last_resort=True)
+        _tell_secretariat_of_failure(bot, row, None, reason)
+    return FOLDER_FAILED
 
 
 def _find_duplicate(bot: Bot, mail: InboundMail) -> int | None:
@@ -165,13 +214,71 @@ def _limited_reply(bot: Bot, incoming: Incoming, *, purpose: str, template: str,
     if not sender:
         return False
     since = bot.now() - timedelta(days=1)
-    if bot.outbox.recent(sender, [purpose], since) >= bot.rules.requests.replies_per_sender_per_day:
+    silenced = _silenced(bot, incoming, request_id=request_id, purpose=purpose, to=sender)
+    limit = bot.rules.requests.replies_per_sender_per_day
+    if silenced is None and bot.outbox.recent(sender, [purpose], since) >= limit:
+        silenced = "replies_per_sender_per_day"
+    if silenced is None and _over_reply_budget(bot, incoming):
+        silenced = "replies_per_hour"
+    if silenced:
         bot.store.audit("reply-suppressed", at=bot.now(), message_row=incoming.row, request_id=request_id,
-                        purpose=purpose, to=sender)
+                        purpose=purpose, to=sender, why=silenced)
         return False
     bot.outbox.queue_mail(purpose=purpose, template=template, context=context, to=[sender],
                           in_reply_to=incoming.mail.message_id, request_id=request_id,
                           cause_message=incoming.row, auto="auto-replied", reply_to=reply_to)
+    return True
+
+
+_MACHINE_RETURN_PATH = re.compile(r"^<?(?:|mailer-daemon(?:@.*)?|postmaster(?:@.*)?)>?$", re.IGNORECASE)
+MACHINE_MEMORY = timedelta(days=30)
+
+
+def _silenced(bot: Bot, incoming: Incoming, *, request_id: int | None, purpose: str, to: str) -> str | None:
+    """Why a help, refusal or clarification must not be sent, or None. When unsure, stay silent: never to a
+    null or MAILER-DAEMON/postmaster Return-Path, never to an address that bounced or auto-replied in the
+    last 30 days (an auto-responder answers back: a mail loop), at most once per address and request."""
+    return_path = incoming.mail.message.get("Return-Path")
+    if return_path is not None and _MACHINE_RETURN_PATH.match(str(return_path).strip()):
+        return f"Return-Path {str(return_path).strip()[:80]}"
+    since = iso(bot.now() - MACHINE_MEMORY)
+    machine = bot.store.one("SELECT 1 FROM messages WHERE from_addr = ? COLLATE NOCASE AND processed_at >= ?"
+                            " AND kind = 'automated'"
+                            " AND detail IN ('auto-reply', 'away-noted', 'bounce', 'bounce-noted') LIMIT 1",
+                            (to, since))
+    if machine is not None:
+        return "auto-replied or bounced in the last 30 days"
+    bounced = bot.store.one("SELECT 1 FROM approvers WHERE email_key = ? AND state = 'bounced' AND asked_at >= ?"
+                            " LIMIT 1", (address_key(to), since))
+    if bounced is not None:
+        return "bounced in the last 30 days"
+    if request_id is not None:
+        sent = bot.store.one("SELECT 1 FROM outbox WHERE request_id = ? AND purpose = ? AND to_key = ? LIMIT 1",
+                             (request_id, purpose, to.lower()))
+        if sent is not None:
+            return "already answered once for this request"
+    return None
+
+
+# What a stranger can make the bot send (help, refusals, "not accepted"): bounded in total, not only per
+# address, since every forged From would otherwise get its own answer.
+BACKSCATTER_PURPOSES = ("help", "request-problem", "reply-not-accepted", "already-decided", "withdraw-unclear")
+
+
+def _over_reply_budget(bot: Bot, incoming: Incoming) -> bool:
+    since = iso(bot.now() - timedelta(hours=1))
+    marks = ",".join("?" * len(BACKSCATTER_PURPOSES))
+    row = bot.store.one(f"SELECT COUNT(*) AS n FROM outbox WHERE created_at >= ? AND (purpose IN ({marks})"
+                        " OR purpose LIKE 'refused-%')", (since, *BACKSCATTER_PURPOSES))
+    if row["n"] < bot.rules.requests.replies_per_hour:
+        return False
+    told = bot.store.one("SELECT 1 FROM outbox WHERE purpose = 'reply-budget' AND created_at >= ?", (since,))
+    if told is None:
+        bot.store.audit("reply-budget-exhausted", at=bot.now(), message_row=incoming.row,
+                        limit=bot.rules.requests.replies_per_hour)
+        bot.outbox.queue_mail(purpose="reply-budget", template="reply_budget.txt",
+                              context={**_base_context(bot), "limit": bot.rules.requests.replies_per_hour},
+                              to=[bot.secretariat])
     return True
 
 
@@ -187,6 +294,10 @@ class RequestHandler:
     @staticmethod
     def prepare(bot: Bot, incoming: Incoming) -> Any:
         mail = incoming.mail
+        if not is_plain_address(mail.from_addr or ""):
+            # IANA contacts must read exactly who would be subscribed: '"tech"@sidn.nl' or 'tech@sidn.nl.'
+            # would be compared, shown and subscribed in forms that can mislead.
+            return intake.ClaimProblem("address-form", (mail.from_addr or "",))
         claim = intake.read_claim(mail, new_text(mail), bot.rules.requests.claim_max_chars)
         if isinstance(claim, intake.ClaimProblem):
             return claim
@@ -194,13 +305,17 @@ class RequestHandler:
         refusal = intake.check(claim, bot.rules, facts)
         if refusal is not None:
             return (claim, (refusal, facts))
-        return (claim, bot.iana.resolve(claim.cctld, fresh=True))
+        # IANA is asked afterwards, off the message path (schedule.resolve_due_lookups): a slow or
+        # hanging IANA never delays replies or other mail.
+        return (claim, None)
 
     @staticmethod
     def commit(bot: Bot, incoming: Incoming) -> Outcome:
         plan = incoming.plan
         context = _base_context(bot)
         if isinstance(plan, intake.ClaimProblem):
+            if plan.reason == "address-form" and not (incoming.mail.from_addr or "").isascii():
+                return Outcome("request-problem:address-form")  # no mail can be sent to it without SMTPUTF8
             _limited_reply(bot, incoming, purpose="request-problem", template="request_problem.txt",
                            context={**context, "reason": plan.reason, "names": list(plan.names)})
             return Outcome(f"request-problem:{plan.reason}", extra={"names": list(plan.names)})
@@ -217,13 +332,12 @@ class RequestHandler:
                             detail=second.detail, cctld=claim.cctld.ascii, requester=incoming.mail.from_addr)
             return Outcome(f"refused:{second.rule}")
         request_id = workflow.open_request(bot, requester=incoming.mail.from_addr or "", claim=claim,
-                                           resolution=second, message_row=incoming.row,
-                                           in_reply_to=incoming.mail.message_id)
+                                           message_row=incoming.row, in_reply_to=incoming.mail.message_id)
         return Outcome("request-opened", request_id)
 
 
 def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
-    store, key, cctld = bot.store, requester.lower(), claim.cctld.ascii
+    store, key, cctld = bot.store, address_key(requester), claim.cctld.ascii
     since = iso(intake.hour_window(bot.now()))
     open_row = store.one("SELECT id, cctld FROM requests WHERE requester_key = ? AND state IN"
                          " ('resolving', 'pending') ORDER BY id LIMIT 1", (key,))
@@ -244,42 +358,70 @@ def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
 @dataclass(frozen=True)
 class ReplyPlan:
     approver: Any           # sqlite3.Row of the approver the token was minted for, or None
-    request: Any            # sqlite3.Row of its request, or None
+    request: Any            # sqlite3.Row of its request (or of the requester's token), or None
     sender: Any             # SenderCheck
     decision: Any           # ReadDecision
+    token_problem: str | None = None     # why no token was taken although the mail names one
+    thread_request_id: int | None = None  # the request whose mail this answers by In-Reply-To/References
+    requester: bool = False  # the token is the requester's own reply address (WITHDRAW)
 
 
 class ReplyHandler:
-    """A reply to a token address: judge it; decide, ask for clarity, or say why it does not count."""
+    """A reply to a token address: judge it; decide, ask for clarity, or say why it does not count.
+
+    The token is read from one place (tokens.reply_token); under a DKIM or DMARC policy the header it came
+    from must be signed. An approver's token can decide APPROVE or DENY; the requester's (on the
+    acknowledgement) only WITHDRAW."""
 
     @staticmethod
     def prepare(bot: Bot, incoming: Incoming) -> ReplyPlan:
-        token = incoming.cls.token or ""
-        approver = bot.store.one("SELECT a.* FROM tokens t JOIN approvers a ON a.id = t.approver_id"
-                                 " WHERE t.token_hash = ?", (tokens.digest(token),))
-        if approver is None:
-            return ReplyPlan(None, None, None, None)
-        request = workflow.get_request(bot, approver["request_id"])
+        mail = incoming.mail
+        found = tokens.reply_token(mail, bot.bot_address, bot.config.imap.envelope_header)
+        if found.token is None:
+            return ReplyPlan(None, None, None, read_decision(mail), token_problem=found.problem)
+        token_header = None if found.trusted_header else found.header
         auth = bot.rules.authentication
-        sender = check_sender(incoming.mail, expected_from=approver["email"], authserv_id=auth.authserv_id,
-                              require=auth.require, dnsfunc=bot.dnsfunc)
-        return ReplyPlan(approver, request, sender, read_decision(incoming.mail))
+        approver = bot.store.one("SELECT a.* FROM tokens t JOIN approvers a ON a.id = t.approver_id"
+                                 " WHERE t.token_hash = ?", (tokens.digest(found.token),))
+        if approver is None:
+            own = bot.store.one("SELECT r.* FROM requester_tokens t JOIN requests r ON r.id = t.request_id"
+                                " WHERE t.token_hash = ?", (tokens.digest(found.token),))
+            if own is None:
+                return ReplyPlan(None, None, None, read_decision(mail))
+            effective = bot.require_for(own["requester"])
+            sender = check_sender(mail, expected_from=own["requester"], authserv_id=auth.authserv_id,
+                                  require=effective.level, dnsfunc=bot.dnsfunc, token_header=token_header)
+            if effective.note:
+                sender.checks["dmarc_policy"] = effective.note
+            return ReplyPlan(None, own, sender, read_decision(mail, REQUESTER_WORDS), requester=True)
+        request = workflow.get_request(bot, approver["request_id"])
+        effective = bot.require_for(approver["email"])  # adaptive: by the approver's DMARC policy (DNS)
+        sender = check_sender(mail, expected_from=approver["email"], authserv_id=auth.authserv_id,
+                              require=effective.level, dnsfunc=bot.dnsfunc, token_header=token_header)
+        if effective.note:  # why this level, audited with the checks it chose
+            sender.checks["dmarc_policy"] = effective.note
+        return ReplyPlan(approver, request, sender, read_decision(mail),
+                         thread_request_id=_thread_request(bot, mail))
 
     @staticmethod
     def commit(bot: Bot, incoming: Incoming) -> Outcome:
         plan: ReplyPlan = incoming.plan
         context = _base_context(bot)
+        if plan.requester:
+            return _requester_reply(bot, incoming, plan)
         if plan.approver is None:
-            bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, rule="token-unknown",
-                            sender=incoming.mail.from_addr)
+            rule = "token-ambiguous" if plan.token_problem else "token-unknown"
+            bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, rule=rule,
+                            problem=plan.token_problem, sender=incoming.mail.from_addr)
             _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
-                           context={**context, "rule": "token-unknown"})
-            return Outcome("rejected:token-unknown")
+                           context={**context, "rule": rule})
+            return Outcome(f"rejected:{rule}")
         request, approver, mail = plan.request, plan.approver, incoming.mail
         judgement = workflow.judge_reply(
             request_state=request["state"], approver_state=approver["state"],
             approver_expires_at=workflow.from_iso(approver["expires_at"]), requester=request["requester"],
-            sender=plan.sender, mail_from=mail.from_addr, decision=plan.decision, now=bot.now())
+            sender=plan.sender, mail_from=mail.from_addr, decision=plan.decision, now=bot.now(),
+            request_id=request["id"], thread_request_id=plan.thread_request_id)
         checks = dict(plan.sender.checks)
         audit = {"rule": judgement.rule, "failure": plan.sender.failure, "checks": checks,
                  "approver": approver["email"], "sender": mail.from_addr,
@@ -292,7 +434,9 @@ class ReplyHandler:
             if judgement.rule != "from-unreadable":  # several From addresses: no one to answer safely
                 _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
                                context={**context, "rule": judgement.rule}, request_id=request["id"])
-            if judgement.rule in SECURITY_RULES:
+            # A forgery alert only for what reads as a person deciding: a colleague's question or a
+            # misdirected machine on a token address is no attack, and would make the alert worthless.
+            if judgement.rule in SECURITY_RULES and reads_as_decision(plan.decision):
                 bot.outbox.queue_mail(purpose="reply-rejected-secretariat", template="reply_rejected_secretariat.txt",
                                       context={**ctx, "rule": judgement.rule, "sender": mail.from_addr or "",
                                                "checks": checks}, to=[bot.secretariat], request_id=request["id"])
@@ -304,10 +448,17 @@ class ReplyHandler:
                            context=ctx, request_id=request["id"])
             return Outcome("already-decided", request["id"])
         if judgement.outcome == "clarify":
+            why, purpose = plan.decision.why, "clarify"
+            if judgement.rule == "thread-mismatch":
+                why, purpose = _thread_mismatch_why(bot, plan.thread_request_id, request), "clarify-thread"
             bot.store.audit("reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request["id"],
-                            why=plan.decision.why, **audit)
-            bot.outbox.queue_mail(purpose="clarify", template="clarify.txt",
-                                  context={**ctx, "why": plan.decision.why},
+                            why=why, **audit)
+            silenced = _silenced(bot, incoming, request_id=request["id"], purpose=purpose, to=approver["email"])
+            if silenced:
+                bot.store.audit("reply-suppressed", at=bot.now(), message_row=incoming.row,
+                                request_id=request["id"], purpose=purpose, to=approver["email"], why=silenced)
+                return Outcome("clarification-suppressed", request["id"])
+            bot.outbox.queue_mail(purpose=purpose, template="clarify.txt", context={**ctx, "why": why},
                                   to=[approver["email"]], in_reply_to=mail.message_id, request_id=request["id"],
                                   cause_message=incoming.row, auto="auto-replied",
                                   reply_to=_reply_address_of(mail, bot))
@@ -319,8 +470,62 @@ class ReplyHandler:
         return Outcome(f"decided:{judgement.verdict.value.lower()}", request["id"])
 
 
+def _requester_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
+    """The requester answered their acknowledgement: only WITHDRAW, from their own address, counts."""
+    request, mail, sender = plan.request, incoming.mail, plan.sender
+    context = _base_context(bot)
+    checks = dict(sender.checks)
+    audit = {"failure": sender.failure, "checks": checks, "sender": mail.from_addr,
+             "first_line": plan.decision.first_line[:200]}
+    if not sender.ok:
+        rule = sender.rule or "sender-not-authenticated"
+        bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"],
+                        rule=rule, **audit)
+        if rule != "from-unreadable":
+            _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
+                           context={**context, "rule": rule}, request_id=request["id"])
+        return Outcome(f"rejected:{rule}", request["id"])
+    if request["state"] not in workflow.OPEN_STATES:
+        rule = f"request-{request['state']}"
+        bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"],
+                        rule=rule, **audit)
+        _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
+                       context={**context, "rule": rule}, request_id=request["id"])
+        return Outcome(f"rejected:{rule}", request["id"])
+    if plan.decision.verdict is not Verdict.WITHDRAW:
+        bot.store.audit("reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request["id"],
+                        rule="withdraw-unclear", **audit)
+        _limited_reply(bot, incoming, purpose="withdraw-unclear", template="reply_not_accepted.txt",
+                       context={**context, "rule": "withdraw-unclear"}, request_id=request["id"])
+        return Outcome("withdraw-unclear", request["id"])
+    workflow.withdraw(bot, request, message_row=incoming.row, checks=checks)
+    return Outcome("withdrawn", request["id"])
+
+
+def _thread_request(bot: Bot, mail: InboundMail) -> int | None:
+    """The request whose mail this one answers: by In-Reply-To, else the last References entry."""
+    parent = normalise_message_id(mail.header("In-Reply-To") or None)
+    if parent is None:
+        refs = re.findall(r"<[^<>\s]{1,900}>", mail.header("References"))
+        parent = refs[-1] if refs else None
+    if parent is None:
+        return None
+    row = bot.store.one("SELECT request_id FROM outbox WHERE message_id = ?", (parent,))
+    return int(row["request_id"]) if row is not None and row["request_id"] is not None else None
+
+
+def _thread_mismatch_why(bot: Bot, thread_request_id: int | None, request: Any) -> str:
+    other = bot.store.one("SELECT id, requester, cctld FROM requests WHERE id = ?", (thread_request_id,))
+    about = (f"request #{other['id']} ({other['requester']} for .{other['cctld']})" if other is not None
+             else "another request")
+    return (f"your reply was written in the conversation about {about}, but sent to the reply address of "
+            f"this request, #{request['id']}, so we could not be sure which request you meant. If you meant "
+            f"this one, please answer this message")
+
+
 # Rejections that look like forgery or a forwarded approval mail: the Secretariat hears of each one.
 SECURITY_RULES = ("from-mismatch", "from-unreadable", "dmarc-fail", "dkim-required", "dmarc-required",
+                  "token-header-unsigned",
                   "self-approval", "sender-not-authenticated")
 
 
@@ -360,7 +565,7 @@ class AutomatedHandler:
 def note_contacts(bot: Bot, addresses: tuple[str, ...], state: str, why: str) -> list[int]:
     """Mark asked approvers of open requests with these addresses as bounced/away. Returns request ids."""
     touched = []
-    for address in {a.lower() for a in addresses}:
+    for address in {address_key(a) for a in addresses} - {""}:
         for approver in bot.store.all(
                 "SELECT a.* FROM approvers a JOIN requests r ON r.id = a.request_id"
                 " WHERE a.email_key = ? AND a.state = 'asked' AND r.state = 'pending'", (address,)):

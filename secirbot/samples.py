@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from .config import Config
-from .replies import REPLY_MARKER
+from .newtext import REPLY_MARKER
 from .rules import Rules, load_rules
 from .workflow import context_for
 
@@ -51,6 +51,9 @@ def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dic
         "decision_secretariat.txt": {**base, "via": "mail", "checks": {"from": "matches"}, "rule": "token+from",
                                      "snapshot": {"id": 7, "source": "whois", "fetched": "2026-11-26 07:00 UTC"}},
         "decision_approvers.txt": {**base, "approver": approver},
+        "withdrawn_requester.txt": base,
+        "withdrawn_notice.txt": {**base, "approver": None, "asked": ["admin@cctld.example"],
+                                 "withdrawn_at": "2026-11-27 09:30 UTC"},
         "delivery_failed.txt": {**plain, "purpose": "approval-request", "failed": ["admin@cctld.example"],
                                 "error": "550 5.1.1 no such user", "message_id": "<x@example>", "request_id": 42,
                                 "when": "2026-11-26 07:00 UTC"},
@@ -76,6 +79,9 @@ def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dic
                            "organisation": "Coordination Center", "bot": config.addresses.bot,
                            "secretariat": config.addresses.secretariat, "list_address": config.mailman.list,
                            "seats": 3},
+        "reply_budget.txt": {**plain, "limit": 60},
+        "request_stuck.txt": {**base, "reason": "TemplateError: template request_received.txt: ...",
+                              "retry": "1 hour"},
         "message_quarantined.txt": {"bot": config.addresses.bot, "secretariat": config.addresses.secretariat,
                                     "list_address": config.mailman.list, "sender": "admin@cctld.example",
                                     "subject": "Re: Approval needed", "message_id": "<x@example>",

@@ -10,6 +10,9 @@ APScheduler (daemon.py) only decides *when* to call it; the store alone says wha
 from __future__ import annotations
 
 import logging
+import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -19,7 +22,7 @@ from . import workflow
 from .iana.names import parse_tld
 from .mailman_rest import RestUnavailable, check_pending
 from .reports import digest_context
-from .store import from_iso, iso
+from .store import StoreError, from_iso, iso
 
 if TYPE_CHECKING:
     from .bot import Bot
@@ -27,11 +30,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def run_due_jobs(bot: Bot) -> dict[str, int]:
-    """Everything due now, in a fixed order; returns how many items of each kind were handled."""
+def run_due_jobs(bot: Bot, lookups: bool = True) -> dict[str, int]:
+    """Everything due now, in a fixed order; returns how many items of each kind were handled.
+    `lookups=False` leaves the IANA lookups to a caller that runs them outside its lock."""
     return {
         "expired": expire_due(bot),
-        "lookups": retry_due_lookups(bot),
+        "lookups": retry_due_lookups(bot) if lookups else 0,
         "escalations": escalate_due(bot),
         "reminders": remind_due(bot),
         "digest": digest_if_due(bot),
@@ -52,15 +56,32 @@ def expire_due(bot: Bot) -> int:
     return len(rows)
 
 
-def retry_due_lookups(bot: Bot) -> int:
-    rows = bot.store.all("SELECT * FROM requests WHERE state = 'resolving' AND next_lookup_at <= ?",
+def retry_due_lookups(bot: Bot, guard: Callable[[], AbstractContextManager[object]] = nullcontext,
+                      stop: Callable[[], bool] = lambda: False) -> int:
+    """IANA lookups that are due: the first one of each new request, and retries. The network call runs
+    outside the transaction and outside `guard` (the daemon's work lock), so a slow IANA holds up no other
+    mail; the state is re-read inside, so a lookup decided by another pass is applied once only."""
+    rows = bot.store.all("SELECT * FROM requests WHERE state = 'resolving' AND next_lookup_at <= ? ORDER BY id",
                          (iso(bot.now()),))
     for request in rows:
+        if stop():  # the rest waits in the store for the next start
+            break
         resolution = bot.iana.resolve(parse_tld(request["cctld"]), fresh=True)  # network: outside the txn
-        with bot.store.transaction():
-            current = workflow.get_request(bot, request["id"])
-            if current["state"] == "resolving":
-                workflow.retry_lookup(bot, current, resolution)
+        try:
+            with guard(), bot.store.transaction():
+                current = workflow.get_request(bot, request["id"])
+                if current["state"] != "resolving" or current["lookup_attempts"] != request["lookup_attempts"]:
+                    continue
+                if current["lookup_attempts"] == 0:
+                    workflow.first_lookup(bot, current, resolution)
+                else:
+                    workflow.retry_lookup(bot, current, resolution)
+        except (sqlite3.Error, StoreError):
+            raise
+        except Exception as exc:  # ours (a broken template...): the request waits, the Secretariat hears
+            log.exception("request #%s: the step after its IANA lookup failed", request["id"])
+            with guard(), bot.store.transaction():
+                workflow.step_failed(bot, workflow.get_request(bot, request["id"]), f"{type(exc).__name__}: {exc}")
     return len(rows)
 
 

@@ -3,6 +3,7 @@
     resolving --(IANA answers)--> pending --(APPROVE)--> approved --> Mailman subscribe
         |                            |------(DENY)-----> denied
         +----------------------------+------(time)-----> expired
+        +----------------------------+--(WITHDRAW)-----> withdrawn
 
 `judge_reply` is pure: whether an approver's reply decides, needs a clarification, or is refused. The other
 functions write the change, its audit record and the mail it causes in the caller's transaction; nothing
@@ -24,9 +25,11 @@ from .config import Config
 from .iana.names import parse_tld
 from .iana.record import IanaRecord
 from .iana.resolver import Resolution, load_snapshot
-from .replies import REPLY_MARKER, ReadDecision, Verdict
+from .message import address_key, same_address
+from .newtext import REPLY_MARKER
+from .replies import ReadDecision, Verdict
 from .rules import Rules
-from .store import from_iso, iso
+from .store import StoreError, from_iso, iso
 
 if TYPE_CHECKING:
     from .bot import Bot
@@ -48,9 +51,13 @@ class Judgement:
 
 def judge_reply(*, request_state: str, approver_state: str, approver_expires_at: datetime,
                 requester: str, sender: SenderCheck, mail_from: str | None, decision: ReadDecision,
-                now: datetime) -> Judgement:
+                now: datetime, request_id: int | None = None, thread_request_id: int | None = None) -> Judgement:
     """Whether a reply to a valid token decides the request. Every check must pass; order matters only
-    for which reason is given, and no reply from an unauthenticated sender learns the request's state."""
+    for which reason is given, and no reply from an unauthenticated sender learns the request's state.
+
+    `thread_request_id` is the request whose mail the reply answers by its threading headers, if any: a
+    reply in one request's thread that carries another request's token is not taken as a decision of
+    either (the approver is asked which one they meant)."""
     if not sender.ok:
         return Judgement("reject", sender.rule or "sender-not-authenticated")
     if request_state in DECIDED_STATES:
@@ -61,8 +68,10 @@ def judge_reply(*, request_state: str, approver_state: str, approver_expires_at:
         return Judgement("reject", f"token-{approver_state}")
     if now >= approver_expires_at:
         return Judgement("reject", "token-expired")
-    if mail_from and mail_from.lower() == requester.lower():
+    if mail_from and same_address(mail_from, requester):
         return Judgement("reject", "self-approval")
+    if thread_request_id is not None and thread_request_id != request_id:
+        return Judgement("clarify", "thread-mismatch")
     if decision.verdict is Verdict.UNCLEAR:
         return Judgement("clarify", "decision-unclear")
     return Judgement("decide", "token+from+authentication", decision.verdict)
@@ -134,21 +143,31 @@ def live_approvers(bot: Bot, request_id: int) -> list[sqlite3.Row]:
 
 # --- opening -------------------------------------------------------------------------------------
 
-def open_request(bot: Bot, *, requester: str, claim: Claim, resolution: Resolution,
-                 message_row: int | None, in_reply_to: str | None) -> int:
-    """Create the request, ask the approvers (or wait for IANA), acknowledge it. Returns its id."""
+def open_request(bot: Bot, *, requester: str, claim: Claim, message_row: int | None,
+                 in_reply_to: str | None) -> int:
+    """Create the request, waiting for its first IANA lookup (due at once; schedule.py runs it off the
+    message path, and `first_lookup` then asks the approvers and acknowledges). Returns its id."""
     now = bot.now()
     cur = bot.store.execute(
         "INSERT INTO requests (cctld, requester, requester_key, requester_name, claim, state, created_at,"
-        " updated_at, expires_at, source_message, snapshot_id, lookup_attempts)"
-        " VALUES (?, ?, ?, ?, ?, 'resolving', ?, ?, ?, ?, ?, 1)",
-        (claim.cctld.ascii, requester, requester.lower(), claim.name,
+        " updated_at, expires_at, source_message, snapshot_id, lookup_attempts, next_lookup_at)"
+        " VALUES (?, ?, ?, ?, ?, 'resolving', ?, ?, ?, ?, NULL, 0, ?)",
+        (claim.cctld.ascii, requester, address_key(requester), claim.name,
          claim.words, iso(now), iso(now), iso(now + bot.rules.requests.expire_after),
-         message_row, resolution.snapshot_id),
+         message_row, iso(now)),
     )
     request_id = int(cur.lastrowid)
     bot.store.audit("request-opened", at=now, request_id=request_id, message_row=message_row,
-                    cctld=claim.cctld.ascii, requester=requester, snapshot_id=resolution.snapshot_id)
+                    cctld=claim.cctld.ascii, requester=requester, in_reply_to=in_reply_to)
+    return request_id
+
+
+def first_lookup(bot: Bot, request: sqlite3.Row, resolution: Resolution) -> None:
+    """IANA's first answer (or failure) for a new request: ask the approvers, or wait and retry; tell the
+    requester which, and the Secretariat."""
+    now = bot.now()
+    request_id = request["id"]
+    _set(bot, request_id, lookup_attempts=1, snapshot_id=resolution.snapshot_id)
     request = get_request(bot, request_id)
     if resolution.record is not None:
         start_approval(bot, request, resolution)
@@ -159,13 +178,39 @@ def open_request(bot: Bot, *, requester: str, claim: Claim, resolution: Resoluti
         _notify_secretariat_of_request(bot, get_request(bot, request_id), [], _problem_text(resolution))
     request = get_request(bot, request_id)
     asked = bot.store.one("SELECT COUNT(*) AS n FROM approvers WHERE request_id = ?", (request_id,))["n"]
+    source = bot.store.one("SELECT message_id FROM messages WHERE id = ?", (request["source_message"],))
+    # The requester's own reply address: a WITHDRAW sent to it closes the request.
+    token = tokens.mint()
+    bot.store.execute("INSERT INTO requester_tokens (token_hash, request_id, issued_at) VALUES (?, ?, ?)",
+                      (tokens.digest(token), request_id, iso(now)))
     bot.outbox.queue_mail(
         purpose="request-received", template="request_received.txt",
         context={**request_context(bot, request), "delayed": resolution.record is None, "asked": asked},
-        to=[requester], in_reply_to=in_reply_to, request_id=request_id, cause_message=message_row,
-        auto="auto-replied",
+        to=[request["requester"]], in_reply_to=source["message_id"] if source else None, request_id=request_id,
+        cause_message=request["source_message"], auto="auto-replied",
+        reply_to=tokens.reply_address(bot.bot_address, token),
     )
-    return request_id
+
+
+def step_failed(bot: Bot, request: sqlite3.Row, reason: str) -> None:
+    """The step after a lookup raised (our fault): retry it later, tell the Secretariat once. The
+    request is never lost; if even the notice cannot be composed, the audit keeps the reason."""
+    now = bot.now()
+    retry = bot.rules.lookups.retry_every
+    _set(bot, request["id"], next_lookup_at=iso(now + retry))
+    bot.store.audit("step-failed", at=now, request_id=request["id"], reason=reason[:1000])
+    if bot.store.one("SELECT 1 FROM outbox WHERE request_id = ? AND purpose = 'request-stuck'", (request["id"],)):
+        return
+    hours = retry.total_seconds() / 3600
+    try:
+        bot.outbox.queue_mail(purpose="request-stuck", template="request_stuck.txt",
+                              context={**request_context(bot, request), "reason": reason[:500],
+                                       "retry": f"{hours:g} hour{'s' if hours != 1 else ''}"},
+                              to=[bot.secretariat], request_id=request["id"])
+    except (sqlite3.Error, StoreError):
+        raise
+    except Exception as exc:
+        bot.store.audit("notice-not-composed", at=now, request_id=request["id"], error=f"{type(exc).__name__}: {exc}")
 
 
 def _problem_text(resolution: Resolution) -> str:
@@ -193,7 +238,7 @@ def start_approval(bot: Bot, request: sqlite3.Row, resolution: Resolution) -> No
 
 def eligible_approvers(bot: Bot, request: sqlite3.Row, record: IanaRecord, roles: Sequence[str]) -> list:
     """The IANA contacts of these roles who may decide this request (never the requester)."""
-    return [a for a in record.approvers(tuple(roles)) if a.email.lower() != request["requester_key"]]
+    return [a for a in record.approvers(tuple(roles)) if address_key(a.email) != request["requester_key"]]
 
 
 def ask_approvers(bot: Bot, request: sqlite3.Row, record: IanaRecord, roles: Sequence[str]) -> list[str]:
@@ -202,7 +247,7 @@ def ask_approvers(bot: Bot, request: sqlite3.Row, record: IanaRecord, roles: Seq
                                                    (request["id"],))}
     asked = []
     for approver in eligible_approvers(bot, request, record, roles):
-        if approver.email.lower() in known:
+        if address_key(approver.email) in known:
             continue
         ask(bot, request, approver.email, approver.name, approver.roles, record)
         asked.append(approver.email)
@@ -216,7 +261,7 @@ def ask(bot: Bot, request: sqlite3.Row, email: str, name: str, roles: Sequence[s
     cur = bot.store.execute(
         "INSERT INTO approvers (request_id, email, email_key, roles, name, state, asked_at, expires_at,"
         " next_reminder_at) VALUES (?, ?, ?, ?, ?, 'asked', ?, ?, ?)",
-        (request["id"], email, email.lower(), ",".join(roles), name, iso(now), request["expires_at"],
+        (request["id"], email, address_key(email), ",".join(roles), name, iso(now), request["expires_at"],
          iso(now + reminders.first_after) if reminders.max > 0 else None),
     )
     approver_id = int(cur.lastrowid)
@@ -325,6 +370,31 @@ def decide(bot: Bot, request: sqlite3.Row, verdict: Verdict, *, decided_by: str,
                               to=[other["email"]], request_id=request["id"])
 
 
+def withdraw(bot: Bot, request: sqlite3.Row, *, message_row: int | None, checks: dict[str, str]) -> None:
+    """The requester withdrew an open request: close it and every approver token; tell the approvers who
+    were asked, the Secretariat, and the requester."""
+    now = bot.now()
+    asked = live_approvers(bot, request["id"])
+    _set(bot, request["id"], state="withdrawn", next_lookup_at=None, next_escalation_at=None)
+    bot.store.execute("UPDATE approvers SET state = 'closed', next_reminder_at = NULL"
+                      " WHERE request_id = ? AND state IN ('asked', 'bounced', 'away')", (request["id"],))
+    bot.store.audit("request-withdrawn", at=now, actor=request["requester"], request_id=request["id"],
+                    message_row=message_row, checks=checks, told=[a["email"] for a in asked])
+    request = get_request(bot, request["id"])
+    context = request_context(bot, request)
+    bot.outbox.queue_mail(purpose="withdrawn-requester", template="withdrawn_requester.txt", context=context,
+                          to=[request["requester"]], request_id=request["id"])
+    bot.outbox.queue_mail(purpose="withdrawn-secretariat", template="withdrawn_notice.txt",
+                          context={**context, "approver": None, "asked": [a["email"] for a in asked],
+                                   "withdrawn_at": when(now)},
+                          to=[bot.secretariat], request_id=request["id"])
+    for other in asked:
+        bot.outbox.queue_mail(purpose="withdrawn-approvers", template="withdrawn_notice.txt",
+                              context={**context, "approver": {"email": other["email"], "name": other["name"]},
+                                       "asked": [], "withdrawn_at": when(now)},
+                              to=[other["email"]], request_id=request["id"])
+
+
 def snapshot_summary(bot: Bot, snapshot_id: int | None) -> dict[str, Any]:
     if snapshot_id is None:
         return {"id": None, "source": "", "fetched": ""}
@@ -342,7 +412,7 @@ def delivery_failed(bot: Bot, row: sqlite3.Row, failed: list[str], error: str) -
     if row["request_id"] is not None and row["purpose"] in ("approval-request", "approval-reminder"):
         for address in failed:
             approver = bot.store.one("SELECT * FROM approvers WHERE request_id = ? AND email_key = ?",
-                                     (row["request_id"], address.lower()))
+                                     (row["request_id"], address_key(address)))
             if approver is not None and approver["state"] in ("asked", "away"):
                 contact_unreachable(bot, approver, "bounced", f"delivery failed: {error}")
     if row["purpose"] in ("delivery-failed",) or [a.lower() for a in failed] == [bot.secretariat.lower()]:
@@ -445,7 +515,7 @@ def contacts_checked(bot: Bot, cctld: str, resolution: Resolution) -> dict[str, 
     now = bot.now()
     record = resolution.record
     assert record is not None
-    listed = {a.email.lower() for a in record.approvers(tuple(bot.rules.approvers.roles))}
+    listed = {address_key(a.email) for a in record.approvers(tuple(bot.rules.approvers.roles))}
     changed_requests = []
     for request in bot.store.all("SELECT * FROM requests WHERE cctld = ? AND state = 'pending'", (cctld,)):
         live = live_approvers(bot, request["id"])
@@ -454,7 +524,7 @@ def contacts_checked(bot: Bot, cctld: str, resolution: Resolution) -> dict[str, 
                                                        (request["id"],))}
         # A request that already escalated asks every approving role, not only the first ones.
         roles = bot.rules.approvers.roles if request["escalation_stage"] else bot.rules.approvers.ask_first
-        new = [a for a in eligible_approvers(bot, request, record, roles) if a.email.lower() not in known]
+        new = [a for a in eligible_approvers(bot, request, record, roles) if address_key(a.email) not in known]
         if not gone and not new:
             continue
         for approver in gone:
@@ -472,7 +542,7 @@ def contacts_checked(bot: Bot, cctld: str, resolution: Resolution) -> dict[str, 
                                      "removed": [a["email"] for a in gone], "asked": asked})
     stale_members = [dict(r) for r in bot.store.all(
         "SELECT id, requester, decided_by, decided_at FROM requests WHERE cctld = ? AND state = 'approved'"
-        " AND decided_via = 'mail' ORDER BY id", (cctld,)) if r["decided_by"].lower() not in listed]
+        " AND decided_via = 'mail' ORDER BY id", (cctld,)) if address_key(r["decided_by"]) not in listed]
     fingerprint = ",".join(sorted(f"{m['id']}:{m['decided_by'].lower()}" for m in stale_members))
     already = bot.store.one("SELECT 1 FROM audit WHERE action = 'stale-approvers-reported' AND details LIKE ?",
                             (f'%"fingerprint": "{cctld}|{fingerprint}"%',))

@@ -147,6 +147,10 @@ class World:
         """approver address (lower-case) -> the approval request it got."""
         out = {}
         for captured in messages:
+            # The requester's acknowledgement carries a reply address too (for WITHDRAW): not an approval.
+            subject = " ".join(str(captured.message["Subject"] or "").split())
+            if not subject.startswith(("Approval needed:", "Reminder: Approval needed:")):
+                continue
             if captured.message["Reply-To"] and find_token([captured.message["Reply-To"]], BOT):
                 out[captured.rcpt_tos[0].lower()] = captured
         return out

@@ -215,7 +215,7 @@ def test_idn_cctld_end_to_end(world: World, subject_line: str) -> None:
 def test_one_address_for_both_roles_gets_one_approval_request(world: World) -> None:
     opened = open_request(world, subject_line="subscribe .fi")
     fi = "firootadmin@traficom.fi"
-    assert [c.rcpt_tos for c in opened.sent if c.message["Reply-To"]] == [[fi]]
+    assert [c.rcpt_tos for c in opened.sent if c.message["Reply-To"] and c.rcpt_tos != [REQUESTER]] == [[fi]]
     assert list(opened.approvals) == [fi]
     assert f"lists {fi} as the administrative and technical contact of .fi" in flat(opened.approvals[fi])
     assert [(a["email"], a["roles"]) for a in request(world)["approvers"]] == [(fi, "administrative,technical")]
@@ -235,7 +235,7 @@ def test_one_address_for_both_roles_gets_one_approval_request(world: World) -> N
 def test_mixed_case_iana_address_is_written_as_iana_spells_it_and_answers_in_lower_case(world: World) -> None:
     opened = open_request(world, subject_line="subscribe .jo")
     admin, tech = "AdminCCtld@modee.gov.jo", "TechCCtld@modee.gov.jo"
-    approvals = [c for c in opened.sent if c.message["Reply-To"]]
+    approvals = [c for c in opened.sent if c.message["Reply-To"] and c.rcpt_tos != [REQUESTER]]
     assert sorted(c.rcpt_tos[0] for c in approvals) == [admin, tech]  # IANA's spelling on the envelope
     assert sorted(str(c.message["To"]) for c in approvals) == [admin, tech]
     world.deliver(client_reply("gmail", opened.approvals[admin.lower()].message,

@@ -206,12 +206,28 @@ def test_trusted_dmarc_fail_decides_nothing(world: World, require: str) -> None:
 
 
 def test_control_trusted_dmarc_pass_decides_when_dmarc_is_required(world: World) -> None:
+    # The token is read from the envelope recipient our own server records (imap.envelope_header).
+    world.rules["authentication"] = {"authserv_id": OUR_ID, "require": "dmarc"}
+    world.settings["imap.envelope_header"] = "Delivered-To"
+    opened = open_request(world)
+    token_address = opened.token_address(NL_ADMIN)
+    world.deliver(with_headers(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"),
+                               f"Delivered-To: {token_address}",
+                               f"Authentication-Results: {OUR_ID}; dmarc=pass header.from=sidn.nl"))
+    world.run_once()
+    decided_by_admin(world, world.sent())
+
+
+def test_trusted_dmarc_pass_does_not_vouch_for_a_token_in_an_unsigned_to(world: World) -> None:
+    # DMARC may pass on a DKIM signature that does not cover To: the To could have been re-aimed.
     world.rules["authentication"] = {"authserv_id": OUR_ID, "require": "dmarc"}
     opened = open_request(world)
     world.deliver(with_headers(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"),
                                f"Authentication-Results: {OUR_ID}; dmarc=pass header.from=sidn.nl"))
     world.run_once()
-    decided_by_admin(world, world.sent())
+    sent = world.sent()
+    assert_undecided(world, sent)
+    assert (SECRETARIAT, REJECTED.format(rule="token-header-unsigned")) in summary(sent)
 
 
 @pytest.mark.parametrize("top, require, rule", [

@@ -371,7 +371,7 @@ def test_every_state_change_of_a_message_and_its_reply_is_audited(world: World) 
     assert processed["details"]["kind"] == "other" and processed["details"]["detail"] == "help-sent"
 
 
-def test_a_request_that_fails_inside_the_bot_is_rolled_back_quarantined_and_reported(world: World) -> None:
+def test_a_message_that_fails_inside_the_bot_is_rolled_back_quarantined_and_reported(world: World) -> None:
     """Our fault, not the sender's (here: a template the Secretariat broke): nothing half-done stays in the
     store, the message goes to Failed with the reason, and the Secretariat is told, so a request or an
     approval never vanishes silently. The next message is handled as usual."""
@@ -379,23 +379,55 @@ def test_a_request_that_fails_inside_the_bot_is_rolled_back_quarantined_and_repo
     templates.mkdir()
     for source in (Path(__file__).parent.parent / "templates").iterdir():
         (templates / source.name).write_bytes(source.read_bytes())
-    (templates / "request_received.txt").write_text("Subject: broken\n\n{{ request.no_such_field }}\n")
+    (templates / "help.txt").write_text("Subject: broken\n\n{{ no_such_field }}\n")
     world.settings["templates"] = str(templates)
-    world.request()
     world.deliver(note("Bob <bob@example.org>"))
+    world.request()
 
     report = world.run_once()
 
     assert (report.processed, report.failed) == (2, 1)
     store = world.bot().store
-    assert rows(store, "SELECT COUNT(*) AS n FROM requests")[0]["n"] == 0  # rolled back, no half request
     (failed,) = rows(store, "SELECT from_addr, kind, reason FROM messages WHERE outcome = 'failed'")
-    assert (failed["from_addr"], failed["kind"]) == ("jan@registry.example", "request")
+    assert (failed["from_addr"], failed["kind"]) == ("bob@example.org", "other")
     assert "internal error: TemplateError" in failed["reason"] and "no_such_field" in failed["reason"]
+    assert rows(store, "SELECT COUNT(*) AS n FROM outbox WHERE purpose = 'help'")[0]["n"] == 0  # rolled back
     sent = world.sent()
-    assert sorted(r for m in sent for r in m.rcpt_tos) == ["bob@example.org", SECRETARIAT]
-    (report_mail,) = [m for m in sent if m.rcpt_tos == [SECRETARIAT]]
-    assert report_mail.message["Subject"].strip() == f"A message to {BOT} could not be handled: subscribe .nl"
+    assert "jan@registry.example" in [r for m in sent for r in m.rcpt_tos]  # the request went on as usual
+    (report_mail,) = [m for m in sent if m.rcpt_tos == [SECRETARIAT]
+                      and m.message["Subject"].startswith("A message to")]
+    expected = f"A message to {BOT} could not be handled: A question about the list"
+    assert report_mail.message["Subject"].strip() == expected
     text = report_mail.message.get_content()
-    assert "From:        jan@registry.example" in text and "no_such_field" in text
+    assert "From:        bob@example.org" in text and "no_such_field" in text
     assert len(world.mailbox.uids("Failed")) == 1 and len(world.mailbox.uids("Processed")) == 1
+
+
+def test_a_request_whose_next_step_fails_waits_and_the_secretariat_is_told_once(world: World) -> None:
+    templates = world.root / "templates"
+    templates.mkdir()
+    for source in (Path(__file__).parent.parent / "templates").iterdir():
+        (templates / source.name).write_bytes(source.read_bytes())
+    (templates / "request_received.txt").write_text("Subject: broken\n\n{{ request.no_such_field }}\n")
+    world.settings["templates"] = str(templates)
+    world.request()
+    report = world.run_once()
+    assert (report.processed, report.failed) == (1, 0)  # the message itself is handled: nothing lost
+    sent = world.sent()
+    assert [(m.rcpt_tos, m.message["Subject"]) for m in sent] == [
+        ([SECRETARIAT], "Request #1 could not be taken further: jan@registry.example for .nl")]
+    assert "no_such_field" in sent[0].message.get_content()
+    store = world.bot().store
+    assert rows(store, "SELECT state, lookup_attempts FROM requests")[0]["state"] == "resolving"
+    world.clock.advance(hours=2)
+    world.run_once()
+    assert world.sent() == []  # retried, still failing: told once
+    (templates / "request_received.txt").write_bytes((Path(__file__).parent.parent / "templates"
+                                                      / "request_received.txt").read_bytes())
+    world.restart()
+    world.clock.advance(hours=2)
+    world.run_once()
+    assert "jan@registry.example" in [r for m in world.sent() for r in m.rcpt_tos]  # fixed: it goes on
+    assert rows(world.bot().store, "SELECT state FROM requests")[0]["state"] == "pending"
+
+
