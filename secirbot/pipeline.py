@@ -282,6 +282,25 @@ def _over_reply_budget(bot: Bot, incoming: Incoming) -> bool:
     return True
 
 
+def _watch_token_guessing(bot: Bot, incoming: Incoming) -> None:
+    """160-bit tokens cannot be guessed, but someone trying is worth knowing: past
+    `unknown_tokens_per_hour` replies to tokens we never issued, the Secretariat is alerted, once an hour.
+    (The answers themselves are bounded like any backscatter.)"""
+    since = iso(bot.now() - timedelta(hours=1))
+    row = bot.store.one("SELECT COUNT(*) AS n FROM messages WHERE processed_at >= ? AND kind = 'reply'"
+                        " AND detail IN ('rejected:token-unknown', 'rejected:token-ambiguous')", (since,))
+    count = row["n"] + 1  # this message's row gets its detail after this handler returns
+    if count < bot.rules.requests.unknown_tokens_per_hour:
+        return
+    if bot.store.one("SELECT 1 FROM outbox WHERE purpose = 'token-guessing' AND created_at >= ?", (since,)):
+        return
+    bot.store.audit("token-guessing", at=bot.now(), message_row=incoming.row, count=count)
+    bot.outbox.queue_mail(purpose="token-guessing", template="token_guessing.txt",
+                          context={**_base_context(bot), "count": count,
+                                   "limit": bot.rules.requests.unknown_tokens_per_hour},
+                          to=[bot.secretariat])
+
+
 def _base_context(bot: Bot) -> dict[str, Any]:
     return {"bot": bot.bot_address, "secretariat": bot.secretariat, "list_address": bot.config.mailman.list}
 
@@ -413,6 +432,7 @@ class ReplyHandler:
             rule = "token-ambiguous" if plan.token_problem else "token-unknown"
             bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, rule=rule,
                             problem=plan.token_problem, sender=incoming.mail.from_addr)
+            _watch_token_guessing(bot, incoming)
             _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
                            context={**context, "rule": rule})
             return Outcome(f"rejected:{rule}")

@@ -47,6 +47,7 @@ class RequestRules:
     claim_max_chars: int = 600
     replies_per_sender_per_day: int = 1
     replies_per_hour: int = 60  # help and refusal replies to anyone, in total: forged senders get no flood
+    unknown_tokens_per_hour: int = 20  # replies to unknown token addresses before the Secretariat is alerted
 
 
 @dataclass(frozen=True)

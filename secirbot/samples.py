@@ -80,6 +80,7 @@ def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dic
                            "secretariat": config.addresses.secretariat, "list_address": config.mailman.list,
                            "seats": 3},
         "reply_budget.txt": {**plain, "limit": 60},
+        "token_guessing.txt": {**plain, "count": 20, "limit": 20},
         "request_stuck.txt": {**base, "reason": "TemplateError: template request_received.txt: ...",
                               "retry": "1 hour"},
         "message_quarantined.txt": {"bot": config.addresses.bot, "secretariat": config.addresses.secretariat,
