@@ -124,7 +124,7 @@ def setup_logging(fmt: str, verbose: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("imapclient", "urllib3", "apscheduler", "mailparser", "mail.log", "flufl.bounce"):
+    for noisy in ("imapclient", "urllib3", "apscheduler", "mail.log", "flufl.bounce"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -20,13 +20,18 @@ from .message import InboundMail
 from .rules import Rules
 
 BODY_LINES = 20
-_DOTTED = re.compile(r"(?<![\w.@/-])\.((?:xn--)?[^\W\d_][\w-]*)(?![\w-]|\.\w)", re.UNICODE)
+# Combining marks (Unicode Mn/Mc): \w does not match them, yet 16 IDN ccTLDs need them (.భారత్, .ভারত,
+# .இந்தியா ...). All of them are in the Basic Multilingual Plane.
+_MARKS = "".join(re.escape(chr(c)) for c in range(0x0300, 0x10000)
+                 if unicodedata.category(chr(c)) in ("Mn", "Mc"))
+_LABEL = rf"(?:xn--)?[^\W\d_][\w{_MARKS}-]*"
+_DOTTED = re.compile(rf"(?<![\w.@/-])\.({_LABEL})(?![\w{_MARKS}-]|\.\w)", re.UNICODE)
 # "subscribe nl" / "join .dk" as the whole subject. "me" and "us" are ccTLDs but far likelier English
 # ("subscribe me"): those two must be written with their dot.
-_KEYWORD_ARG = re.compile(r"^\s*(?:subscribe|join)\s+\.?((?:xn--)?[^\W\d_][\w-]*)\s*[.!]?\s*$",
+_KEYWORD_ARG = re.compile(rf"^\s*(?:subscribe|join)\s+\.?({_LABEL})\s*[.!]?\s*$",
                           re.IGNORECASE | re.UNICODE)
 _NOT_BARE_TLDS = frozenset({"me", "us"})
-_LABELLED = re.compile(r"^\s*(?:cc)?tld\s*[:=]\s*\.?((?:xn--)?[^\W\d_][\w-]*)\s*$", re.IGNORECASE | re.UNICODE)
+_LABELLED = re.compile(rf"^\s*(?:cc)?tld\s*[:=]\s*\.?({_LABEL})\s*$", re.IGNORECASE | re.UNICODE)
 _FIELD = re.compile(r"^\s*(name|role|organi[sz]ation)\s*:\s*(.+?)\s*$", re.IGNORECASE)
 
 
@@ -79,7 +84,7 @@ def read_claim(mail: InboundMail, text: str, max_chars: int) -> Claim | ClaimPro
         return ClaimProblem("not-cctld", tuple(sorted(others)))
     else:
         return ClaimProblem("no-cctld")
-    fields = {}
+    fields: dict[str, str] = {}
     for line in lines:
         match = _FIELD.match(line)
         if match:
@@ -97,9 +102,11 @@ def read_claim(mail: InboundMail, text: str, max_chars: int) -> Claim | ClaimPro
 def _body_lines(text: str) -> list[str]:
     """The first BODY_LINES non-empty lines of the new text (`newtext` has cut quotes and signatures)."""
     out: list[str] = []
+    filled = 0
     for line in (text or "").splitlines():
         out.append(line.rstrip())
-        if len([ln for ln in out if ln.strip()]) >= BODY_LINES:
+        filled += bool(line.strip())
+        if filled >= BODY_LINES:
             break
     return out
 
