@@ -8,8 +8,10 @@ mail that get no action or a help text: they never make a message an approval.
 The rules, first match wins (the order is the point: each rule shields the later ones from mail they must
 never see):
 
-1. No usable From address (none, no "@", no dotted domain) -> AUTOMATED "no-sender". Nobody to answer;
-   the caller records it. This comes first even for a bounce whose From is a bare "MAILER-DAEMON".
+1. No usable From address (none, not exactly one mailbox as `message.strict_from` reads it, no dotted
+   domain) -> AUTOMATED "no-sender". Nobody to answer; the caller records it. This comes first even for a
+   bounce whose From is a bare "MAILER-DAEMON". Exception: a human-looking mail on a token address whose
+   From names several mailboxes is a REPLY, so that the forgery attempt is refused and reported.
 2. Our own mail: From is the bot address or a bot+...@ sub-address -> AUTOMATED "own-mail"; or it carries
    our loop marker `X-Secirbot-Loop` -> AUTOMATED "loop". Checked before anything that could answer.
 3. Mailman's mail for our list (sender is one of the list's own addresses, or `X-Mailman-Version` together
@@ -18,18 +20,29 @@ never see):
    "command-results", "confirmation-notice", "owner-notice" or "user-notice" (welcome, goodbye, held post,
    replybot...). Before rule 5 because every Mailman 3 notice carries Precedence/List-Id, which would
    otherwise make it anonymous "list-traffic".
-4. Bounces and reports. ARF abuse reports (report-type=feedback-report) and MDNs (disposition-notification:
-   read receipts, Dovecot's "Automatically rejected mail") -> AUTOMATED "feedback-report". A bounce
-   candidate is a DSN (multipart/report; delivery-status), or From mailer-daemon@ (any subject), or From
-   postmaster@ / a null Return-Path with bounce wording in the Subject, or an X-Failed-Recipients header.
-   Candidates -> AUTOMATED "bounce" (with the permanently failed recipients flufl.bounce finds; flufl runs
-   only on candidates, as it misreads ordinary replies), "delay-notice" (DSN Action: delayed only, or only
-   transient failures), "delivery-report" (a DSN that reports no failure at all). Before rule 5 because
-   bounces carry Auto-Submitted too and we want the failed recipients.
-5. Auto-replies (RFC 3834 headers, vendor headers, out-of-office subjects in many languages) ->
-   AUTOMATED "auto-reply"; other lists' mail (List-Id, List-Post, List-Unsubscribe, Precedence: list,
-   X-Mailman-Version) -> AUTOMATED "list-traffic". An out-of-office sent to a token address keeps the token,
-   so the caller can link it to the approval it answers (for escalation), never to decide it.
+4. Bounces and reports, by class, whatever the MTA, language, sender address or subject encoding (the
+   signs are data: secirbot/data/machine_mail.yaml). Feedback: ARF (report-type=feedback-report), MDNs
+   (read receipts, Dovecot's "Automatically rejected mail"), TLS-RPT, X-ARF, DMARC aggregate reports, and
+   non-ARF abuse or feedback-loop reports (an abuse subject or opening line with a second sign) ->
+   AUTOMATED "feedback-report". A bounce candidate has a sure sign (multipart/report, a
+   message/delivery-status part, From or Return-Path mailer-daemon@, X-Failed-Recipients, an NDR header)
+   or two that may each be a person's: a bounce subject (any of ~30 languages), a DSN opening line in the
+   first lines of the body, a gateway sender (postmaster@, mailer@, a product's own name), an attached
+   original, a null Return-Path. Candidates -> AUTOMATED "bounce" (with the permanently failed recipients
+   flufl.bounce finds; flufl runs only on candidates, as it misreads ordinary replies), "delay-notice" (DSN
+   Action: delayed only, or only transient failures, or delay wording), "delivery-report" (a DSN that
+   reports no failure at all). Before rule 5 because bounces carry Auto-Submitted too and we want the
+   failed recipients.
+5. Auto-replies: RFC 3834 and vendor headers, out-of-office subject prefixes in ~50 languages (a subject
+   alone yields to a text that asks to join), then, with no other sign, a strong out-of-office phrase ("I am
+   out of the office", "je suis absent", "estaré fuera de la oficina"...) in the first 10 lines of the
+   sender's new text, never when those lines say APPROVE or DENY or ask to join -> AUTOMATED "auto-reply".
+   Other lists' mail and list-server notices (List-*, X-Mailman-Version, Sympa, LISTSERV, Majordomo, fml,
+   Google Groups, mlmmj headers or program addresses, loop alerts) -> AUTOMATED "list-traffic". Weak signs
+   (Precedence: bulk/junk/auto_reply, X-Auto-Response-Suppress, a null Return-Path) -> "auto-reply";
+   no-reply senders, or two hints together (Feedback-ID, X-Loop...) -> "notification". An out-of-office
+   sent to a token address keeps the token, so the caller can link it to the approval it answers (for
+   escalation), never to decide it.
 6. Mail to a token address bot+TOKEN@ from a human -> REPLY "token-reply".
 7. A new request (`is_request_text`) -> REQUEST "subscribe".
 8. A human reply threaded to us (reply prefix in the Subject, or In-Reply-To/References naming a
@@ -44,16 +57,22 @@ may record and link such mail but must never act on its content as if Mailman or
 
 from __future__ import annotations
 
-import html
+import dataclasses
+import itertools
 import re
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from enum import StrEnum
+from importlib import resources
+from typing import Any
 
+import yaml
 from flufl.bounce import all_failures
 
 from secirbot.message import InboundMail
+from secirbot.newtext import html_to_text, new_text
 from secirbot.tokens import find_token
 
 # Must equal secirbot.compose.LOOP_HEADER (kept here so that classification imports nothing heavy).
@@ -93,22 +112,6 @@ _TAGS = r"^\s*(?:\[[^\]]*\]\s*)*"
 _REPLY_SUBJECT = re.compile(rf"{_TAGS}(?:{_REPLY_PREFIXES})\s*(?:\[\d+\]|\(\d+\))?\s*[:：]", re.IGNORECASE)
 _FORWARD_SUBJECT = re.compile(rf"{_TAGS}(?:{_FORWARD_PREFIXES})\s*(?:\[\d+\]|\(\d+\))?\s*[:：]", re.IGNORECASE)
 
-# Where the sender's own words end: quoted text, attribution lines, forwarded/original-message blocks,
-# Outlook's header block without ">" quotes, and signatures. Only the text above this is read.
-_QUOTE_START = re.compile(
-    r"^(?:>|-{2,}|_{5,}|\*{5,}"
-    r"|(?:from|von|de|da|van|fra|från|od|от|发件人|寄件者|差出人|sent|gesendet|envoyé)\s*:"
-    r"|begin forwarded message|forwarded message|original message)",
-    re.IGNORECASE,
-)
-_ATTRIBUTION_END = re.compile(
-    r"(?:wrote|schrieb|écrit|escribió|scritto|skrev|kirjoitti|napisał\(a\)|napisał|написал\(а\)|написал"
-    r"|escreveu|geschreven|написа|писал)\s*:?\s*$",
-    re.IGNORECASE,
-)
-# First half of an attribution wrapped onto two lines: a lead word, a date, or a weekday ("ср, 30 апр.").
-_ATTRIBUTION_LEAD = re.compile(
-    r"^(?:(?:on|am|le|el|il|em|op|den|dnia|w dniu|quoting|zitat von)\s|\d|\w{2,3}\.?,\s)", re.IGNORECASE)
 _REQUEST_LINES = 5
 # Bounds that keep every regex here linear in practice on hostile input: the new text is at the top, a
 # request word is near the start of its line, and no real Subject is longer.
@@ -124,71 +127,31 @@ def _own_words(line: str) -> str:
                     if "@" not in word and not word.lower().startswith(_LINK_PREFIXES))
 
 
-def is_request_text(subject: str, text: str | None) -> bool:
+def is_request_text(subject: str, new_text: str | None) -> bool:
     """True if the sender's own words ask to join: "subscribe", "subscription", "join", "joining" or
-    "membership" as a word in the Subject, or in the first 5 non-empty lines of the new text.
+    "membership" as a word in the Subject, or in the first 5 non-empty lines of their new text (as
+    `newtext` reads it: quotes, attributions, forwarded blocks and signatures already cut off).
 
     The Subject counts only when it is the sender's own: a reply ("Re:", "AW:", "SV:"...) or a forward
     ("Fwd:", "WG:"...) carries someone else's subject, typically our own mail's ("Your request to join"),
-    and replying to that is not a new request. Body lines are read up to the first quote, attribution,
-    forwarded block or signature; e-mail addresses and links in them are ignored.
+    and replying to that is not a new request. E-mail addresses and links in the lines are ignored.
     """
     subject = subject[:_SUBJECT_CHARS]
     own_subject = bool(subject) and not (_REPLY_SUBJECT.match(subject) or _FORWARD_SUBJECT.match(subject))
     if own_subject and _REQUEST_WORDS.search(_own_words(subject)):
         return True
-    return any(_REQUEST_WORDS.search(line) for line in _new_text_lines(text or ""))
+    return any(_REQUEST_WORDS.search(line) for line in _first_lines(new_text or ""))
 
 
-def _new_text_lines(text: str) -> list[str]:
-    raw_lines = text[:_BODY_SCAN_CHARS].splitlines()
+def _first_lines(text: str) -> list[str]:
     found: list[str] = []
-    for index, raw in enumerate(raw_lines):
+    for raw in text[:_BODY_SCAN_CHARS].splitlines():
         line = raw[:_LINE_CHARS].strip()
-        if not line:
-            continue
-        following = raw_lines[index + 1][:_LINE_CHARS].strip() if index + 1 < len(raw_lines) else ""
-        # An attribution ("On Mon, ... X <a@b> wrote:") is often wrapped onto two lines.
-        if (_QUOTE_START.match(line) or _ATTRIBUTION_END.search(line)
-                or (_ATTRIBUTION_LEAD.match(line) and _ATTRIBUTION_END.search(following))):
-            break
-        found.append(_own_words(line))
+        if line:
+            found.append(_own_words(line))
         if len(found) == _REQUEST_LINES:
             break
     return found
-
-
-_LINE_BREAK_TAGS = ("br", "/p", "p", "/div", "div", "/tr", "/li", "/h1", "/h2", "/h3", "/h4")
-_INVISIBLE_TAGS = ("style", "script", "head", "title")
-
-
-def _html_text(markup: str) -> str:
-    """Rough text of an HTML body, good enough to read its first lines (used only without text/plain).
-    A single left-to-right pass: regexes over hostile markup ("<<<<...") backtrack quadratically."""
-    markup = markup[:_BODY_SCAN_CHARS]
-    out: list[str] = []
-    skip_until = ""
-    pos = 0
-    while pos < len(markup):
-        start = markup.find("<", pos)
-        if start < 0:
-            if not skip_until:
-                out.append(markup[pos:])
-            break
-        end = markup.find(">", start)
-        if end < 0:
-            break
-        if not skip_until:
-            out.append(markup[pos:start])
-        name = markup[start + 1:end].strip().split(None, 1)[0].lower() if markup[start + 1:end].strip() else ""
-        if skip_until and name == skip_until:
-            skip_until = ""
-        elif not skip_until and name in _INVISIBLE_TAGS:
-            skip_until = "/" + name
-        elif name.rstrip("/") in _LINE_BREAK_TAGS:
-            out.append("\n")
-        pos = end + 1
-    return html.unescape("".join(out))
 
 
 # --- Mailman --------------------------------------------------------------------------------------------
@@ -309,36 +272,129 @@ def _classify_mailman(mail: InboundMail, list_address: str, token: str | None) -
 
 # --- Bounces and reports --------------------------------------------------------------------------------
 
-_DAEMON_LOCALS = frozenset({"mailer-daemon", "mailer_daemon", "mailerdaemon", "mail-daemon"})
-_BOUNCE_SUBJECT = re.compile(
-    r"undeliver|undelivered|not (?:be )?delivered|delivery (?:status notification|failure|failed|has failed"
-    r"|problem|notification)|returned mail|mail delivery (?:failed|failure|system)|failure notice"
-    r"|failure delivery|delivery failure|non[- ]?delivery|mail failure|bounce|returned to sender"
-    r"|could not send|delivery delayed|delayed mail|warning: message|nicht zustellbar|unzustellbar"
-    r"|non remis|onbestelbaar|no se pudo entregar|impossibile recapitare|no entregado",
-    re.IGNORECASE,
-)
-_DELAY_SUBJECT = re.compile(
-    r"\(delay\)|delivery delayed|delayed mail|could not send message for past|warning: message .*delayed"
-    r"|still being retried",
-    re.IGNORECASE,
-)
+# What machine mail says and who sends it is data: secirbot/data/machine_mail.yaml, one table per sign and
+# language, each with its source. This section and the next only weigh the signs.
+_TABLES: dict[str, Any] = yaml.safe_load(
+    resources.files("secirbot").joinpath("data/machine_mail.yaml").read_text(encoding="utf-8"))
+
+# Bounds that keep the phrase search linear and small on hostile input: the signs are at the top.
+_SCAN_CHARS = 20_000
+_SCAN_LINE_CHARS = 1_000
+_SCAN_SUBJECT_CHARS = 1_000
+_REPORT_LINES = 15          # a DSN's own text says what it is in its first lines
+_AUTO_REPLY_LINES = 10      # so does an out-of-office, after a greeting
+_MAX_REPORT_PARTS = 500
+
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\u180e"))
+_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u00b4": "'", "`": "'",
+                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"'})
+_WHITE = re.compile(r"\s+")
+# Scripts written without spaces between words: a phrase there matches inside a run of letters.
+_UNSPACED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1100, 0x11FF), (0x1780, 0x17FF), (0x2E80, 0xA4CF),
+             (0xAC00, 0xD7AF), (0xF900, 0xFAFF), (0xFF00, 0xFFEF))
+_GAP = "..."
+
+
+def fold(text: str) -> str:
+    """The form every phrase and every text is compared in: invisible characters (zero-width joiners, soft
+    hyphens) removed, NFKC, case-folded, combining marks (accents) removed, curly quotes straight, white
+    space runs as one space."""
+    text = unicodedata.normalize("NFKC", text.translate(_INVISIBLE)).casefold().translate(_QUOTES)
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return _WHITE.sub(" ", text).strip()
+
+
+def _spaced(char: str) -> bool:
+    return (char.isalnum() or char == "_") and not any(lo <= ord(char) <= hi for lo, hi in _UNSPACED)
+
+
+@dataclass(frozen=True)
+class _Phrase:
+    label: str               # "lang: phrase", for the audit
+    key: str                 # a literal part, looked for first (a substring test is cheap)
+    pattern: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class _Phrases:
+    """One table of phrases: find() returns the label of the first that occurs in a folded text."""
+
+    phrases: tuple[_Phrase, ...]
+
+    def find(self, folded: str) -> str | None:
+        for phrase in self.phrases:
+            if phrase.key in folded and phrase.pattern.search(folded):
+                return phrase.label
+        return None
+
+
+# A subject prefix may stand behind "[tags]" or an opening bracket: "[Auto-Reply] x", "(Out of office)".
+_SUBJECT_LEAD = r"^(?:\[[^\]]{0,40}\] ?)*[\[(*]? ?"
+
+
+def _phrases(groups: dict[str, list[str]], *, at_start: bool = False) -> _Phrases:
+    compiled = []
+    for lang, phrases in groups.items():
+        for raw in phrases:
+            folded = fold(raw)
+            parts = [part.strip() for part in folded.split(_GAP)]
+            body = r".{0,40}?".join(re.escape(part) for part in parts)
+            left = r"(?<!\w)" if _spaced(folded[0]) else ""
+            # A subject's decoded encoded-word may run into the next word ("ответApproval"): at the start
+            # of a subject, a phrase of several words needs no boundary after it.
+            right = r"(?!\w)" if _spaced(folded[-1]) and not (at_start and " " in folded) else ""
+            lead = _SUBJECT_LEAD if at_start else ""
+            compiled.append(_Phrase(f"{lang}: {raw}", max(parts, key=len),
+                                    re.compile(lead + left + body + right)))
+    return _Phrases(tuple(compiled))
+
+
+def _by_language(table: dict[str, Any]) -> dict[str, list[str]]:
+    return {lang: entry["phrases"] for lang, entry in table.items()}
+
+
+def _names(values: list[str]) -> frozenset[str]:
+    return frozenset(fold(value) for value in values)
+
+
+_BOUNCE = _TABLES["bounce"]
+_FEEDBACK = _TABLES["feedback"]
+_DAEMON_LOCALS = _names(_BOUNCE["daemon_locals"]["locals"])
+_GATEWAY_LOCALS = _names(_BOUNCE["gateway_locals"]["locals"])
+_GATEWAY_PARTS = tuple(_names(_BOUNCE["gateway_locals"]["contains"]))
+_GATEWAY_NAMES = _phrases({"name": _BOUNCE["gateway_names"]["names"]})
+_BOUNCE_HEADERS = tuple(_BOUNCE["headers"]["names"])
+_BOUNCE_SUBJECTS = _phrases(_by_language(_BOUNCE["subjects"]))
+_DELAY_PHRASES = _phrases({"delay": _BOUNCE["delay_phrases"]["phrases"]})
+_REPORT_OPENERS = _phrases({"dsn": _BOUNCE["body_openers"]["phrases"]})
+_FEEDBACK_HEADERS = tuple(_FEEDBACK["headers"])
+_FEEDBACK_STRONG_SUBJECTS = _phrases({"feedback": _FEEDBACK["strong_subjects"]})
+_FEEDBACK_SUBJECTS = _phrases({"feedback": _FEEDBACK["subjects"]})
+_FEEDBACK_OPENERS = _phrases({"feedback": _FEEDBACK["body_openers"]})
+_FEEDBACK_LOCALS = _names(_FEEDBACK["locals"])
+
+_FEEDBACK_REPORT_TYPES = frozenset({"feedback-report", "disposition-notification", "tlsrpt"})
+_FEEDBACK_PARTS = frozenset({"message/feedback-report", "message/disposition-notification"})
+_ORIGINAL_PARTS = frozenset({"message/rfc822", "text/rfc822-headers", "message/rfc822-headers",
+                             "message/partial", "message/global", "message/global-headers"})
 _NOT_FAILED_ACTIONS = frozenset({"delayed", "delivered", "relayed", "expanded"})
 
 
 def _report_parts(msg: Message) -> Iterator[Message]:
-    """The parts of the message itself, not those of any message attached to it (the returned original
-    of a bounce may itself be a report)."""
-    yield msg
-    if msg.get_content_maintype() == "multipart" and isinstance(msg.get_payload(), list):
-        for part in msg.get_payload():
-            if isinstance(part, Message):
-                yield from _report_parts(part)
+    """The parts of the message itself in reading order, not those of any message attached to it (the
+    returned original of a bounce may itself be a report). Iterative: nesting depth costs no stack."""
+    stack = [msg]
+    while stack:
+        part = stack.pop()
+        yield part
+        payload = part.get_payload()
+        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
+            stack.extend(reversed([child for child in payload if isinstance(child, Message)]))
 
 
-def _dsn_actions(msg: Message) -> set[str]:
+def _dsn_actions(parts: list[Message]) -> set[str]:
     actions: set[str] = set()
-    for part in _report_parts(msg):
+    for part in parts:
         if part.get_content_type() != "message/delivery-status":
             continue
         blocks = part.get_payload()
@@ -372,48 +428,120 @@ def _clean_address(value: bytes | str) -> str:
     return text if "@" in text else ""
 
 
+def _local_part(address: str) -> str:
+    """The local part, folded, without quotes: '"System Administrator"@x' -> 'system administrator'; a
+    bare "MAILER-DAEMON" (no domain) is all local part."""
+    local, at, _ = address.rpartition("@")
+    return fold((local if at else address).strip().strip("<>").strip('"'))
+
+
+def _opening(text: str, lines: int) -> str:
+    """The first `lines` non-empty lines of a text, folded, as one line (a phrase may wrap)."""
+    found: list[str] = []
+    for raw in text[:_SCAN_CHARS].splitlines():
+        line = raw[:_SCAN_LINE_CHARS].strip()
+        if line:
+            found.append(line)
+            if len(found) == lines:
+                break
+    return fold(" ".join(found))
+
+
+def _body_opening(mail: InboundMail) -> str:
+    """The first lines of the mail's own body as written (a machine's text has no quote to cut)."""
+    if mail.text:
+        return _opening(mail.text, _REPORT_LINES)
+    if mail.html:
+        return _opening(html_to_text(mail.html[:_SCAN_CHARS]), _REPORT_LINES)
+    return ""
+
+
+def _return_path(mail: InboundMail) -> str | None:
+    value = mail.message.get("Return-Path")
+    return None if value is None else str(value).strip().lower()
+
+
+def _gateway_sender(mail: InboundMail, local: str) -> str | None:
+    if local in _GATEWAY_LOCALS or any(part in local for part in _GATEWAY_PARTS):
+        return f"From: gateway address {local[:40]}"
+    name = _GATEWAY_NAMES.find(fold(mail.from_name[:200])) if mail.from_name else None
+    return f"From name: {name}" if name else None
+
+
 def _classify_report(mail: InboundMail, token: str | None) -> Classification | None:
+    """Delivery reports (failures, delays, successes) and feedback/abuse reports, in the order of how
+    sure each sign is. A sign that can be a person's (a postmaster@ sender, a subject, an opening line, an
+    attached message) counts only together with a second one."""
     msg = mail.message
+    parts = list(itertools.islice(_report_parts(msg), _MAX_REPORT_PARTS))
+    types = {part.get_content_type() for part in parts[1:]}
     signals: list[str] = []
     report_type = ""
     if mail.content_type == "multipart/report":
         report_type = str(msg.get_param("report-type") or "").strip().lower()
         signals.append(f"Content-Type: multipart/report; report-type={report_type or '?'}")
-    if report_type in ("feedback-report", "disposition-notification"):
-        return Classification(Kind.AUTOMATED, "feedback-report", token, signals=tuple(signals))
+    local = _local_part(mail.from_addr or "")
+    subject = fold(mail.subject[:_SCAN_SUBJECT_CHARS])
+    forwarded = bool(_FORWARD_SUBJECT.match(mail.subject[:_SCAN_SUBJECT_CHARS]))
+    attached = sorted(types & _ORIGINAL_PARTS)
+    opened: list[str] = []
 
-    from_local = _split(mail.from_addr or "")[0]
-    subject = mail.subject[:_SUBJECT_CHARS]
-    bounce_words = bool(_BOUNCE_SUBJECT.search(subject))
-    actions = _dsn_actions(msg) if mail.content_type == "multipart/report" else set()
-    candidate = report_type == "delivery-status" or bool(actions)
-    if from_local in _DAEMON_LOCALS:
-        # A mailer-daemon is never a person, whatever its subject says.
-        signals.append("From: mailer-daemon")
-        candidate = True
-    elif from_local == "postmaster" and bounce_words:
-        # A postmaster may be a person (a ccTLD's postmaster may well want to join): only with bounce
-        # wording.
-        signals.append("From: postmaster")
-        candidate = True
-    return_path = mail.header("Return-Path").lower()
-    if return_path in ("<>", "<mailer-daemon>") and bounce_words:
-        signals.append(f"Return-Path: {return_path}")
-        candidate = True
-    if msg.get("X-Failed-Recipients") is not None:
-        signals.append("X-Failed-Recipients header")
-        candidate = True
-    if not candidate:
-        return None
-    if bounce_words:
-        signals.append("Subject: bounce wording")
+    def opening() -> str:  # read only when it can decide: a text needs decoding, HTML converting
+        if not opened:
+            opened.append(_body_opening(mail))
+        return opened[0]
+
+    # Feedback and abuse reports (ARF or not), read receipts, DMARC and TLS reports.
+    strong_feedback = [f"report part {t}" for t in sorted(types & _FEEDBACK_PARTS)]
+    if report_type in _FEEDBACK_REPORT_TYPES:
+        strong_feedback.append(f"report-type={report_type}")
+    strong_feedback += [f"{name} header" for name in _FEEDBACK_HEADERS if msg.get(name) is not None]
+    if (found := _FEEDBACK_STRONG_SUBJECTS.find(subject)) and not forwarded:
+        strong_feedback.append(f"Subject: {found}")
+    feedback_words = [f"Subject: {found}" for found in [_FEEDBACK_SUBJECTS.find(subject)] if found and not forwarded]
+    feedback_more = ([f"From: report address {local[:40]}"] if local in _FEEDBACK_LOCALS else []) + (
+        [f"attached {attached[0]}"] if attached else [])
+    if (feedback_words or feedback_more) and (found := _FEEDBACK_OPENERS.find(opening())):
+        feedback_words.append(f"Body: {found}")
+    if strong_feedback or (feedback_words and len(feedback_words) + len(feedback_more) >= 2):
+        return Classification(Kind.AUTOMATED, "feedback-report", token,
+                              signals=tuple(signals + strong_feedback + feedback_words + feedback_more))
+
+    # Delivery reports.
+    actions = _dsn_actions(parts)
+    sure: list[str] = []
+    if mail.content_type == "multipart/report":
+        sure.append("multipart/report")
     if actions:
-        signals.append("DSN Action: " + ",".join(sorted(actions)))
-        if actions <= _NOT_FAILED_ACTIONS:
-            detail = "delay-notice" if "delayed" in actions else "delivery-report"
-            return Classification(Kind.AUTOMATED, detail, token, signals=tuple(signals))
+        sure.append("DSN Action: " + ",".join(sorted(actions)))
+    if local in _DAEMON_LOCALS:
+        sure.append("From: mailer-daemon")  # never a person, whatever its subject says
+    return_path = _return_path(mail)
+    if return_path and _local_part(return_path.strip("<>")) in _DAEMON_LOCALS:
+        sure.append(f"Return-Path: {return_path[:60]}")
+    sure += [f"{name} header" for name in _BOUNCE_HEADERS if msg.get(name) is not None]
+    maybe: list[str] = []
+    if (found := _BOUNCE_SUBJECTS.find(subject)) and not forwarded:
+        maybe.append(f"Subject: {found}")
+    if gateway := _gateway_sender(mail, local):
+        maybe.append(gateway)
+    if attached:
+        maybe.append(f"attached {attached[0]}")
+    if return_path == "<>":
+        maybe.append("Return-Path: <>")
+    if (sure or maybe) and (found := _REPORT_OPENERS.find(opening())):
+        maybe.append(f"Body: {found}")
+    if not sure and len(maybe) < 2:
+        return None
+    signals += sure + maybe
+    if actions and actions <= _NOT_FAILED_ACTIONS:
+        detail = "delay-notice" if "delayed" in actions else "delivery-report"
+        return Classification(Kind.AUTOMATED, detail, token, signals=tuple(signals))
     temporary, permanent = _failed_recipients(mail, signals)
-    if not permanent and "failed" not in actions and (temporary or _DELAY_SUBJECT.search(subject)):
+    delay = _DELAY_PHRASES.find(subject) or _DELAY_PHRASES.find(opening())
+    if not permanent and "failed" not in actions and (temporary or delay):
+        if delay:
+            signals.append(f"delay: {delay}")
         return Classification(Kind.AUTOMATED, "delay-notice", token, signals=tuple(signals))
     if not permanent:
         signals.append("no failed recipient found")
@@ -422,55 +550,114 @@ def _classify_report(mail: InboundMail, token: str | None) -> Classification | N
 
 # --- Auto-replies and other automated mail --------------------------------------------------------------
 
-# Out-of-office subjects as clients write them (Outlook/Exchange localisations, iCloud, Gmail, Zimbra...),
-# at the start of the Subject only: a human subject may mention an absence further in.
-_AUTO_REPLY_SUBJECT = re.compile(
-    r"^\s*[\[(]?\s*(?:"
-    r"automatic reply|auto[- ]?reply|auto[- ]?respon|autosvar|automatisk svar|automatisch antwoord"
-    r"|automatische antwort|abwesenheitsnotiz|abwesend|réponse automatique|respuesta automática"
-    r"|resposta automática|risposta automatica|fuori sede|automaattinen vastaus|frånvaro|fravær|fravaer"
-    r"|automatyczna odpowiedź|automatická odpověď|automatikus válasz|otomatik yanıt|αυτόματη απάντηση"
-    r"|автоответ|автоматический ответ|自動応答|自动回复|자동 회신|out of (?:the )?office|away from (?:the )?office"
-    r"|vacation reply|auto\s*:"  # "AUTO:" is Lotus Notes / HCL Domino
-    r")",
-    re.IGNORECASE,
-)
-_AUTO_REPLY_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoresponder")
+_AUTO = _TABLES["auto_reply"]
+_LISTS = _TABLES["list_server"]
+_AUTO_REPLY_HEADERS = tuple(_AUTO["headers"]["strong"])
+_AUTO_REPLY_VALUES = {name: tuple(fold(v) for v in values)
+                      for name, values in _AUTO["headers"]["strong_values"].items()}
+_HINT_HEADERS = tuple(_AUTO["headers"]["hints"])
+_NOREPLY_LOCALS = _names(_AUTO["noreply_locals"]["locals"])
+_AUTO_REPLY_SUBJECTS = _phrases(_by_language(_AUTO["subject_prefixes"]), at_start=True)
+_AUTO_REPLY_PHRASES = _phrases(_by_language(_AUTO["body_phrases"]))
+_LIST_HEADERS = tuple(_LISTS["headers"])
+_LIST_HEADER_VALUES = {name: tuple(fold(v) for v in values) for name, values in _LISTS["header_values"].items()}
+_LIST_PROGRAMS = _names(_LISTS["program_locals"])
+_LIST_SUFFIXES = tuple(_names(_LISTS["local_suffixes"]))
+_LIST_PREFIXES = tuple(_names(_LISTS["local_prefixes"]))
+_LIST_NOTICE_SUBJECTS = _phrases({"list": _LISTS["notice_subjects"]})
+_LIST_NOTICE_OPENERS = _phrases({"list": _LISTS["notice_body_openers"]})
+# A person's answer to an approval request: body phrases never outweigh it.
+_DECISION_WORD = re.compile(r"(?<!\w)(?:approve|approved|deny|denied)(?!\w)", re.IGNORECASE)
+
+
+def _header_says_yes(mail: InboundMail, name: str) -> bool:
+    value = mail.message.get(name)
+    return value is not None and str(value).strip().lower() not in ("no", "false", "0")
+
+
+def _list_signs(mail: InboundMail, local: str, subject: str) -> tuple[list[str], list[str]]:
+    """(list headers and list-server senders, signs that it is a notice rather than a post)."""
+    listy = [name for name in _LIST_HEADERS if mail.message.get(name) is not None]
+    for name, wanted in _LIST_HEADER_VALUES.items():
+        value = fold(mail.header(name)[:200])
+        if value and value.startswith(wanted):
+            listy.append(f"{name}: {value[:40]}")
+    if mail.header("Precedence").strip().lower() == "list":
+        listy.append("Precedence: list")
+    if local in _LIST_PROGRAMS:
+        listy.append(f"From: list server {local[:40]}")
+    notice = []
+    if local.endswith(_LIST_SUFFIXES) or local.startswith(_LIST_PREFIXES):
+        notice.append(f"From: list address {local[:40]}")
+    if found := _LIST_NOTICE_SUBJECTS.find(subject):
+        notice.append(f"Subject: {found}")
+    if _header_says_yes(mail, "X-List-Administrivia"):
+        notice.append("X-List-Administrivia")
+    return listy, notice
+
+
+def _new_text_start(mail: InboundMail) -> str:
+    """The sender's new text (`newtext`), read from the first _SCAN_CHARS of each part: the first lines
+    are at the top, and their new text is the same."""
+    return new_text(dataclasses.replace(mail, text=mail.text and mail.text[:_SCAN_CHARS],
+                                        html=mail.html and mail.html[:_SCAN_CHARS]))
+
+
+def _away_in_body(mail: InboundMail) -> str | None:
+    """A strong out-of-office phrase in the first lines of the sender's new text, unless those lines read
+    as a person's answer (APPROVE or DENY in them) or the text asks to join."""
+    text = _new_text_start(mail)
+    opening = _opening(text, _AUTO_REPLY_LINES)
+    if not opening or _DECISION_WORD.search(opening) or is_request_text("", text):
+        return None
+    return _AUTO_REPLY_PHRASES.find(opening)
 
 
 def _classify_auto(mail: InboundMail, token: str | None) -> Classification | None:
+    """Auto-replies by header, subject and (last, most careful) body phrase; other lists' mail; no-reply
+    senders. Strong signs decide alone; weak ones (Precedence, X-Auto-Response-Suppress, a null
+    Return-Path) too, after list mail; hints only two together."""
     strong: list[str] = []
     weak: list[str] = []
-    listy: list[str] = []
     auto_submitted = mail.header("Auto-Submitted").strip().lower()
     if auto_submitted and not re.match(r"no\b", auto_submitted):
         (strong if auto_submitted.startswith("auto-replied") else weak).append(
             f"Auto-Submitted: {auto_submitted[:40]}")
-    for name in _AUTO_REPLY_HEADERS:
-        value = mail.message.get(name)
-        if value is not None and str(value).strip().lower() not in ("no", "false", "0"):
-            strong.append(name)
-    if _AUTO_REPLY_SUBJECT.match(mail.subject[:_SUBJECT_CHARS]):
-        strong.append(f"Subject: {mail.subject[:40]}")
+    strong += [name for name in _AUTO_REPLY_HEADERS if _header_says_yes(mail, name)]
+    for name, wanted in _AUTO_REPLY_VALUES.items():
+        value = fold(mail.header(name)[:200])
+        if value and any(w in value for w in wanted):
+            strong.append(f"{name}: {value[:40]}")
+    subject = fold(mail.subject[:_SCAN_SUBJECT_CHARS])
+    # A subject is the sender's to write ("Out of office next week"): alone, it yields to a text that asks
+    # to join.
+    if (found := _AUTO_REPLY_SUBJECTS.find(subject)) and (strong or not is_request_text("", _new_text_start(mail))):
+        strong.append(f"Subject: {found}")
+    local = _local_part(mail.from_addr or "")
+    noreply = [f"From: {local[:40]}"] if local in _NOREPLY_LOCALS else []
     precedence = mail.header("Precedence").strip().lower()
     if precedence in ("bulk", "junk", "auto_reply"):
         weak.append(f"Precedence: {precedence}")
-    elif precedence == "list":
-        listy.append("Precedence: list")
     if mail.message.get("X-Auto-Response-Suppress") is not None:
         # Exchange puts it on its auto-replies; a person's client does not.
         weak.append("X-Auto-Response-Suppress")
-    if mail.message.get("Return-Path") is not None and mail.header("Return-Path").strip() == "<>":
+    if _return_path(mail) == "<>":
         weak.append("Return-Path: <>")
-    for name in ("List-Id", "List-Post", "List-Unsubscribe", "X-Mailman-Version"):
-        if mail.message.get(name) is not None:
-            listy.append(name)
+    hints = [name for name in _HINT_HEADERS if mail.message.get(name) is not None]
+    listy, notice = _list_signs(mail, local, subject)
     if strong:
-        return Classification(Kind.AUTOMATED, "auto-reply", token, signals=tuple(strong + weak + listy))
-    if listy:
-        return Classification(Kind.AUTOMATED, "list-traffic", token, signals=tuple(listy + weak))
+        return Classification(Kind.AUTOMATED, "auto-reply", token, signals=tuple(strong + weak + noreply + listy))
+    if (listy or notice) and (found := _LIST_NOTICE_OPENERS.find(_body_opening(mail))):
+        notice.append(f"Body: {found}")
+    if listy or (notice and (len(notice) >= 2 or weak or hints)):
+        kind = ["list notice"] if notice else ["list post"]
+        return Classification(Kind.AUTOMATED, "list-traffic", token, signals=tuple(listy + notice + kind + weak))
     if weak:
-        return Classification(Kind.AUTOMATED, "auto-reply", token, signals=tuple(weak))
+        return Classification(Kind.AUTOMATED, "auto-reply", token, signals=tuple(weak + noreply + hints))
+    if found := _away_in_body(mail):
+        return Classification(Kind.AUTOMATED, "auto-reply", token, signals=(f"Body: {found}", *noreply, *hints))
+    if noreply or len(hints) >= 2:
+        return Classification(Kind.AUTOMATED, "notification", token, signals=tuple(noreply + hints))
     return None
 
 
@@ -492,13 +679,21 @@ def _threaded_to_us(mail: InboundMail, bot_domain: str) -> str | None:
     return None
 
 
+def _looks_human(mail: InboundMail) -> bool:
+    return not (_classify_report(mail, None) or _classify_auto(mail, None))
+
+
 def classify(mail: InboundMail, *, bot_address: str, list_address: str) -> Classification:
     """Classify one parsed inbound message. The rules and their order are in the module docstring."""
     token = find_token(mail.recipients, bot_address)
     from_addr = mail.from_addr
     from_local, from_domain = _split(from_addr or "")
-    # 1. Nobody to answer.
+    # 1. Nobody to answer. A From naming several mailboxes (or a group) on a token address is still judged
+    #    as a reply, so that the forgery attempt is refused and reported, never answered.
     if not from_addr or not from_local or "." not in from_domain:
+        if (token is not None and mail.message.get("From") is not None and mail.message.get(LOOP_HEADER) is None
+                and _looks_human(mail)):
+            return Classification(Kind.REPLY, "token-reply", token, signals=("From: not exactly one mailbox",))
         return Classification(Kind.AUTOMATED, "no-sender", token, signals=("From: none usable",))
     # 2. Our own mail, or mail that carries our loop marker back to us.
     if _is_own(from_addr, bot_address):
@@ -515,8 +710,7 @@ def classify(mail: InboundMail, *, bot_address: str, list_address: str) -> Class
     if token is not None:
         return Classification(Kind.REPLY, "token-reply", token, signals=("To: token address",))
     # 7. A person asking to join.
-    text = mail.text if mail.text is not None else _html_text(mail.html or "")
-    if is_request_text(mail.subject, text):
+    if is_request_text(mail.subject, new_text(mail)):
         return Classification(Kind.REQUEST, "subscribe", signals=("request words",))
     # 8.-9. A person writing something else: only the wording of the help reply differs.
     threaded = _threaded_to_us(mail, _split(bot_address)[1])
