@@ -185,7 +185,7 @@ def compose(
     if reply_to:
         msg["Reply-To"] = _address("Reply-To", reply_to)
     subject = _one_line("Subject", rendered.subject)
-    msg["Subject"] = subject if subject.isascii() else Header(subject, _UTF8, header_name="Subject")
+    msg["Subject"] = subject if subject.isascii() else Header(subject, _UTF8, header_name="Subject")  # type: ignore[assignment]
     msg["Date"] = email.utils.format_datetime(when)
     msg["Message-ID"] = new_message_id(domain)
     # Threading is a courtesy: a Message-ID we cannot repeat safely is left out, never a reason to fail.

@@ -300,7 +300,7 @@ def _convert(tp: Any, raw: Any, key: tuple[str, ...], source: YamlSource, base_d
         problems.append(f"{where}: {dotted}: expected {expected}, got {shown}")
         return _INVALID
 
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return build_section(tp, raw if raw is not None else {}, key, source, base_dir, problems)
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)

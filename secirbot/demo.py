@@ -142,7 +142,9 @@ def _play(root: Path, templates: Path, rules_file: Path, dovecot: Dovecot, user:
         approval = next(c for c in first if c.message["Reply-To"] and "admin" in c.rcpt_tos[0])
         show.say("3. The administrative contact answers from the address IANA lists, with APPROVE on the first "
                  "line (their mail client quotes the request below).")
-        quoted = "\n".join("> " + ln for ln in approval.message.get_body(("plain",)).get_content().splitlines())
+        plain = approval.message.get_body(("plain",))
+        assert plain is not None  # the bot's approval request is text/plain
+        quoted = "\n".join("> " + ln for ln in plain.get_content().splitlines())
         reply = _message(f"Punktum dk Administrative Contact <{approval.rcpt_tos[0]}>", approval.message["Reply-To"],
                          "Re: " + approval.message["Subject"],
                          f"APPROVE\n\nOn {email.utils.format_datetime(bot.now())}, {config.addresses.bot} wrote:\n"

@@ -232,10 +232,10 @@ def check_pending(bot: Bot) -> dict[str, int]:
         if seen is not None:
             continue
         reject = bot.rules.mailman.reject_unvetted
-        status = client.moderate(list_id, token, "reject") if reject else None
+        rejected = client.moderate(list_id, token, "reject") if reject else None
         with bot.store.transaction():
             bot.store.audit("mailman-unvetted", at=bot.now(), address=address, token=digest,
-                            rejected=bool(reject), http=status)
+                            rejected=bool(reject), http=rejected)
             bot.outbox.queue_mail(purpose="mailman-unvetted", template="mailman_unvetted.txt",
                                   context={"address": address, "display_name": entry.get("display_name") or "",
                                            "when": str(entry.get("request_date", "")), "rejected": bool(reject),

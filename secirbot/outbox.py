@@ -28,7 +28,7 @@ from .config import Config, SmtpConfig
 from .health import record_delivery
 from .mailbox import tls_context
 from .rules import OutboxRules
-from .store import Store, from_iso, iso
+from .store import Store, from_iso, iso, rowid
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def open_smtp(config: SmtpConfig, on_session: Callable[[smtplib.SMTP], None] | N
             session = smtplib.SMTP(timeout=wait)
         # smtplib names the TLS server (SNI, hostname check) from _host, which only __init__ sets; we connect
         # separately so that the session is known to on_session before a silent server can block us.
-        session._host = config.host or ""
+        session._host = config.host or ""  # type: ignore[attr-defined]
         if on_session is not None:
             on_session(session)
         session.connect(config.host or "", config.port)
@@ -141,7 +141,7 @@ class Outbox:
              envelope_from or self.config.addresses.bot, json.dumps(list(recipients)),
              as_bytes(msg), iso(when), iso(when)),
         )
-        outbox_id = int(cur.lastrowid)
+        outbox_id = rowid(cur)
         self.store.audit("mail-queued", at=when, request_id=request_id, message_row=cause_message,
                          outbox_id=outbox_id, purpose=purpose, to=list(recipients),
                          message_id=msg["Message-ID"])
@@ -159,7 +159,7 @@ class Outbox:
             (message_id, purpose, request_id, cause_message, self.config.mailman.list.lower(),
              json.dumps([self.config.mailman.list]), json.dumps(dict(call)).encode(), iso(when), iso(when)),
         )
-        outbox_id = int(cur.lastrowid)
+        outbox_id = rowid(cur)
         self.store.audit("rest-queued", at=when, request_id=request_id, outbox_id=outbox_id,
                          purpose=purpose, call=dict(call))
         return outbox_id
@@ -230,7 +230,8 @@ class Outbox:
                     attempt = _send(session, row["envelope_from"], recipients, row["payload"])
                     if attempt.deferred and not attempt.delivered and not attempt.failed:
                         # The session may be broken (disconnect, timeout): start afresh for the next one.
-                        session = _quit(session)
+                        _quit(session)
+                        session = None
                 self._record(row, attempt, report)
         finally:
             _quit(session)
@@ -320,12 +321,11 @@ def _by_code(code: int, recipients: list[str], error: str) -> Attempt:
 
 def _quit(session: smtplib.SMTP | None) -> None:
     if session is None:
-        return None
+        return
     try:
         session.quit()
     except (smtplib.SMTPException, OSError):
         session.close()
-    return None
 
 
 def _decode(value: bytes | str) -> str:

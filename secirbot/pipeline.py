@@ -34,7 +34,7 @@ from .message import (
 )
 from .newtext import new_text
 from .replies import REQUESTER_WORDS, Verdict, read_decision, reads_as_decision
-from .store import StoreError, iso
+from .store import StoreError, iso, rowid
 
 if TYPE_CHECKING:
     from .bot import Bot
@@ -132,7 +132,7 @@ def _insert(bot: Bot, origin: Origin, mail: InboundMail | None, raw: bytes, kind
          mail.from_addr if mail else None, mail.subject[:500] if mail else None, kind, detail, outcome, reason,
          keep),
     )
-    return int(cur.lastrowid)
+    return rowid(cur)
 
 
 def _hash(raw: bytes) -> str:
@@ -188,7 +188,7 @@ def last_resort(bot: Bot, origin: Origin, raw: bytes, exc: BaseException) -> str
             (origin.folder, origin.uidvalidity, origin.uid, _hash(raw), _hash(raw), len(raw), iso(bot.now()),
              reason, raw[:65536]),
         )
-        row = int(cur.lastrowid)
+        row = rowid(cur)
         bot.store.audit("message-failed", at=bot.now(), message_row=row, reason=reason, last_resort=True)
         _tell_secretariat_of_failure(bot, row, None, reason)
     return FOLDER_FAILED
@@ -244,7 +244,8 @@ def _silenced(bot: Bot, incoming: Incoming, *, request_id: int | None, purpose: 
     since = iso(bot.now() - MACHINE_MEMORY)
     machine = bot.store.one("SELECT 1 FROM messages WHERE from_addr = ? COLLATE NOCASE AND processed_at >= ?"
                             " AND kind = 'automated'"
-                            " AND detail IN ('auto-reply', 'away-noted', 'bounce', 'bounce-noted') LIMIT 1",
+                            " AND detail IN ('auto-reply', 'away-noted', 'bounce', 'bounce-noted', 'delay-notice',"
+                            " 'delivery-report', 'feedback-report', 'notification') LIMIT 1",
                             (to, since))
     if machine is not None:
         return "auto-replied or bounced in the last 30 days"
@@ -268,9 +269,9 @@ BACKSCATTER_PURPOSES = ("help", "request-problem", "reply-not-accepted", "alread
 def _over_reply_budget(bot: Bot, incoming: Incoming) -> bool:
     since = iso(bot.now() - timedelta(hours=1))
     marks = ",".join("?" * len(BACKSCATTER_PURPOSES))
-    row = bot.store.one(f"SELECT COUNT(*) AS n FROM outbox WHERE created_at >= ? AND (purpose IN ({marks})"
-                        " OR purpose LIKE 'refused-%')", (since, *BACKSCATTER_PURPOSES))
-    if row["n"] < bot.rules.requests.replies_per_hour:
+    sent = bot.store.count(f"SELECT COUNT(*) FROM outbox WHERE created_at >= ? AND (purpose IN ({marks})"
+                           " OR purpose LIKE 'refused-%')", (since, *BACKSCATTER_PURPOSES))
+    if sent < bot.rules.requests.replies_per_hour:
         return False
     told = bot.store.one("SELECT 1 FROM outbox WHERE purpose = 'reply-budget' AND created_at >= ?", (since,))
     if told is None:
@@ -287,9 +288,9 @@ def _watch_token_guessing(bot: Bot, incoming: Incoming) -> None:
     `unknown_tokens_per_hour` replies to tokens we never issued, the Secretariat is alerted, once an hour.
     (The answers themselves are bounded like any backscatter.)"""
     since = iso(bot.now() - timedelta(hours=1))
-    row = bot.store.one("SELECT COUNT(*) AS n FROM messages WHERE processed_at >= ? AND kind = 'reply'"
-                        " AND detail IN ('rejected:token-unknown', 'rejected:token-ambiguous')", (since,))
-    count = row["n"] + 1  # this message's row gets its detail after this handler returns
+    count = 1 + bot.store.count(  # this message's row gets its detail after this handler returns
+        "SELECT COUNT(*) FROM messages WHERE processed_at >= ? AND kind = 'reply'"
+        " AND detail IN ('rejected:token-unknown', 'rejected:token-ambiguous')", (since,))
     if count < bot.rules.requests.unknown_tokens_per_hour:
         return
     if bot.store.one("SELECT 1 FROM outbox WHERE purpose = 'token-guessing' AND created_at >= ?", (since,)):
@@ -362,15 +363,15 @@ def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
                          " ('resolving', 'pending') ORDER BY id LIMIT 1", (key,))
     member = store.one("SELECT id FROM requests WHERE requester_key = ? AND state = 'approved' ORDER BY id LIMIT 1",
                        (key,))
-    seats = store.one("SELECT COUNT(*) AS n FROM requests WHERE cctld = ? AND state IN"
-                      " ('resolving', 'pending', 'approved')", (cctld,))
-    cctld_hour = store.one("SELECT COUNT(*) AS n FROM requests WHERE cctld = ? AND created_at >= ?", (cctld, since))
-    all_hour = store.one("SELECT COUNT(*) AS n FROM requests WHERE created_at >= ?", (since,))
+    seats = store.count("SELECT COUNT(*) FROM requests WHERE cctld = ? AND state IN"
+                        " ('resolving', 'pending', 'approved')", (cctld,))
+    cctld_hour = store.count("SELECT COUNT(*) FROM requests WHERE cctld = ? AND created_at >= ?", (cctld, since))
+    all_hour = store.count("SELECT COUNT(*) FROM requests WHERE created_at >= ?", (since,))
     return intake.Facts(
         open_request_id=open_row["id"] if open_row else None,
         open_request_cctld=open_row["cctld"] if open_row else None,
         member_request_id=member["id"] if member else None,
-        seats_used=seats["n"], cctld_last_hour=cctld_hour["n"], all_last_hour=all_hour["n"],
+        seats_used=seats, cctld_last_hour=cctld_hour, all_last_hour=all_hour,
     )
 
 
@@ -483,6 +484,7 @@ class ReplyHandler:
                                   cause_message=incoming.row, auto="auto-replied",
                                   reply_to=_reply_address_of(mail, bot))
             return Outcome("clarification-asked", request["id"])
+        assert judgement.verdict is not None  # judge_reply gives a verdict with every "decide"
         workflow.decide(bot, request, judgement.verdict, decided_by=approver["email"], via="mail",
                         reason=plan.decision.reason, approver_id=approver["id"], message_row=incoming.row,
                         checks=checks, rule=judgement.rule,

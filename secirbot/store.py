@@ -191,6 +191,13 @@ _SCHEMA = [
 ]
 
 
+def rowid(cur: sqlite3.Cursor) -> int:
+    """The id of the row an INSERT just wrote."""
+    if cur.lastrowid is None:
+        raise StoreError("an INSERT reported no row id")
+    return cur.lastrowid
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -392,6 +399,11 @@ class Store:
         with self.lock, self._translated():
             return self.conn.execute(sql, params)
 
+    def count(self, sql: str, params: tuple | dict = ()) -> int:
+        """The number a `SELECT COUNT(*) ...` (or any one-value query) gives; 0 for no row."""
+        row = self.one(sql, params)
+        return int(row[0]) if row is not None and row[0] is not None else 0
+
     def one(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
         with self.lock, self._translated():
             return self.conn.execute(sql, params).fetchone()
@@ -409,7 +421,7 @@ class Store:
             (iso(at), actor, action, request_id, message_row, outbox_id,
              json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)),
         )
-        return int(cur.lastrowid)
+        return rowid(cur)
 
     def get_meta(self, key: str) -> str | None:
         row = self.one("SELECT value FROM meta WHERE key = ?", (key,))

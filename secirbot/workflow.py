@@ -29,7 +29,7 @@ from .message import address_key, same_address
 from .newtext import REPLY_MARKER
 from .replies import ReadDecision, Verdict
 from .rules import Rules
-from .store import StoreError, from_iso, iso
+from .store import StoreError, from_iso, iso, rowid
 
 if TYPE_CHECKING:
     from .bot import Bot
@@ -90,7 +90,7 @@ def when(moment: datetime | str | None) -> str:
 
 def request_context(bot: Bot, request: sqlite3.Row) -> dict[str, Any]:
     """What every template may say about a request."""
-    return context_for(bot.config, bot.rules, request)
+    return context_for(bot.config, bot.rules, dict(request))
 
 
 def context_for(config: Config, rules: Rules, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -156,7 +156,7 @@ def open_request(bot: Bot, *, requester: str, claim: Claim, message_row: int | N
          claim.words, iso(now), iso(now), iso(now + bot.rules.requests.expire_after),
          message_row, iso(now)),
     )
-    request_id = int(cur.lastrowid)
+    request_id = rowid(cur)
     bot.store.audit("request-opened", at=now, request_id=request_id, message_row=message_row,
                     cctld=claim.cctld.ascii, requester=requester, in_reply_to=in_reply_to)
     return request_id
@@ -177,7 +177,7 @@ def first_lookup(bot: Bot, request: sqlite3.Row, resolution: Resolution) -> None
                         problem=_problem_text(resolution))
         _notify_secretariat_of_request(bot, get_request(bot, request_id), [], _problem_text(resolution))
     request = get_request(bot, request_id)
-    asked = bot.store.one("SELECT COUNT(*) AS n FROM approvers WHERE request_id = ?", (request_id,))["n"]
+    asked = bot.store.count("SELECT COUNT(*) FROM approvers WHERE request_id = ?", (request_id,))
     source = bot.store.one("SELECT message_id FROM messages WHERE id = ?", (request["source_message"],))
     # The requester's own reply address: a WITHDRAW sent to it closes the request.
     token = tokens.mint()
@@ -264,7 +264,7 @@ def ask(bot: Bot, request: sqlite3.Row, email: str, name: str, roles: Sequence[s
         (request["id"], email, address_key(email), ",".join(roles), name, iso(now), request["expires_at"],
          iso(now + reminders.first_after) if reminders.max > 0 else None),
     )
-    approver_id = int(cur.lastrowid)
+    approver_id = rowid(cur)
     bot.store.audit("approver-asked", at=now, request_id=request["id"], approver=email, roles=list(roles))
     _mail_approval_request(bot, request, approver_id, email, name, roles, record, reminder=0)
     return approver_id
@@ -361,6 +361,7 @@ def decide(bot: Bot, request: sqlite3.Row, verdict: Verdict, *, decided_by: str,
                           to=[bot.secretariat], request_id=request["id"])
     if approver_id is not None:
         decider = bot.store.one("SELECT email, name FROM approvers WHERE id = ?", (approver_id,))
+        assert decider is not None  # the approver row of this very decision
         bot.outbox.queue_mail(purpose="decision-recorded", template="decision_recorded.txt",
                               context={**context, "approver": {"email": decider["email"], "name": decider["name"]}},
                               to=[decider["email"]], request_id=request["id"])

@@ -22,7 +22,7 @@ from secirbot.iana.names import TldName
 from secirbot.iana.rdap import parse_rdap, query_rdap
 from secirbot.iana.record import IanaRecord, ParsedRecord, QueryFailed, Source, Unusable
 from secirbot.iana.whois import parse_whois, query_whois
-from secirbot.store import Store, from_iso, iso, utcnow
+from secirbot.store import Store, from_iso, iso, rowid, utcnow
 
 MIN_INTERVAL = 1.0  # seconds between two queries in bulk: IANA asks bulk users to be polite
 MAX_BACKOFF = 300.0
@@ -177,7 +177,8 @@ class IanaResolver:
             attempts.append(attempt)
             failures.append((attempt, fetched_at))
         # An answer IANA actually gave (error text, Not assigned...) says more than "could not connect".
-        chosen, fetched_at = next(((a, t) for a, t in failures if a.problem.kind != "unreachable"), failures[0])
+        chosen, fetched_at = next(((a, t) for a, t in failures if a.problem and a.problem.kind != "unreachable"),
+                                  failures[0])
         return Resolution(name, chosen.snapshot_id, None, chosen.problem, chosen.source, fetched_at, delegated,
                           tuple(attempts))
 
@@ -203,7 +204,7 @@ class IanaResolver:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (name.ascii, source, iso(fetched_at), raw, record.to_json() if record else None,
                  problem.to_json() if problem else None, None if delegated is None else int(delegated)))
-            return int(cur.lastrowid)
+            return rowid(cur)
 
 
 class _Background:

@@ -42,8 +42,9 @@ def parse_whois(text: str, asked: TldName) -> ParsedRecord | Unusable:
             return bad("malformed", line.lstrip("% "))
         if "error" in line.lower():
             return bad("error", line.lstrip("% "))
-    if _NOT_FOUND.search(body):
-        return bad("not-found", _NOT_FOUND.search(body).group(0).strip())
+    found = _NOT_FOUND.search(body)
+    if found:
+        return bad("not-found", found.group(0).strip())
     if _OLD_FORMAT.search(body):
         return bad("old-format", "'IANA Whois Service' layout used before 2010, not today's format")
 
@@ -178,7 +179,8 @@ def query_whois(endpoint: str, ascii_tld: str, timeout: float) -> str:
         raise
     except (OSError, UnicodeError) as exc:
         partial = b"".join(chunks).decode("utf-8", "replace")
-        reason = "timed out" if isinstance(exc, TimeoutError) else exc.strerror or str(exc) or type(exc).__name__
+        strerror = exc.strerror if isinstance(exc, OSError) else None
+        reason = "timed out" if isinstance(exc, TimeoutError) else strerror or str(exc) or type(exc).__name__
         raise QueryFailed(Unusable("unreachable", f"{host}:{port}: {reason}", partial, "whois")) from exc
     return decode_answer(b"".join(chunks))
 

@@ -142,7 +142,7 @@ class WhoisServer(_SocketServer):
 
     @property
     def endpoint(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
+        return f"127.0.0.1:{_port(self.server)}"
 
     def serve(self, sock: socket.socket, query: str) -> None:
         key = query.lower()
@@ -189,7 +189,7 @@ class RdapServer(_SocketServer):
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"http://127.0.0.1:{_port(self.server)}"
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
         prefix = "/domain/"
@@ -228,6 +228,11 @@ class RdapServer(_SocketServer):
         request.end_headers()
         request.wfile.write(body)
 
+
+
+def _port(server: socketserver.BaseServer) -> int:
+    """The port a server bound to (0 asked the kernel for a free one)."""
+    return int(server.server_address[1])  # type: ignore[index]  # an (host, port) pair for AF_INET
 
 
 class DnsServer(_Counting):

@@ -199,7 +199,7 @@ class OutgoingSink:
             errors.extend(f"LMTP {r}: {why}" for r, why in refused.items())
         item = Outgoing(
             mail_from=mail_from, rcpt_tos=list(rcpt_tos), data=raw,
-            message=email.message_from_bytes(  # type: ignore[arg-type]
+            message=email.message_from_bytes(
                 raw.replace(b"\r\n", b"\n"), policy=email.policy.default),
             fed_back=tuple(fed_back), routed=tuple(routed), errors=tuple(errors))
         with self._lock:
@@ -541,7 +541,7 @@ workers: 1
             msg = raw
             raw = raw.as_bytes(policy=email.policy.SMTP)
         else:
-            msg = email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[assignment]
+            msg = email.message_from_bytes(raw, policy=email.policy.default)
         sender = mail_from if mail_from is not None else email.utils.parseaddr(str(msg.get("From", "")))[1]
         recipients = list(rcpt_tos) if rcpt_tos else [
             a for _, a in email.utils.getaddresses([str(v) for v in msg.get_all("To", [])])]

@@ -41,7 +41,7 @@ def group_pids(pgid: int) -> list[int]:
 
 def pid_alive(pid: int) -> bool:
     fields = _stat_fields(pid)
-    return bool(fields) and fields[0] != "Z"
+    return fields is not None and bool(fields) and fields[0] != "Z"
 
 
 def _status_kib(pid: int, name: str, file: str = "status") -> int:

@@ -80,7 +80,7 @@ class _Handler:
             rcpt_tos=list(envelope.rcpt_tos),
             data=bytes(raw),
             # Parsed from LF line ends, as a mail store would keep it; CRLF would leak into get_content().
-            message=email.message_from_bytes(  # type: ignore[arg-type]
+            message=email.message_from_bytes(
                 bytes(raw).replace(b"\r\n", b"\n"), policy=email.policy.default),
             tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
             login=login,
