@@ -42,7 +42,7 @@ def run(spec: dict) -> dict:
     total, batch, sent, done, chars = len(uids), spec["batch"], 0, 0, 0
     parse, send = spec.get("parse", True), spec.get("send", True)
     for start in range(0, total, batch):
-        chunk = uids[start:start + batch]
+        chunk = uids[start : start + batch]
         fetched = imap.fetch(chunk, ["BODY.PEEK[]"])
         for uid in chunk if parse else ():
             msg = parser.parsebytes(fetched[uid][b"BODY[]"])

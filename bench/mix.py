@@ -34,33 +34,112 @@ from .rig import BOT, REPO
 MESSAGES = REPO / "tests" / "messages"
 CLIENT_DOMAIN = "mail.bench.example"
 
-FIRST = ["Anna", "Jan", "Mette", "Luis", "Aiko", "Olga", "Pierre", "Sofia", "Tomás", "Ingrid", "Ravi", "Chen",
-         "Fatima", "Lars", "Maria", "Jonas", "Elif", "Kofi", "Hanna", "Mateo", "Noor", "Pavel", "Ayumi", "Björn"]
-LAST = ["Berg", "Jansen", "Hansen", "García", "Tanaka", "Ivanova", "Dubois", "Rossi", "Novák", "Larsen", "Kumar",
-        "Wei", "Haddad", "Nilsson", "Silva", "Schmidt", "Yılmaz", "Mensah", "Virtanen", "López", "Khan", "Horák"]
-ROLES = ["CSIRT lead", "incident handler", "security engineer", "head of security operations", "DNS operations",
-         "abuse desk team lead"]
-PILOT_OUTSIDE = ["tv", "io", "ws", "ly", "ai", "gg", "fm", "to"]   # real ccTLDs that the bench pilot does not list
-JUNK_SUBJECTS = ["Question about the list archive", "Conference call tomorrow", "Hello", "Invoice 2026-11",
-                 "Re: agenda for the next meeting", "Slides from the workshop", "Out of curiosity",
-                 "Re: phishing wave last week"]
-JUNK_BODIES = ["Hi,\n\nwhere can I find the archive of last year's posts?\n\nThanks,\n{name}\n",
-               "Hello,\n\ncan we move the call to 15:00 UTC?\n\n{name}\n",
-               "Please find the invoice attached.\n\nKind regards\n{name}\nAccounting\n",
-               "Hi all,\n\nthe slides are on the usual share.\n\nBest,\n{name}\n"]
+FIRST = [
+    "Anna",
+    "Jan",
+    "Mette",
+    "Luis",
+    "Aiko",
+    "Olga",
+    "Pierre",
+    "Sofia",
+    "Tomás",
+    "Ingrid",
+    "Ravi",
+    "Chen",
+    "Fatima",
+    "Lars",
+    "Maria",
+    "Jonas",
+    "Elif",
+    "Kofi",
+    "Hanna",
+    "Mateo",
+    "Noor",
+    "Pavel",
+    "Ayumi",
+    "Björn",
+]
+LAST = [
+    "Berg",
+    "Jansen",
+    "Hansen",
+    "García",
+    "Tanaka",
+    "Ivanova",
+    "Dubois",
+    "Rossi",
+    "Novák",
+    "Larsen",
+    "Kumar",
+    "Wei",
+    "Haddad",
+    "Nilsson",
+    "Silva",
+    "Schmidt",
+    "Yılmaz",
+    "Mensah",
+    "Virtanen",
+    "López",
+    "Khan",
+    "Horák",
+]
+ROLES = [
+    "CSIRT lead",
+    "incident handler",
+    "security engineer",
+    "head of security operations",
+    "DNS operations",
+    "abuse desk team lead",
+]
+PILOT_OUTSIDE = ["tv", "io", "ws", "ly", "ai", "gg", "fm", "to"]  # real ccTLDs that the bench pilot does not list
+JUNK_SUBJECTS = [
+    "Question about the list archive",
+    "Conference call tomorrow",
+    "Hello",
+    "Invoice 2026-11",
+    "Re: agenda for the next meeting",
+    "Slides from the workshop",
+    "Out of curiosity",
+    "Re: phishing wave last week",
+]
+JUNK_BODIES = [
+    "Hi,\n\nwhere can I find the archive of last year's posts?\n\nThanks,\n{name}\n",
+    "Hello,\n\ncan we move the call to 15:00 UTC?\n\n{name}\n",
+    "Please find the invoice attached.\n\nKind regards\n{name}\nAccounting\n",
+    "Hi all,\n\nthe slides are on the usual share.\n\nBest,\n{name}\n",
+]
 
 # Shares of a backlog of N messages; "junk-note" takes what rounding leaves.
 SHARES: dict[str, float] = {
-    "request": 0.25, "request-pilot": 0.025, "request-pending": 0.025, "request-not-cctld": 0.0125,
+    "request": 0.25,
+    "request-pilot": 0.025,
+    "request-pending": 0.025,
+    "request-not-cctld": 0.0125,
     "request-no-cctld": 0.0125,
-    "reply-approve": 0.075, "reply-deny": 0.02, "reply-unclear": 0.015, "reply-wrong-sender": 0.0075,
-    "reply-unknown-token": 0.0075, "reply-second": 0.025,
-    "auto-reply": 0.175, "auto-reply-approver": 0.025, "bounce": 0.135, "bounce-approver": 0.015,
-    "junk-real": 0.075, "junk-note": 0.075, "duplicate": 0.02,
+    "reply-approve": 0.075,
+    "reply-deny": 0.02,
+    "reply-unclear": 0.015,
+    "reply-wrong-sender": 0.0075,
+    "reply-unknown-token": 0.0075,
+    "reply-second": 0.025,
+    "auto-reply": 0.175,
+    "auto-reply-approver": 0.025,
+    "bounce": 0.135,
+    "bounce-approver": 0.015,
+    "junk-real": 0.075,
+    "junk-note": 0.075,
+    "duplicate": 0.02,
 }
 # Requests that phase A must open so that the replies, away notes and bounces of a backlog of N have targets.
-TARGET_KINDS = ("reply-approve", "reply-deny", "reply-unclear", "reply-wrong-sender", "auto-reply-approver",
-                "bounce-approver")
+TARGET_KINDS = (
+    "reply-approve",
+    "reply-deny",
+    "reply-unclear",
+    "reply-wrong-sender",
+    "auto-reply-approver",
+    "bounce-approver",
+)
 
 
 @dataclass(frozen=True)
@@ -75,7 +154,7 @@ class Approval:
 
     request_no: int
     approver: str
-    reply_to: str          # the token address
+    reply_to: str  # the token address
     subject: str
     message_id: str
     body: str
@@ -93,8 +172,10 @@ def counts(n: int) -> dict[str, int]:
 
 # --- building blocks ---------------------------------------------------------------------------------
 
-def _message(sender: str, to: str, subject: str, body: str, *, html: str | None = None,
-             headers: dict[str, str] | None = None) -> bytes:
+
+def _message(
+    sender: str, to: str, subject: str, body: str, *, html: str | None = None, headers: dict[str, str] | None = None
+) -> bytes:
     msg = EmailMessage(policy=email.policy.SMTP)
     msg["From"] = sender
     msg["To"] = to
@@ -117,10 +198,13 @@ def with_new_message_id(raw: bytes, number: int) -> bytes:
     cut = min((i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0), default=len(raw))
     head, rest = raw[:cut], raw[cut:]
     eol = b"\r\n" if b"\r\n" in head[:2000] else b"\n"
-    new = b"Message-ID: <bench-%d-%s@%s>" % (number, email.utils.make_msgid().strip("<>").split("@")[0].encode(),
-                                              CLIENT_DOMAIN.encode())
+    new = b"Message-ID: <bench-%d-%s@%s>" % (
+        number,
+        email.utils.make_msgid().strip("<>").split("@")[0].encode(),
+        CLIENT_DOMAIN.encode(),
+    )
     if _MESSAGE_ID.search(head + eol):
-        head = _MESSAGE_ID.sub(lambda m: new + m.group(1), head + eol, count=1)[:-len(eol)]
+        head = _MESSAGE_ID.sub(lambda m: new + m.group(1), head + eol, count=1)[: -len(eol)]
     else:
         head = new + eol + head
     return head + rest
@@ -151,15 +235,21 @@ def request_mail(rng: random.Random, name: str, address: str, cctld: str, style:
     sender = f"{name} <{address}>"
     if style == 0 or not cctld:
         subject = f"subscribe .{cctld}" if cctld else "Subscription request"
-        body = (f"Name: {name}\nRole: {role}\n\nI handle security incidents for the registry"
-                f"{' of .' + cctld if cctld else ''} and would like to join the list.\n\n-- \n{name}\n{role}\n")
+        body = (
+            f"Name: {name}\nRole: {role}\n\nI handle security incidents for the registry"
+            f"{' of .' + cctld if cctld else ''} and would like to join the list.\n\n-- \n{name}\n{role}\n"
+        )
         return _message(sender, BOT, subject, body)
     if style == 1:
-        body = (f"Hello,\n\nI would like to join the ccTLD security list.\n\nccTLD: {cctld}\nName: {name}\n"
-                f"Role: {role}\n\nBest regards\n{name}\n")
+        body = (
+            f"Hello,\n\nI would like to join the ccTLD security list.\n\nccTLD: {cctld}\nName: {name}\n"
+            f"Role: {role}\n\nBest regards\n{name}\n"
+        )
         return _message(sender, BOT, "Request to join the ccTLD security list", body)
-    text = (f"Dear colleagues,\n\nplease consider my membership for .{cctld}.\nName: {name}\nRole: {role}\n\n"
-            f"Kind regards,\n{name}\n")
+    text = (
+        f"Dear colleagues,\n\nplease consider my membership for .{cctld}.\nName: {name}\nRole: {role}\n\n"
+        f"Kind regards,\n{name}\n"
+    )
     html = "<html><body>" + "".join(f"<p>{line}</p>" for line in text.splitlines() if line) + "</body></html>"
     return _message(sender, BOT, f"Membership request for .{cctld}", text, html=html)
 
@@ -173,12 +263,16 @@ def reply_mail(approval: Approval, sender: str, first_line: str, style: int) -> 
     if style == 0:
         body = f"{first_line}\n\nOn {when}, {BOT} wrote:\n{quoted}\n"
         return _message(sender, approval.reply_to, subject, body, headers=headers)
-    if style == 1:   # Outlook: an "Original Message" block, text and HTML
-        body = (f"{first_line}\n\n-----Original Message-----\nFrom: {BOT}\nSent: {when}\n"
-                f"To: {approval.approver}\nSubject: {approval.subject}\n\n{approval.body}\n")
-        html = (f"<html><body><div>{first_line}</div><div><br></div><div style='border-top:solid #E1E1E1 1pt'>"
-                f"<b>From:</b> {BOT}<br><b>Subject:</b> {approval.subject}</div>"
-                f"<pre>{approval.body}</pre></body></html>")
+    if style == 1:  # Outlook: an "Original Message" block, text and HTML
+        body = (
+            f"{first_line}\n\n-----Original Message-----\nFrom: {BOT}\nSent: {when}\n"
+            f"To: {approval.approver}\nSubject: {approval.subject}\n\n{approval.body}\n"
+        )
+        html = (
+            f"<html><body><div>{first_line}</div><div><br></div><div style='border-top:solid #E1E1E1 1pt'>"
+            f"<b>From:</b> {BOT}<br><b>Subject:</b> {approval.subject}</div>"
+            f"<pre>{approval.body}</pre></body></html>"
+        )
         return _message(sender, approval.reply_to, "RE: " + approval.subject, body, html=html, headers=headers)
     body = f"{first_line}\n\nSent from my phone\n\n> On {when}, {BOT} wrote:\n{quoted}\n"
     return _message(sender, approval.reply_to, subject, body, headers=headers)
@@ -199,13 +293,21 @@ def approvals_from(captured: list[Captured]) -> dict[int, list[Approval]]:
         body = mail.message.get_body(("plain",))
         if match is None or body is None:
             continue
-        out.setdefault(int(match.group(1)), []).append(Approval(
-            int(match.group(1)), mail.rcpt_tos[0], str(reply_to), subject, str(mail.message["Message-ID"]),
-            body.get_content()))
+        out.setdefault(int(match.group(1)), []).append(
+            Approval(
+                int(match.group(1)),
+                mail.rcpt_tos[0],
+                str(reply_to),
+                subject,
+                str(mail.message["Message-ID"]),
+                body.get_content(),
+            )
+        )
     return out
 
 
 # --- phase A and the backlog ---------------------------------------------------------------------------
+
 
 def opening_requests(cctlds: list[TldName], count: int, seed: int) -> list[tuple[str, bytes]]:
     """Phase A: `count` valid requests spread over the ccTLDs. Returns (requester address, raw)."""
@@ -219,8 +321,9 @@ def opening_requests(cctlds: list[TldName], count: int, seed: int) -> list[tuple
     return out
 
 
-def backlog(n: int, cctlds: list[TldName], approvals: dict[int, list[Approval]], pending_requesters: list[str],
-            seed: int) -> list[Item]:
+def backlog(
+    n: int, cctlds: list[TldName], approvals: dict[int, list[Approval]], pending_requesters: list[str], seed: int
+) -> list[Item]:
     """N messages in arrival order (see the module docstring for what they are)."""
     rng = random.Random(seed + 1)
     want = counts(n)
@@ -234,16 +337,18 @@ def backlog(n: int, cctlds: list[TldName], approvals: dict[int, list[Approval]],
         items["request"].append(Item("request", request_mail(rng, name, address, tld.unicode, i % 3)))
     for i in range(want["request-pilot"]):
         name, address = people.person("cert.other.bench.example")
-        items["request-pilot"].append(Item("request-pilot", request_mail(
-            rng, name, address, PILOT_OUTSIDE[i % len(PILOT_OUTSIDE)], i % 2)))
+        items["request-pilot"].append(
+            Item("request-pilot", request_mail(rng, name, address, PILOT_OUTSIDE[i % len(PILOT_OUTSIDE)], i % 2))
+        )
     for i in range(want["request-pending"]):
         address = pending_requesters[i % len(pending_requesters)]
         tld = cctlds[rng.randrange(len(cctlds))]
         items["request-pending"].append(Item("request-pending", request_mail(rng, "Again", address, tld.unicode, 0)))
     for i in range(want["request-not-cctld"]):
         name, address = people.person("example.com")
-        items["request-not-cctld"].append(Item("request-not-cctld", request_mail(
-            rng, name, address, ["com", "org", "net"][i % 3], 0)))
+        items["request-not-cctld"].append(
+            Item("request-not-cctld", request_mail(rng, name, address, ["com", "org", "net"][i % 3], 0))
+        )
     for _ in range(want["request-no-cctld"]):
         name, address = people.person("example.net")
         items["request-no-cctld"].append(Item("request-no-cctld", request_mail(rng, name, address, "", 0)))
@@ -267,19 +372,38 @@ def backlog(n: int, cctlds: list[TldName], approvals: dict[int, list[Approval]],
             items[label].append(Item(label, reply_mail(group[0], group[0].approver, first_line, i % 3)))
     for i in range(want["reply-unclear"]):
         group = take()
-        items["reply-unclear"].append(Item("reply-unclear", reply_mail(
-            group[0], group[0].approver, "I think this is fine, but let me check with my colleague first.", i % 3)))
+        items["reply-unclear"].append(
+            Item(
+                "reply-unclear",
+                reply_mail(
+                    group[0],
+                    group[0].approver,
+                    "I think this is fine, but let me check with my colleague first.",
+                    i % 3,
+                ),
+            )
+        )
     for i in range(want["reply-wrong-sender"]):
         group = take()
-        items["reply-wrong-sender"].append(Item("reply-wrong-sender", reply_mail(
-            group[0], f"someone.{i}@freemail.bench.example", "APPROVE", i % 3)))
+        items["reply-wrong-sender"].append(
+            Item("reply-wrong-sender", reply_mail(group[0], f"someone.{i}@freemail.bench.example", "APPROVE", i % 3))
+        )
     for i in range(want["auto-reply-approver"]):
         group = take()
         approval = group[i % len(group)]
         body = "I am out of the office until Monday with limited access to e-mail.\n"
-        items["auto-reply-approver"].append(Item("auto-reply-approver", _message(
-            approval.approver, approval.reply_to, "Automatic reply: " + approval.subject, body,
-            headers={"Auto-Submitted": "auto-replied", "In-Reply-To": approval.message_id})))
+        items["auto-reply-approver"].append(
+            Item(
+                "auto-reply-approver",
+                _message(
+                    approval.approver,
+                    approval.reply_to,
+                    "Automatic reply: " + approval.subject,
+                    body,
+                    headers={"Auto-Submitted": "auto-replied", "In-Reply-To": approval.message_id},
+                ),
+            )
+        )
     postfix_dsn = (MESSAGES / "bounce-postfix-dsn.eml").read_bytes()
     for _ in range(want["bounce-approver"]):
         group = take()
@@ -289,14 +413,22 @@ def backlog(n: int, cctlds: list[TldName], approvals: dict[int, list[Approval]],
     any_approval = next(iter(approvals.values()))[0]
     for _ in range(want["reply-unknown-token"]):
         token = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(TOKEN_LENGTH))
-        fake = Approval(0, "x@bench.example", BOT.replace("@", f"+{token}@"), any_approval.subject,
-                        any_approval.message_id, any_approval.body)
+        fake = Approval(
+            0,
+            "x@bench.example",
+            BOT.replace("@", f"+{token}@"),
+            any_approval.subject,
+            any_approval.message_id,
+            any_approval.body,
+        )
         name, address = people.person("old-staff.bench.example")
         items["reply-unknown-token"].append(Item("reply-unknown-token", reply_mail(fake, address, "APPROVE", 0)))
 
-    for label, prefixes in (("auto-reply", ("autoreply-",)),
-                            ("bounce", ("bounce-",)),
-                            ("junk-real", ("msg-", "fwd-", "reply-", "report-"))):
+    for label, prefixes in (
+        ("auto-reply", ("autoreply-",)),
+        ("bounce", ("bounce-",)),
+        ("junk-real", ("msg-", "fwd-", "reply-", "report-")),
+    ):
         pool = real_messages(prefixes)
         for i in range(want[label]):
             items[label].append(Item(label, with_new_message_id(pool[i % len(pool)], next(serial))))
@@ -304,8 +436,9 @@ def backlog(n: int, cctlds: list[TldName], approvals: dict[int, list[Approval]],
     for i in range(want["junk-note"]):
         name, address = senders[rng.randrange(len(senders))]
         body = JUNK_BODIES[i % len(JUNK_BODIES)].format(name=name)
-        items["junk-note"].append(Item("junk-note", _message(f"{name} <{address}>", BOT,
-                                                             JUNK_SUBJECTS[i % len(JUNK_SUBJECTS)], body)))
+        items["junk-note"].append(
+            Item("junk-note", _message(f"{name} <{address}>", BOT, JUNK_SUBJECTS[i % len(JUNK_SUBJECTS)], body))
+        )
 
     # Arrival order: independent mail shuffled; a second approver's answer and a re-delivery come later
     # than what they follow.
@@ -319,8 +452,9 @@ def backlog(n: int, cctlds: list[TldName], approvals: dict[int, list[Approval]],
         if not with_two:
             break
         group, first = with_two[i % len(with_two)]
-        later.append((position[id(first)], Item("reply-second", reply_mail(group[1], group[1].approver,
-                                                                           "APPROVE", i % 3))))
+        later.append(
+            (position[id(first)], Item("reply-second", reply_mail(group[1], group[1].approver, "APPROVE", i % 3)))
+        )
     for _ in range(want["duplicate"]):
         original = order[rng.randrange(len(order))]
         later.append((position[id(original)], Item("duplicate", original.raw)))

@@ -37,8 +37,9 @@ def run_measured(cmd: list[str], stderr: Path, timeout: float) -> Measured:
     """Run `cmd` (cwd = the checkout) to its end; its wall time and its own peak RSS (VmHWM, polled)."""
     with stderr.open("wb") as err:
         started = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=CHECKOUT.path, env=cli_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(
+            cmd, cwd=CHECKOUT.path, env=cli_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err
+        )
         peak = HighWater(proc.pid)
         try:
             proc.wait(timeout)
@@ -209,8 +210,14 @@ def start_daemon(config: Path, stderr: Path) -> subprocess.Popen[bytes]:
     from .rig import bot_command
 
     with stderr.open("wb") as err:
-        return subprocess.Popen(bot_command(config, "run"), cwd=CHECKOUT.path, env=cli_env(), stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen(
+            bot_command(config, "run"),
+            cwd=CHECKOUT.path,
+            env=cli_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
 
 
 def stop_daemon(proc: subprocess.Popen[bytes], timeout: float = 15) -> int:

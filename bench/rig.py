@@ -68,8 +68,11 @@ def bench_rules(cctlds: list[TldName]) -> dict[str, Any]:
         "pilot": {"enabled": True, "cctlds": [t.ascii for t in cctlds]},
         "approvers": {"roles": ["administrative", "technical"], "ask_first": ["administrative", "technical"]},
         "authentication": {"require": "none"},
-        "requests": {"seats_per_cctld": SEATS_PER_CCTLD, "max_per_cctld_per_hour": MAX_PER_CCTLD_PER_HOUR,
-                     "max_per_hour": MAX_PER_HOUR},
+        "requests": {
+            "seats_per_cctld": SEATS_PER_CCTLD,
+            "max_per_cctld_per_hour": MAX_PER_CCTLD_PER_HOUR,
+            "max_per_hour": MAX_PER_HOUR,
+        },
     }
 
 
@@ -113,7 +116,7 @@ class Rig:
         self.whois = WhoisServer({t.ascii: raw for t, raw in self.records.items()})
         self.rdap = RdapServer({})
         self.dns = DnsServer(delegated={t.ascii for t in self.cctlds})
-        self.arrivals: list[float] = []         # time.monotonic() of each accepted message, in sink order
+        self.arrivals: list[float] = []  # time.monotonic() of each accepted message, in sink order
         self.arrived = threading.Condition()
         self._started: list[Callable[[], None]] = []
 
@@ -177,15 +180,22 @@ class Rig:
     def dovecot_version(self) -> str:
         return dovecot_version()
 
-    def write_config(self, name: str, user: MailUser, *, imap_port: int | None = None,
-                     store: Path | None = None) -> Path:
+    def write_config(
+        self, name: str, user: MailUser, *, imap_port: int | None = None, store: Path | None = None
+    ) -> Path:
         """A configuration directory `workdir/name` with secirbot.yaml and rules.yaml; returns the yaml."""
         folder = self.workdir / name
         folder.mkdir(parents=True, exist_ok=True)
         server = user.server
         data = {
-            "imap": {"host": server.host, "port": imap_port or server.imap_port, "security": "none",
-                     "username": user.name, "password": user.password, "batch_size": BATCH_SIZE},
+            "imap": {
+                "host": server.host,
+                "port": imap_port or server.imap_port,
+                "security": "none",
+                "username": user.name,
+                "password": user.password,
+                "batch_size": BATCH_SIZE,
+            },
             "smtp": {"host": self.sink.host, "port": self.sink.port, "security": "none"},
             "addresses": {"bot": BOT, "secretariat": SECRETARIAT},
             "mailman": {"dialect": "mailman3", "list": LIST},
@@ -197,6 +207,7 @@ class Rig:
         }
         config = folder / "secirbot.yaml"
         config.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-        (folder / "rules.yaml").write_text(yaml.safe_dump(bench_rules(self.cctlds), allow_unicode=True),
-                                           encoding="utf-8")
+        (folder / "rules.yaml").write_text(
+            yaml.safe_dump(bench_rules(self.cctlds), allow_unicode=True), encoding="utf-8"
+        )
         return config

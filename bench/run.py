@@ -77,14 +77,15 @@ CEILING_RUNS = 3
 
 # --- results -----------------------------------------------------------------------------------------
 
+
 @dataclass
 class Backlog:
     messages: int
     bot_seconds: float
     bot_runs: int
-    ceiling_seconds: float          # the median of the ceiling runs
+    ceiling_seconds: float  # the median of the ceiling runs
     ceiling_runs: list[float]
-    imap_only: dict[str, float]     # msg/s of the bare IMAP loop (fetch + move only), for scale
+    imap_only: dict[str, float]  # msg/s of the bare IMAP loop (fetch + move only), for scale
     ceiling_internal_seconds: float
     mails_sent: int
     ceiling_sent: int
@@ -150,6 +151,7 @@ class Results:
 
 # --- helpers -----------------------------------------------------------------------------------------
 
+
 def machine() -> dict[str, Any]:
     model = ""
     try:
@@ -160,9 +162,14 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {"cores": os.cpu_count(), "cpu": model or platform.processor(), "memory_gib": round(memory_gib, 1),
-            "python": platform.python_version(), "implementation": platform.python_implementation(),
-            "system": f"{platform.system()} {platform.release()}"}
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model or platform.processor(),
+        "memory_gib": round(memory_gib, 1),
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
 
 
 def append_all(user: MailUser, raws: list[bytes]) -> float:
@@ -196,11 +203,21 @@ def run_once(config: Path, log: Path, profile: tuple[str, Path] | None = None) -
     (py-spy | pyinstrument, output file) records it under that profiler."""
     cmd = bot_command(config, "run", "--once")
     if profile is not None and profile[0] == "py-spy":
-        cmd = ["py-spy", "record", "--idle", "--rate", "200", "--format", "raw", "--output", str(profile[1]),
-               "--", *cmd]
+        cmd = [
+            "py-spy",
+            "record",
+            "--idle",
+            "--rate",
+            "200",
+            "--format",
+            "raw",
+            "--output",
+            str(profile[1]),
+            "--",
+            *cmd,
+        ]
     elif profile is not None:
-        cmd = [sys.executable, "-m", "pyinstrument", "--renderer", "text", "--outfile", str(profile[1]),
-               *cmd[1:]]
+        cmd = [sys.executable, "-m", "pyinstrument", "--renderer", "text", "--outfile", str(profile[1]), *cmd[1:]]
     done = run_measured(cmd, log, RUN_TIMEOUT)
     if done.returncode != 0:
         raise SystemExit(f"bench: `secirbot run --once` exited {done.returncode}; see {log}")
@@ -213,8 +230,10 @@ def say(text: str) -> None:
 
 # --- phases ------------------------------------------------------------------------------------------
 
-def phase_backlog(rig: Rig, n: int, seed: int, work: Path,
-                  profile: tuple[str, Path] | None) -> tuple[Backlog, list[mix.Item], list[bytes]]:
+
+def phase_backlog(
+    rig: Rig, n: int, seed: int, work: Path, profile: tuple[str, Path] | None
+) -> tuple[Backlog, list[mix.Item], list[bytes]]:
     user = rig.new_user()
     config = rig.write_config("backlog", user)
     db = config.parent / "secirbot.sqlite3"
@@ -247,12 +266,17 @@ def phase_backlog(rig: Rig, n: int, seed: int, work: Path,
             break
     sent = rig.sent()
     whois, dns, rdap = rig.whois_queries(), rig.dns_queries(), sum(rig.rdap.counts.values())
-    outcomes = counted(db, "SELECT kind || ' / ' || CASE WHEN kind = 'duplicate' THEN outcome"
-                           " WHEN instr(detail, ':') > 0 AND kind != 'reply'"
-                           " THEN substr(detail, 1, instr(detail, ':') - 1) ELSE detail END AS what, COUNT(*)"
-                           " FROM messages WHERE id > ? GROUP BY what ORDER BY COUNT(*) DESC", (last_message,))
-    purposes = counted(db, "SELECT purpose, COUNT(*) FROM outbox WHERE id > ? GROUP BY purpose"
-                           " ORDER BY COUNT(*) DESC", (last_outbox,))
+    outcomes = counted(
+        db,
+        "SELECT kind || ' / ' || CASE WHEN kind = 'duplicate' THEN outcome"
+        " WHEN instr(detail, ':') > 0 AND kind != 'reply'"
+        " THEN substr(detail, 1, instr(detail, ':') - 1) ELSE detail END AS what, COUNT(*)"
+        " FROM messages WHERE id > ? GROUP BY what ORDER BY COUNT(*) DESC",
+        (last_message,),
+    )
+    purposes = counted(
+        db, "SELECT purpose, COUNT(*) FROM outbox WHERE id > ? GROUP BY purpose ORDER BY COUNT(*) DESC", (last_outbox,)
+    )
 
     # The ceiling: the same messages back in INBOX (copied on the server), the same mails to send.
     with user.session() as client:
@@ -265,27 +289,53 @@ def phase_backlog(rig: Rig, n: int, seed: int, work: Path,
     ceilings, imap_only = measure_ceiling(rig, user, sent, len(items), work)
     ceiling_seconds, ceiling_inner, ceiling_sent = sorted(ceilings)[len(ceilings) // 2]
     result = Backlog(
-        messages=len(items), bot_seconds=sum(runs), bot_runs=len(runs), ceiling_seconds=ceiling_seconds,
-        ceiling_runs=[c[0] for c in ceilings], imap_only=imap_only,
-        ceiling_internal_seconds=ceiling_inner, mails_sent=len(sent), ceiling_sent=ceiling_sent,
-        whois_queries=whois, dns_queries=dns, rdap_queries=rdap, append_seconds=append_seconds,
-        phase_a_requests=len(opening), phase_a_seconds=phase_a_seconds, empty_run_seconds=empty_seconds,
-        left_in_inbox=left, mix=dict(mix.composition(items)), outcomes=outcomes, purposes=purposes)
+        messages=len(items),
+        bot_seconds=sum(runs),
+        bot_runs=len(runs),
+        ceiling_seconds=ceiling_seconds,
+        ceiling_runs=[c[0] for c in ceilings],
+        imap_only=imap_only,
+        ceiling_internal_seconds=ceiling_inner,
+        mails_sent=len(sent),
+        ceiling_sent=ceiling_sent,
+        whois_queries=whois,
+        dns_queries=dns,
+        rdap_queries=rdap,
+        append_seconds=append_seconds,
+        phase_a_requests=len(opening),
+        phase_a_seconds=phase_a_seconds,
+        empty_run_seconds=empty_seconds,
+        left_in_inbox=left,
+        mix=dict(mix.composition(items)),
+        outcomes=outcomes,
+        purposes=purposes,
+    )
     rig.clear_sink()
     return result, items, payloads
 
 
-def measure_ceiling(rig: Rig, user: MailUser, sent: list[Captured], n: int,
-                    work: Path) -> tuple[list[tuple[float, float, int]], dict[str, float]]:
+def measure_ceiling(
+    rig: Rig, user: MailUser, sent: list[Captured], n: int, work: Path
+) -> tuple[list[tuple[float, float, int]], dict[str, float]]:
     """The bare loop on the backlog now waiting in INBOX, CEILING_RUNS times, sending `sent` (the bot's mails);
     then, for scale, the IMAP part alone. Returns [(wall s, loop s, mails sent)] and {name: msg/s}."""
     mails_file, spec_file, out_file = work / "ceiling-mails.pkl", work / "ceiling.json", work / "ceiling-out.json"
     with mails_file.open("wb") as f:
         pickle.dump([(m.mail_from, m.rcpt_tos, m.data) for m in sent], f)
     server = user.server
-    base = {"host": server.host, "port": server.imap_port, "user": user.name, "password": user.password,
-            "folder": "INBOX", "done": "CeilingDone", "batch": BATCH_SIZE, "smtp_host": rig.sink.host,
-            "smtp_port": rig.sink.port, "mails": str(mails_file), "out": str(out_file)}
+    base = {
+        "host": server.host,
+        "port": server.imap_port,
+        "user": user.name,
+        "password": user.password,
+        "folder": "INBOX",
+        "done": "CeilingDone",
+        "batch": BATCH_SIZE,
+        "smtp_host": rig.sink.host,
+        "smtp_port": rig.sink.port,
+        "mails": str(mails_file),
+        "out": str(out_file),
+    }
 
     def loop(spec: dict[str, Any], log: Path) -> tuple[float, float]:
         spec_file.write_text(json.dumps(spec))
@@ -346,7 +396,7 @@ def phase_reaction(rig: Rig, samples: int, seed: int, work: Path) -> Reaction:
                 tld = rig.cctlds[i % len(rig.cctlds)]
                 name, address = people.person(f"cert.{tld.ascii}.bench.example")
                 raw = mix.request_mail(rng, name, address, tld.unicode, i % 3)
-                expected = len(approvers[tld]) + 2   # approval requests, the Secretariat's copy, the ack
+                expected = len(approvers[tld]) + 2  # approval requests, the Secretariat's copy, the ack
                 with rig.arrived:
                     first = len(rig.arrivals)
                 started = time.monotonic()
@@ -356,9 +406,13 @@ def phase_reaction(rig: Rig, samples: int, seed: int, work: Path) -> Reaction:
                         raise SystemExit(f"bench: the daemon did not answer request {i + 1}; see {log}")
                     arrivals = rig.arrivals[first:]
                 mails = rig.sent()[first:]
-                times = [t for t, m in zip(arrivals, mails, strict=False)
-                         if m.rcpt_tos[0].lower() in approvers[tld] and m.message["Reply-To"]
-                         and find_token([str(m.message["Reply-To"])], BOT)]
+                times = [
+                    t
+                    for t, m in zip(arrivals, mails, strict=False)
+                    if m.rcpt_tos[0].lower() in approvers[tld]
+                    and m.message["Reply-To"]
+                    and find_token([str(m.message["Reply-To"])], BOT)
+                ]
                 if not times:
                     raise SystemExit(f"bench: no approval request among the mails for request {i + 1}")
                 delays.append(times[0] - started)
@@ -371,8 +425,9 @@ def phase_reaction(rig: Rig, samples: int, seed: int, work: Path) -> Reaction:
     return Reaction(bot=delays, dovecot=dovecot)
 
 
-def phase_memory(rig: Rig, sizes: list[int], items: list[mix.Item], payloads: list[bytes],
-                 work: Path) -> tuple[list[MemoryRow], MailUser]:
+def phase_memory(
+    rig: Rig, sizes: list[int], items: list[mix.Item], payloads: list[bytes], work: Path
+) -> tuple[list[MemoryRow], MailUser]:
     user = rig.new_user()
     fresh = [item for item in items if item.label != "duplicate"][:200]
     rows = []
@@ -389,8 +444,17 @@ def phase_memory(rig: Rig, sizes: list[int], items: list[mix.Item], payloads: li
         config = rig.write_config(f"memory-{size}", user, store=store)
         append_all(user, [item.raw for item in fresh])
         done = run_measured(bot_command(config, "run", "--once"), folder / "run.log", RUN_TIMEOUT)
-        rows.append(MemoryRow(size, requests, store.stat().st_size / 2**20, populate_seconds, done.seconds,
-                              done.max_rss_kb / 1024, done.returncode))
+        rows.append(
+            MemoryRow(
+                size,
+                requests,
+                store.stat().st_size / 2**20,
+                populate_seconds,
+                done.seconds,
+                done.max_rss_kb / 1024,
+                done.returncode,
+            )
+        )
         rig.clear_sink()
     return rows, user
 
@@ -406,8 +470,9 @@ def phase_start(rig: Rig, runs: int, work: Path, big_store: tuple[Path, int, Mai
         plan = [(config, f"start-{i + 1}") for i in range(runs)]
         if big_store is not None:
             # The mailbox the big store belongs to (the memory runs'), so its UIDVALIDITY is the known one.
-            plan.append((rig.write_config("start-big", big_store[2], imap_port=tap.port, store=big_store[0]),
-                         "start-big"))
+            plan.append(
+                (rig.write_config("start-big", big_store[2], imap_port=tap.port, store=big_store[0]), "start-big")
+            )
         for cfg, name in plan:
             seen = len(tap.idles)
             started = time.monotonic()
@@ -424,11 +489,13 @@ def phase_start(rig: Rig, runs: int, work: Path, big_store: tuple[Path, int, Mai
                 times.append(idle_at - started)
     finally:
         tap.close()
-    return Start(new_store=times[0], restarts=times[1:], big_store=big,
-                 big_store_messages=big_store[1] if big_store else 0)
+    return Start(
+        new_store=times[0], restarts=times[1:], big_store=big, big_store_messages=big_store[1] if big_store else 0
+    )
 
 
 # --- report ------------------------------------------------------------------------------------------
+
 
 def fmt_s(value: float) -> str:
     return f"{value:.2f} s" if value < 10 else f"{value:.1f} s"
@@ -444,8 +511,11 @@ def report(results: Results) -> str:
         f"seats_per_cctld {SEATS_PER_CCTLD}, max_per_cctld_per_hour {MAX_PER_CCTLD_PER_HOUR}, "
         f"max_per_hour {MAX_PER_HOUR}; imap.batch_size {BATCH_SIZE}; whois stand-in without delay",
         *([f"bot run from the checkout {s['checkout']}"] if s["checkout"] != str(REPO) else []),
-        *([f"PROFILED with {s['profile']}: the backlog figures include the profiler's overhead"]
-          if s["profile"] else []),
+        *(
+            [f"PROFILED with {s['profile']}: the backlog figures include the profiler's overhead"]
+            if s["profile"]
+            else []
+        ),
         "",
         f"| {'measure':<62} | {'result':<44} | {'target':<28} | met |",
         f"|{'-' * 64}|{'-' * 46}|{'-' * 30}|-----|",
@@ -457,96 +527,158 @@ def report(results: Results) -> str:
 
     b = results.backlog
     if b is not None:
-        row(f"Ceiling: bare loop, {b.messages:,} msgs, {b.ceiling_sent:,} mails on 1 SMTP conn",
-            f"{b.ceiling_rate:,.0f} msg/s ({fmt_s(b.ceiling_seconds)}, median of {len(b.ceiling_runs)})")
-        row(f"Backlog: `run --once` x{b.bot_runs}, {b.messages:,} msgs -> {b.mails_sent:,} mails",
-            f"{b.bot_rate:,.0f} msg/s ({fmt_s(b.bot_seconds)})")
+        row(
+            f"Ceiling: bare loop, {b.messages:,} msgs, {b.ceiling_sent:,} mails on 1 SMTP conn",
+            f"{b.ceiling_rate:,.0f} msg/s ({fmt_s(b.ceiling_seconds)}, median of {len(b.ceiling_runs)})",
+        )
+        row(
+            f"Backlog: `run --once` x{b.bot_runs}, {b.messages:,} msgs -> {b.mails_sent:,} mails",
+            f"{b.bot_rate:,.0f} msg/s ({fmt_s(b.bot_seconds)})",
+        )
         low, high = min(b.ceiling_runs) / b.bot_seconds, max(b.ceiling_runs) / b.bot_seconds
-        row("Backlog / ceiling", f"{b.ratio:.2f} (against each ceiling run: {low:.2f}-{high:.2f})", ">= 0.5",
-            b.ratio >= 0.5)
+        row(
+            "Backlog / ceiling",
+            f"{b.ratio:.2f} (against each ceiling run: {low:.2f}-{high:.2f})",
+            ">= 0.5",
+            b.ratio >= 0.5,
+        )
         for name, rate in b.imap_only.items():
             row(f"  for scale: bare IMAP loop (fetch + move), {name}", f"{rate:,.0f} msg/s (loop time)")
     r = results.reaction
     if r is not None:
         bot_p95, dove_p95 = percentile(r.bot, 95), percentile(r.dovecot, 95)
-        row(f"Reaction: append -> approval request at the sink ({len(r.bot)})",
+        row(
+            f"Reaction: append -> approval request at the sink ({len(r.bot)})",
             f"median {statistics.median(r.bot):.3f} s, p95 {bot_p95:.3f} s",
-            f"p95 <= {dove_p95 + 0.3:.3f} s", bot_p95 <= dove_p95 + 0.3)
-        row(f"Dovecot IDLE notification, bare IDLE client ({len(r.dovecot)})",
-            f"median {statistics.median(r.dovecot):.3f} s, p95 {dove_p95:.3f} s")
+            f"p95 <= {dove_p95 + 0.3:.3f} s",
+            bot_p95 <= dove_p95 + 0.3,
+        )
+        row(
+            f"Dovecot IDLE notification, bare IDLE client ({len(r.dovecot)})",
+            f"median {statistics.median(r.dovecot):.3f} s, p95 {dove_p95:.3f} s",
+        )
         row("Reaction p95 minus Dovecot p95", f"{bot_p95 - dove_p95:+.3f} s", "<= 0.3 s", bot_p95 - dove_p95 <= 0.3)
     if results.memory:
         top = results.memory[-1]
-        row(f"Memory: peak RSS, `run --once`, {top.messages:,} msgs / {top.requests:,} requests",
-            f"{top.peak_rss_mb:.1f} MB", "< 120 MB", top.peak_rss_mb < 120 and top.returncode == 0)
+        row(
+            f"Memory: peak RSS, `run --once`, {top.messages:,} msgs / {top.requests:,} requests",
+            f"{top.peak_rss_mb:.1f} MB",
+            "< 120 MB",
+            top.peak_rss_mb < 120 and top.returncode == 0,
+        )
         growth = results.memory[-1].peak_rss_mb - results.memory[0].peak_rss_mb
-        row(f"Memory: {results.memory[0].messages:,} -> {top.messages:,} msgs",
+        row(
+            f"Memory: {results.memory[0].messages:,} -> {top.messages:,} msgs",
             " -> ".join(f"{x.peak_rss_mb:.1f}" for x in results.memory) + f" MB ({growth:+.1f} MB)",
-            "flat (< +10 MB)", growth < 10)
+            "flat (< +10 MB)",
+            growth < 10,
+        )
     st = results.start
     if st is not None:
         restarts = st.restarts or [st.new_store]
-        row(f"Start: spawn -> first IDLE, restart ({len(restarts)})",
-            f"median {statistics.median(restarts):.2f} s, max {max(restarts):.2f} s")
+        row(
+            f"Start: spawn -> first IDLE, restart ({len(restarts)})",
+            f"median {statistics.median(restarts):.2f} s, max {max(restarts):.2f} s",
+        )
         row("Start: spawn -> first IDLE, new store", fmt_s(st.new_store))
         if st.big_store is not None:
             row(f"Start: spawn -> first IDLE, store of {st.big_store_messages:,} msgs", fmt_s(st.big_store))
 
     if b is not None:
-        lines += ["", "backlog details:",
-                  "  mix: " + ", ".join(f"{k} {v}" for k, v in sorted(b.mix.items(), key=lambda kv: -kv[1])),
-                  "  outcomes (kind / detail): " + ", ".join(f"{k} {v}" for k, v in b.outcomes.items()),
-                  "  mails by purpose: " + ", ".join(f"{k} {v}" for k, v in b.purposes.items()),
-                  f"  IANA: {b.whois_queries} whois queries (one per new request: resolved afresh, no cache), "
-                  f"{b.dns_queries} DNS queries, {b.rdap_queries} RDAP queries",
-                  f"  phase A (not timed): {b.phase_a_requests} requests in {fmt_s(b.phase_a_seconds)}; "
-                  f"appending the backlog took {fmt_s(b.append_seconds)}; `run --once` on an empty inbox "
-                  f"(process start-up, login, scheduled work, exit) {fmt_s(b.empty_run_seconds)}",
-                  f"  the bot's time is wall time of the process(es), start-up included; without that fixed "
-                  f"cost: {b.messages / max(0.001, b.bot_seconds - b.empty_run_seconds):,.0f} msg/s",
-                  "  ceiling runs (wall, its own process): "
-                  + ", ".join(fmt_s(x) for x in b.ceiling_runs)
-                  + f"; the median run's loop itself {fmt_s(b.ceiling_internal_seconds)}; "
-                  f"messages left in INBOX after the bot: {b.left_in_inbox}"]
+        lines += [
+            "",
+            "backlog details:",
+            "  mix: " + ", ".join(f"{k} {v}" for k, v in sorted(b.mix.items(), key=lambda kv: -kv[1])),
+            "  outcomes (kind / detail): " + ", ".join(f"{k} {v}" for k, v in b.outcomes.items()),
+            "  mails by purpose: " + ", ".join(f"{k} {v}" for k, v in b.purposes.items()),
+            f"  IANA: {b.whois_queries} whois queries (one per new request: resolved afresh, no cache), "
+            f"{b.dns_queries} DNS queries, {b.rdap_queries} RDAP queries",
+            f"  phase A (not timed): {b.phase_a_requests} requests in {fmt_s(b.phase_a_seconds)}; "
+            f"appending the backlog took {fmt_s(b.append_seconds)}; `run --once` on an empty inbox "
+            f"(process start-up, login, scheduled work, exit) {fmt_s(b.empty_run_seconds)}",
+            f"  the bot's time is wall time of the process(es), start-up included; without that fixed "
+            f"cost: {b.messages / max(0.001, b.bot_seconds - b.empty_run_seconds):,.0f} msg/s",
+            "  ceiling runs (wall, its own process): "
+            + ", ".join(fmt_s(x) for x in b.ceiling_runs)
+            + f"; the median run's loop itself {fmt_s(b.ceiling_internal_seconds)}; "
+            f"messages left in INBOX after the bot: {b.left_in_inbox}",
+        ]
     if results.memory:
         lines += ["", "memory details (each run: 200 new messages of the backlog mix; store rows written with SQL):"]
         for x in results.memory:
-            lines.append(f"  {x.messages:>7,} msgs {x.requests:>6,} requests  store {x.store_mb:7.1f} MB  "
-                         f"peak RSS {x.peak_rss_mb:6.1f} MB  run {fmt_s(x.run_seconds)}  "
-                         f"(populate {fmt_s(x.populate_seconds)}, exit {x.returncode})")
+            lines.append(
+                f"  {x.messages:>7,} msgs {x.requests:>6,} requests  store {x.store_mb:7.1f} MB  "
+                f"peak RSS {x.peak_rss_mb:6.1f} MB  run {fmt_s(x.run_seconds)}  "
+                f"(populate {fmt_s(x.populate_seconds)}, exit {x.returncode})"
+            )
     if r is not None:
-        lines += ["", "reaction samples (s): bot " + " ".join(f"{x:.3f}" for x in r.bot),
-                  "                      dovecot " + " ".join(f"{x:.3f}" for x in r.dovecot)]
+        lines += [
+            "",
+            "reaction samples (s): bot " + " ".join(f"{x:.3f}" for x in r.bot),
+            "                      dovecot " + " ".join(f"{x:.3f}" for x in r.dovecot),
+        ]
     if st is not None:
-        lines += ["", "start: observed as the first ' IDLE' command the bot sends, by a TCP relay in front of "
-                      "Dovecot; samples (s): " + " ".join(f"{x:.2f}" for x in [st.new_store, *st.restarts])]
+        lines += [
+            "",
+            "start: observed as the first ' IDLE' command the bot sends, by a TCP relay in front of "
+            "Dovecot; samples (s): " + " ".join(f"{x:.2f}" for x in [st.new_store, *st.restarts]),
+        ]
     return "\n".join(lines)
 
 
 # --- main --------------------------------------------------------------------------------------------
 
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python bench/run.py", description=__doc__.split("\n\n")[0],
-                                     epilog="Without options: the full run (about 3 minutes on 2 cores).")
+    parser = argparse.ArgumentParser(
+        prog="python bench/run.py",
+        description=__doc__.split("\n\n")[0],
+        epilog="Without options: the full run (about 3 minutes on 2 cores).",
+    )
     parser.add_argument("--messages", type=int, default=2000, metavar="N", help="backlog size (default 2000)")
     parser.add_argument("--samples", type=int, default=20, help="reaction samples (default 20)")
-    parser.add_argument("--memory-sizes", default="1000,10000,100000", metavar="A,B,C",
-                        help="processed messages in the store for the memory runs (requests: a tenth)")
-    parser.add_argument("--starts", type=int, default=5,
-                        help="restarts of `secirbot run` on an existing store (default 5; plus one on a new store)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 300 messages, 5 samples, stores of 1k and 10k, 3 starts")
-    parser.add_argument("--only", default=",".join(PHASES), metavar="PHASES",
-                        help=f"comma-separated subset of {','.join(PHASES)} (ceiling is part of backlog)")
+    parser.add_argument(
+        "--memory-sizes",
+        default="1000,10000,100000",
+        metavar="A,B,C",
+        help="processed messages in the store for the memory runs (requests: a tenth)",
+    )
+    parser.add_argument(
+        "--starts",
+        type=int,
+        default=5,
+        help="restarts of `secirbot run` on an existing store (default 5; plus one on a new store)",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke run: 300 messages, 5 samples, stores of 1k and 10k, 3 starts"
+    )
+    parser.add_argument(
+        "--only",
+        default=",".join(PHASES),
+        metavar="PHASES",
+        help=f"comma-separated subset of {','.join(PHASES)} (ceiling is part of backlog)",
+    )
     parser.add_argument("--seed", type=int, default=2026, help="seed of the message mix (default 2026)")
-    parser.add_argument("--checkout", type=Path, metavar="DIR",
-                        help="run the bot from this checkout (e.g. a scratch copy with a candidate fix); "
-                             "servers, mix and probes stay this one's")
-    parser.add_argument("--profile", choices=("py-spy", "pyinstrument"),
-                        help="record the timed backlog run under this profiler (pip install it first; its "
-                             "figures then include the profiler's overhead)")
-    parser.add_argument("--profile-out", type=Path, default=Path("bench-profile.txt"), metavar="FILE",
-                        help="where --profile writes (default ./bench-profile.txt)")
+    parser.add_argument(
+        "--checkout",
+        type=Path,
+        metavar="DIR",
+        help="run the bot from this checkout (e.g. a scratch copy with a candidate fix); "
+        "servers, mix and probes stay this one's",
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("py-spy", "pyinstrument"),
+        help="record the timed backlog run under this profiler (pip install it first; its "
+        "figures then include the profiler's overhead)",
+    )
+    parser.add_argument(
+        "--profile-out",
+        type=Path,
+        default=Path("bench-profile.txt"),
+        metavar="FILE",
+        help="where --profile writes (default ./bench-profile.txt)",
+    )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (stores, logs)")
     return parser
@@ -566,11 +698,22 @@ def main(argv: list[str] | None = None) -> int:
     profile = (args.profile, args.profile_out.resolve()) if args.profile else None
     work = Path(tempfile.mkdtemp(prefix="secirbot-bench-"))
     rig = Rig(work)
-    results = Results(machine=machine(), settings={
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "messages": args.messages,
-        "samples": args.samples, "memory_sizes": sizes, "starts": args.starts, "seed": args.seed,
-        "cctlds": len(rig.cctlds), "dovecot": "", "quick": args.quick, "checkout": str(CHECKOUT.path),
-        "profile": args.profile or ""})
+    results = Results(
+        machine=machine(),
+        settings={
+            "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "messages": args.messages,
+            "samples": args.samples,
+            "memory_sizes": sizes,
+            "starts": args.starts,
+            "seed": args.seed,
+            "cctlds": len(rig.cctlds),
+            "dovecot": "",
+            "quick": args.quick,
+            "checkout": str(CHECKOUT.path),
+            "profile": args.profile or "",
+        },
+    )
     say(f"work folder {work}")
     try:
         rig.start()
@@ -616,8 +759,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def standalone_items(rig: Rig, seed: int) -> tuple[list[mix.Item], list[bytes]]:
     """Backlog mail for the memory runs when the backlog phase is skipped: replies go to unknown tokens."""
-    fake = {1: [mix.Approval(1, "admin@nic.example", "join+" + "a" * 32 + "@lists.example.org",
-                             "Approval needed [#1]", "<x@lists.example.org>", "Hello")]}
+    fake = {
+        1: [
+            mix.Approval(
+                1,
+                "admin@nic.example",
+                "join+" + "a" * 32 + "@lists.example.org",
+                "Approval needed [#1]",
+                "<x@lists.example.org>",
+                "Hello",
+            )
+        ]
+    }
     items = mix.backlog(1000, rig.cctlds, fake, ["someone@example.net"], seed)
     return items, [item.raw for item in items[:200]]
 

@@ -23,8 +23,18 @@ from secirbot.iana.record import ParsedRecord
 from secirbot.iana.whois import decode_answer, parse_whois
 
 DEFAULT_SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "iana"
-FREE_MAIL = ("gmail.com", "yahoo.com", "hotmail.com", "outlook.com", "yahoo.fr", "aol.com", "mail.ru",
-             "yandex.ru", "live.com", "icloud.com")
+FREE_MAIL = (
+    "gmail.com",
+    "yahoo.com",
+    "hotmail.com",
+    "outlook.com",
+    "yahoo.fr",
+    "aol.com",
+    "mail.ru",
+    "yandex.ru",
+    "live.com",
+    "icloud.com",
+)
 
 
 def check(files: list[tuple[Path, TldName]], examples: int) -> tuple[list[ParsedRecord], list[str]]:

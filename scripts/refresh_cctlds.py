@@ -125,8 +125,9 @@ def cross_check_whois(entries: list[tuple[str, str, str]], whois_dir: Path) -> l
             continue
         fields = dict(re.findall(r"^(domain|domain-ace):\s*(.*?)\s*$", path.read_text(encoding="utf-8-sig"), re.M))
         if fields.get("domain", "").lower() != ulabel or fields.get("domain-ace", alabel).lower() != alabel:
-            problems.append(f"{alabel}: whois says domain={fields.get('domain')!r} "
-                            f"domain-ace={fields.get('domain-ace')!r}")
+            problems.append(
+                f"{alabel}: whois says domain={fields.get('domain')!r} domain-ace={fields.get('domain-ace')!r}"
+            )
     return problems
 
 

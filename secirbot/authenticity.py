@@ -38,13 +38,20 @@ DnsFunc = Callable[[bytes], bytes]
 @dataclass(frozen=True)
 class SenderCheck:
     ok: bool
-    failure: str | None                                  # short reason for the audit when not ok
+    failure: str | None  # short reason for the audit when not ok
     checks: dict[str, str] = field(default_factory=dict)  # what was checked -> what was found
-    rule: str | None = None                              # which check failed, as a code (see check_sender)
+    rule: str | None = None  # which check failed, as a code (see check_sender)
 
 
-def check_sender(mail: InboundMail, *, expected_from: str, authserv_id: str | None, require: str,
-                 dnsfunc: DnsFunc | None, token_header: str | None = None) -> SenderCheck:
+def check_sender(
+    mail: InboundMail,
+    *,
+    expected_from: str,
+    authserv_id: str | None,
+    require: str,
+    dnsfunc: DnsFunc | None,
+    token_header: str | None = None,
+) -> SenderCheck:
     """Does the reply come from `expected_from`, as far as policy `require` can tell? Hostile headers and
     signatures make it fail, not raise.
 
@@ -91,14 +98,17 @@ def check_sender(mail: InboundMail, *, expected_from: str, authserv_id: str | No
     if signed:
         return SenderCheck(ok=True, failure=None, checks=checks)
     if token_header is not None and dmarc.passed:
-        return fail(f"DMARC passed, but no aligned DKIM signature covers {token_header}, which carries the token",
-                    "token-header-unsigned")
+        return fail(
+            f"DMARC passed, but no aligned DKIM signature covers {token_header}, which carries the token",
+            "token-header-unsigned",
+        )
     if require == "dmarc":
         return fail("neither a DMARC pass from our server nor an aligned DKIM signature", "dmarc-required")
     return fail("no valid DKIM signature aligned with the From domain", "dkim-required")
 
 
 # --- From ---------------------------------------------------------------------------------------------
+
 
 def from_address(mail: InboundMail) -> tuple[str | None, str]:
     """(the one addr-spec of the From header, '') or (None, why it cannot be read as exactly one).
@@ -125,11 +135,12 @@ def _ascii_domain(domain: str) -> str | None:
 
 # --- Authentication-Results --------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class DmarcReading:
     summary: str
-    passed: bool = False   # dmarc=pass for the From domain
-    failed: bool = False   # dmarc=fail (or unreadable: we cannot tell it did not say fail)
+    passed: bool = False  # dmarc=pass for the From domain
+    failed: bool = False  # dmarc=fail (or unreadable: we cannot tell it did not say fail)
 
 
 _AUTHSERV_ID = re.compile(r"^\s*(?:\([^()]*\)\s*)*([^\s;()]+)")
@@ -175,8 +186,10 @@ def _read_dmarc(value: str, ours: str, from_domain: str | None) -> DmarcReading:
 
 # --- DKIM --------------------------------------------------------------------------------------------
 
-def aligned_dkim(raw: bytes, from_domain: str | None, dnsfunc: DnsFunc | None,
-                 must_sign: tuple[str, ...] = ("from",)) -> tuple[bool, str]:
+
+def aligned_dkim(
+    raw: bytes, from_domain: str | None, dnsfunc: DnsFunc | None, must_sign: tuple[str, ...] = ("from",)
+) -> tuple[bool, str]:
     """(True, note) if one DKIM signature verifies, signs From, has no l= and a d= aligned with the From
     domain; else (False, what each signature lacked). Never raises."""
     if dnsfunc is None:
@@ -199,8 +212,9 @@ def aligned_dkim(raw: bytes, from_domain: str | None, dnsfunc: DnsFunc | None,
     return False, "; ".join(notes)
 
 
-def _check_signature(raw: bytes, idx: int, value: bytes, from_domain: str,
-                     dnsfunc: DnsFunc, must_sign: tuple[str, ...]) -> tuple[bool, str]:
+def _check_signature(
+    raw: bytes, idx: int, value: bytes, from_domain: str, dnsfunc: DnsFunc, must_sign: tuple[str, ...]
+) -> tuple[bool, str]:
     try:
         tags = parse_tag_value(value)
     except InvalidTagValueList as exc:
@@ -220,8 +234,7 @@ def _check_signature(raw: bytes, idx: int, value: bytes, from_domain: str,
         return False, f"fail {label}: not aligned with {from_domain}"
     notes = _Notes()
     try:
-        verified = dkim.DKIM(raw, logger=notes).verify(
-            idx=idx, dnsfunc=lambda name, timeout=5: dnsfunc(name))
+        verified = dkim.DKIM(raw, logger=notes).verify(idx=idx, dnsfunc=lambda name, timeout=5: dnsfunc(name))
     except Exception as exc:  # DKIMException, DNS errors, anything a hostile signature can provoke
         return False, f"fail {label}: {type(exc).__name__}: {exc}"
     if not verified:
@@ -269,6 +282,7 @@ class _Notes:
 
 # --- DNS ---------------------------------------------------------------------------------------------
 
+
 class DnsLookupError(Exception):
     """A DKIM key could not be looked up (not: the key does not exist)."""
 
@@ -277,8 +291,10 @@ def make_dnsfunc(config: DnsConfig) -> DnsFunc:
     """A TXT lookup for DKIM keys through the configured resolver (system resolver if none listed).
     Returns b'' when the name has no TXT record; raises DnsLookupError when DNS cannot answer."""
     if not config.enabled:
+
         def disabled(name: bytes) -> bytes:
             raise DnsLookupError("DNS lookups are disabled (dns.enabled is false)")
+
         return disabled
     try:
         resolver = dns.resolver.Resolver(configure=not config.nameservers)
@@ -287,6 +303,7 @@ def make_dnsfunc(config: DnsConfig) -> DnsFunc:
 
         def unconfigured(name: bytes) -> bytes:
             raise DnsLookupError(problem)
+
         return unconfigured
     if config.nameservers:
         resolver.nameservers = list(config.nameservers)

@@ -53,8 +53,9 @@ class Bot:
         return self.dmarc.effective(require, approver) if self.dmarc is not None else Effective(require)
 
 
-def build(config: Config, rules: Rules | None = None, now: Callable[[], datetime] = utcnow,
-          store: Store | None = None) -> Bot:
+def build(
+    config: Config, rules: Rules | None = None, now: Callable[[], datetime] = utcnow, store: Store | None = None
+) -> Bot:
     """Wire a Bot. `now` is the one clock every stage reads (tests pass a controllable one)."""
     rules = rules if rules is not None else load_rules(config.rules)
     store = store if store is not None else Store(config.store.path)

@@ -80,20 +80,20 @@ LOOP_HEADER = "X-Secirbot-Loop"
 
 
 class Kind(StrEnum):
-    REQUEST = "request"      # a human asking to join
-    REPLY = "reply"          # a human's answer to a token address bot+TOKEN@domain
+    REQUEST = "request"  # a human asking to join
+    REPLY = "reply"  # a human's answer to a token address bot+TOKEN@domain
     AUTOMATED = "automated"  # never gets an answer
-    MAILMAN = "mailman"      # Mailman's own mail about our commands and our list
-    OTHER = "other"          # a human who wrote something else (one help reply per day)
+    MAILMAN = "mailman"  # Mailman's own mail about our commands and our list
+    OTHER = "other"  # a human who wrote something else (one help reply per day)
 
 
 @dataclass(frozen=True)
 class Classification:
     kind: Kind
-    detail: str                     # the rule that decided, e.g. "auto-reply", "bounce", "token-reply"
-    token: str | None = None        # from a bot+TOKEN@ recipient, whatever the kind: links, never decides
-    bounced: tuple[str, ...] = ()   # permanently failed recipients of a bounce, lower-cased, sorted
-    signals: tuple[str, ...] = ()   # the headers/features that fired, for the audit
+    detail: str  # the rule that decided, e.g. "auto-reply", "bounce", "token-reply"
+    token: str | None = None  # from a bot+TOKEN@ recipient, whatever the kind: links, never decides
+    bounced: tuple[str, ...] = ()  # permanently failed recipients of a bounce, lower-cased, sorted
+    signals: tuple[str, ...] = ()  # the headers/features that fired, for the audit
 
 
 # --- Requests -------------------------------------------------------------------------------------------
@@ -104,9 +104,7 @@ _REQUEST_WORDS = re.compile(r"\b(?:subscribe|subscription|join|joining|membershi
 
 # Reply and forward prefixes of common clients (Outlook localisations, Gmail, Apple Mail, Thunderbird...),
 # optionally behind list tags like "[secir]" and with counters like "Re[2]:".
-_REPLY_PREFIXES = (
-    r"re|aw|sv|vs|antw|antwort|rif|res|odp|vá|ynt|ответ|отв|回复|回覆|答复|返信"
-)
+_REPLY_PREFIXES = r"re|aw|sv|vs|antw|antwort|rif|res|odp|vá|ynt|ответ|отв|回复|回覆|答复|返信"
 _FORWARD_PREFIXES = r"fwd?|wg|tr|rv|enc|doorst|vb|pd|vl|fs|pfw|пересл|转发|転送"
 _TAGS = r"^\s*(?:\[[^\]]*\]\s*)*"
 _REPLY_SUBJECT = re.compile(rf"{_TAGS}(?:{_REPLY_PREFIXES})\s*(?:\[\d+\]|\(\d+\))?\s*[:：]", re.IGNORECASE)
@@ -123,8 +121,7 @@ _LINK_PREFIXES = ("http:", "https:", "mailto:", "<http", "<mailto")
 
 def _own_words(line: str) -> str:
     """The line without addresses and links: "join@lists.example.org" must not read as "join"."""
-    return " ".join(word for word in line.split()
-                    if "@" not in word and not word.lower().startswith(_LINK_PREFIXES))
+    return " ".join(word for word in line.split() if "@" not in word and not word.lower().startswith(_LINK_PREFIXES))
 
 
 def is_request_text(subject: str, new_text: str | None) -> bool:
@@ -159,40 +156,60 @@ def _first_lines(text: str) -> list[str]:
 # Mailman 3 aliases of a list: mailman/mta/aliases.py SUBDESTINATIONS; "admin" is Mailman 2.1's old
 # -admin (bounces) address. -bounces and -confirm also come VERP'd with "+suffix".
 _LIST_SUBADDRESSES = frozenset(
-    {"request", "bounces", "owner", "confirm", "join", "leave", "subscribe", "unsubscribe", "admin"})
+    {"request", "bounces", "owner", "confirm", "join", "leave", "subscribe", "unsubscribe", "admin"}
+)
 _SITE_LOCALS = frozenset({"mailman", "mailman-bounces", "mailman-owner", "mailman-request"})
 
 # (pattern on the decoded Subject, detail, where it comes from in Mailman's source)
 _MAILMAN_SUBJECTS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
-    (re.compile(pattern, re.IGNORECASE), detail, source) for pattern, detail, source in (
+    (re.compile(pattern, re.IGNORECASE), detail, source)
+    for pattern, detail, source in (
         # MM3 runners/command.py CommandRunner._dispose (From LIST-bounces@);
         # MM2.1 Mailman/Queue/CommandRunner.py (From LIST-owner@).
         (r"^The results of your email commands?$", "command-results", "runners/command.py"),
         # MM3.3 app/subscriptions.py _handle_confirmation_needed_events, templates
         # list:user:action:subscribe / :unsubscribe / :invite (From LIST-confirm+TOKEN@).
-        (r"^Your confirmation is needed to (?:join|leave) the \S+ mailing list\.?$", "confirmation-notice",
-         "app/subscriptions.py list:user:action:subscribe|unsubscribe"),
-        (r"^You have been invited to join the \S+ mailing list\.?$", "confirmation-notice",
-         "app/subscriptions.py list:user:action:invite"),
+        (
+            r"^Your confirmation is needed to (?:join|leave) the \S+ mailing list\.?$",
+            "confirmation-notice",
+            "app/subscriptions.py list:user:action:subscribe|unsubscribe",
+        ),
+        (
+            r"^You have been invited to join the \S+ mailing list\.?$",
+            "confirmation-notice",
+            "app/subscriptions.py list:user:action:invite",
+        ),
         # MM2.1 MailList.GetConfirmJoinSubject/GetConfirmLeaveSubject with VERP_CONFIRMATIONS.
-        (r"^Your confirmation is required to (?:join|leave) the .+ mailing list$", "confirmation-notice",
-         "MM2.1 MailList.GetConfirmJoinSubject"),
+        (
+            r"^Your confirmation is required to (?:join|leave) the .+ mailing list$",
+            "confirmation-notice",
+            "MM2.1 MailList.GetConfirmJoinSubject",
+        ),
         # MM2.1 without VERP confirmations, and MM3 before 3.2.
         (r"^confirm [0-9a-z]+$", "confirmation-notice", "confirm <token>"),
         # MM3 app/subscriptions.py _step_get_moderator_approval, list:admin:action:subscribe|unsubscribe
         # (From and To LIST-owner@).
-        (r"^New (?:un)?subscription request to .+ from .+$", "owner-notice",
-         "app/subscriptions.py list:admin:action:subscribe|unsubscribe"),
+        (
+            r"^New (?:un)?subscription request to .+ from .+$",
+            "owner-notice",
+            "app/subscriptions.py list:admin:action:subscribe|unsubscribe",
+        ),
         # MM3 app/notifications.py send_admin_subscription_notice (list:admin:notice:subscribe) and
         # app/membership.py delete_member (list:admin:notice:unsubscribe); OwnerNotification, To LIST-owner@.
-        (r"(?:un)?subscription notification$", "owner-notice",
-         "app/notifications.py list:admin:notice:subscribe|unsubscribe"),
+        (
+            r"(?:un)?subscription notification$",
+            "owner-notice",
+            "app/notifications.py list:admin:notice:subscribe|unsubscribe",
+        ),
         # MM3 chains/hold.py HoldChain._process, list:admin:action:post.
         (r"^\S+ post from .+ requires approval$", "owner-notice", "chains/hold.py list:admin:action:post"),
         # MM3 app/notifications.py send_admin_disable_notice / send_admin_removal_notice.
         (r"subscription disabled on .+$", "owner-notice", "app/notifications.py list:admin:notice:disable"),
-        (r"unsubscribed from .+ mailing list due to bounces$", "owner-notice",
-         "app/notifications.py list:admin:notice:removal"),
+        (
+            r"unsubscribed from .+ mailing list due to bounces$",
+            "owner-notice",
+            "app/notifications.py list:admin:notice:removal",
+        ),
         # MM3 commands/cli_notify.py and MM2.1 cron/checkdbs.
         (r"moderator request\(s\) waiting$", "owner-notice", "cli_notify / checkdbs"),
         # Notices to a subscriber: app/notifications.py send_welcome_message (list:user:notice:welcome),
@@ -201,8 +218,7 @@ _MAILMAN_SUBJECTS: tuple[tuple[re.Pattern[str], str, str], ...] = tuple(
         (r'^Welcome to the ".+" mailing list', "user-notice", "list:user:notice:welcome"),
         (r"^You have been unsubscribed from the .+ mailing list$", "user-notice", "list:user:notice:goodbye"),
         (r"^Your message to \S+ awaits moderator approval$", "user-notice", "list:user:notice:hold"),
-        (r"^Your subscription for .+ mailing list has been disabled$", "user-notice",
-         "list:user:notice:warning"),
+        (r"^Your subscription for .+ mailing list has been disabled$", "user-notice", "list:user:notice:warning"),
         (r'^Auto-response for your message to the ".+" mailing list$', "user-notice", "handlers/replybot.py"),
     )
 )
@@ -226,7 +242,7 @@ def _mailman_role(address: str, list_local: str, list_domain: str) -> str | None
     if local in _SITE_LOCALS:
         return "site"
     if local.startswith(list_local + "-"):
-        sub = local[len(list_local) + 1:].split("+", 1)[0]
+        sub = local[len(list_local) + 1 :].split("+", 1)[0]
         if sub in _LIST_SUBADDRESSES:
             return sub
     return None
@@ -275,23 +291,44 @@ def _classify_mailman(mail: InboundMail, list_address: str, token: str | None) -
 # What machine mail says and who sends it is data: secirbot/data/machine_mail.yaml, one table per sign and
 # language, each with its source. This section and the next only weigh the signs.
 _TABLES: dict[str, Any] = yaml.safe_load(
-    resources.files("secirbot").joinpath("data/machine_mail.yaml").read_text(encoding="utf-8"))
+    resources.files("secirbot").joinpath("data/machine_mail.yaml").read_text(encoding="utf-8")
+)
 
 # Bounds that keep the phrase search linear and small on hostile input: the signs are at the top.
 _SCAN_CHARS = 20_000
 _SCAN_LINE_CHARS = 1_000
 _SCAN_SUBJECT_CHARS = 1_000
-_REPORT_LINES = 15          # a DSN's own text says what it is in its first lines
-_AUTO_REPLY_LINES = 10      # so does an out-of-office, after a greeting
+_REPORT_LINES = 15  # a DSN's own text says what it is in its first lines
+_AUTO_REPLY_LINES = 10  # so does an out-of-office, after a greeting
 _MAX_REPORT_PARTS = 500
 
 _INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad\u200e\u200f\u180e"))
-_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u00b4": "'", "`": "'",
-                         "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u00ab": '"', "\u00bb": '"'})
+_QUOTES = str.maketrans(
+    {
+        "\u2019": "'",
+        "\u2018": "'",
+        "\u02bc": "'",
+        "\u00b4": "'",
+        "`": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u00ab": '"',
+        "\u00bb": '"',
+    }
+)
 _WHITE = re.compile(r"\s+")
 # Scripts written without spaces between words: a phrase there matches inside a run of letters.
-_UNSPACED = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1100, 0x11FF), (0x1780, 0x17FF), (0x2E80, 0xA4CF),
-             (0xAC00, 0xD7AF), (0xF900, 0xFAFF), (0xFF00, 0xFFEF))
+_UNSPACED = (
+    (0x0E00, 0x0EFF),
+    (0x1000, 0x109F),
+    (0x1100, 0x11FF),
+    (0x1780, 0x17FF),
+    (0x2E80, 0xA4CF),
+    (0xAC00, 0xD7AF),
+    (0xF900, 0xFAFF),
+    (0xFF00, 0xFFEF),
+)
 _GAP = "..."
 
 
@@ -310,8 +347,8 @@ def _spaced(char: str) -> bool:
 
 @dataclass(frozen=True)
 class _Phrase:
-    label: str               # "lang: phrase", for the audit
-    key: str                 # a literal part, looked for first (a substring test is cheap)
+    label: str  # "lang: phrase", for the audit
+    key: str  # a literal part, looked for first (a substring test is cheap)
     pattern: re.Pattern[str]
 
 
@@ -344,8 +381,7 @@ def _phrases(groups: dict[str, list[str]], *, at_start: bool = False) -> _Phrase
             # of a subject, a phrase of several words needs no boundary after it.
             right = r"(?!\w)" if _spaced(folded[-1]) and not (at_start and " " in folded) else ""
             lead = _SUBJECT_LEAD if at_start else ""
-            compiled.append(_Phrase(f"{lang}: {raw}", max(parts, key=len),
-                                    re.compile(lead + left + body + right)))
+            compiled.append(_Phrase(f"{lang}: {raw}", max(parts, key=len), re.compile(lead + left + body + right)))
     return _Phrases(tuple(compiled))
 
 
@@ -375,8 +411,16 @@ _FEEDBACK_LOCALS = _names(_FEEDBACK["locals"])
 
 _FEEDBACK_REPORT_TYPES = frozenset({"feedback-report", "disposition-notification", "tlsrpt"})
 _FEEDBACK_PARTS = frozenset({"message/feedback-report", "message/disposition-notification"})
-_ORIGINAL_PARTS = frozenset({"message/rfc822", "text/rfc822-headers", "message/rfc822-headers",
-                             "message/partial", "message/global", "message/global-headers"})
+_ORIGINAL_PARTS = frozenset(
+    {
+        "message/rfc822",
+        "text/rfc822-headers",
+        "message/rfc822-headers",
+        "message/partial",
+        "message/global",
+        "message/global-headers",
+    }
+)
 _NOT_FAILED_ACTIONS = frozenset({"delayed", "delivered", "relayed", "expanded"})
 
 
@@ -500,12 +544,17 @@ def _classify_report(mail: InboundMail, token: str | None) -> Classification | N
         strong_feedback.append(f"Subject: {found}")
     feedback_words = [f"Subject: {found}" for found in [_FEEDBACK_SUBJECTS.find(subject)] if found and not forwarded]
     feedback_more = ([f"From: report address {local[:40]}"] if local in _FEEDBACK_LOCALS else []) + (
-        [f"attached {attached[0]}"] if attached else [])
+        [f"attached {attached[0]}"] if attached else []
+    )
     if (feedback_words or feedback_more) and (found := _FEEDBACK_OPENERS.find(opening())):
         feedback_words.append(f"Body: {found}")
     if strong_feedback or (feedback_words and len(feedback_words) + len(feedback_more) >= 2):
-        return Classification(Kind.AUTOMATED, "feedback-report", token,
-                              signals=tuple(signals + strong_feedback + feedback_words + feedback_more))
+        return Classification(
+            Kind.AUTOMATED,
+            "feedback-report",
+            token,
+            signals=tuple(signals + strong_feedback + feedback_words + feedback_more),
+        )
 
     # Delivery reports.
     actions = _dsn_actions(parts)
@@ -553,8 +602,9 @@ def _classify_report(mail: InboundMail, token: str | None) -> Classification | N
 _AUTO = _TABLES["auto_reply"]
 _LISTS = _TABLES["list_server"]
 _AUTO_REPLY_HEADERS = tuple(_AUTO["headers"]["strong"])
-_AUTO_REPLY_VALUES = {name: tuple(fold(v) for v in values)
-                      for name, values in _AUTO["headers"]["strong_values"].items()}
+_AUTO_REPLY_VALUES = {
+    name: tuple(fold(v) for v in values) for name, values in _AUTO["headers"]["strong_values"].items()
+}
 _HINT_HEADERS = tuple(_AUTO["headers"]["hints"])
 _NOREPLY_LOCALS = _names(_AUTO["noreply_locals"]["locals"])
 _AUTO_REPLY_SUBJECTS = _phrases(_by_language(_AUTO["subject_prefixes"]), at_start=True)
@@ -599,8 +649,11 @@ def _list_signs(mail: InboundMail, local: str, subject: str) -> tuple[list[str],
 def _new_text_start(mail: InboundMail) -> str:
     """The sender's new text (`newtext`), read from the first _SCAN_CHARS of each part: the first lines
     are at the top, and their new text is the same."""
-    return new_text(dataclasses.replace(mail, text=mail.text and mail.text[:_SCAN_CHARS],
-                                        html=mail.html and mail.html[:_SCAN_CHARS]))
+    return new_text(
+        dataclasses.replace(
+            mail, text=mail.text and mail.text[:_SCAN_CHARS], html=mail.html and mail.html[:_SCAN_CHARS]
+        )
+    )
 
 
 def _away_in_body(mail: InboundMail) -> str | None:
@@ -621,8 +674,7 @@ def _classify_auto(mail: InboundMail, token: str | None) -> Classification | Non
     weak: list[str] = []
     auto_submitted = mail.header("Auto-Submitted").strip().lower()
     if auto_submitted and not re.match(r"no\b", auto_submitted):
-        (strong if auto_submitted.startswith("auto-replied") else weak).append(
-            f"Auto-Submitted: {auto_submitted[:40]}")
+        (strong if auto_submitted.startswith("auto-replied") else weak).append(f"Auto-Submitted: {auto_submitted[:40]}")
     strong += [name for name in _AUTO_REPLY_HEADERS if _header_says_yes(mail, name)]
     for name, wanted in _AUTO_REPLY_VALUES.items():
         value = fold(mail.header(name)[:200])
@@ -663,6 +715,7 @@ def _classify_auto(mail: InboundMail, token: str | None) -> Classification | Non
 
 # --- The classifier -------------------------------------------------------------------------------------
 
+
 def _is_own(address: str, bot_address: str) -> bool:
     local, domain = _split(address)
     bot_local, bot_domain = _split(bot_address)
@@ -691,8 +744,12 @@ def classify(mail: InboundMail, *, bot_address: str, list_address: str) -> Class
     # 1. Nobody to answer. A From naming several mailboxes (or a group) on a token address is still judged
     #    as a reply, so that the forgery attempt is refused and reported, never answered.
     if not from_addr or not from_local or "." not in from_domain:
-        if (token is not None and mail.message.get("From") is not None and mail.message.get(LOOP_HEADER) is None
-                and _looks_human(mail)):
+        if (
+            token is not None
+            and mail.message.get("From") is not None
+            and mail.message.get(LOOP_HEADER) is None
+            and _looks_human(mail)
+        ):
             return Classification(Kind.REPLY, "token-reply", token, signals=("From: not exactly one mailbox",))
         return Classification(Kind.AUTOMATED, "no-sender", token, signals=("From: none usable",))
     # 2. Our own mail, or mail that carries our loop marker back to us.
@@ -701,9 +758,9 @@ def classify(mail: InboundMail, *, bot_address: str, list_address: str) -> Class
     if mail.message.get(LOOP_HEADER) is not None:
         return Classification(Kind.AUTOMATED, "loop", token, signals=(f"{LOOP_HEADER} present",))
     # 3.-5. Machines.
-    machine = (_classify_mailman(mail, list_address, token)
-               or _classify_report(mail, token)
-               or _classify_auto(mail, token))
+    machine = (
+        _classify_mailman(mail, list_address, token) or _classify_report(mail, token) or _classify_auto(mail, token)
+    )
     if machine is not None:
         return machine
     # 6. A person answering one approval request.

@@ -41,8 +41,12 @@ EXIT_TEMPFAIL = 75
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="secirbot", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", metavar="FILE", help="configuration file (default: $SECIRBOT_CONFIG or "
-                        "./secirbot.yaml; without one, embedded defaults and a local sandbox mailbox)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="configuration file (default: $SECIRBOT_CONFIG or "
+        "./secirbot.yaml; without one, embedded defaults and a local sandbox mailbox)",
+    )
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -110,8 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        item = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"), "level": record.levelname.lower(),
-                "logger": record.name, "message": record.getMessage()}
+        item = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         if record.exc_info:
             item["exception"] = self.formatException(record.exc_info)
         return json.dumps(item, ensure_ascii=False)
@@ -119,8 +127,9 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(fmt: str, verbose: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -149,12 +158,14 @@ def take_lock(config: Config) -> InstanceLock:
         reason = exc.strerror or str(exc)
         if failed != lock:
             reason = f"{failed}: {reason}"
-        raise StoreError(f"cannot create the lock file {lock} ({reason}): secirbot must be able to create and "
-                         "write it in a writable folder (check store.path, owner, mode, `lsattr`/`chattr -i`)"
-                         ) from None
+        raise StoreError(
+            f"cannot create the lock file {lock} ({reason}): secirbot must be able to create and "
+            "write it in a writable folder (check store.path, owner, mode, `lsattr`/`chattr -i`)"
+        ) from None
 
 
 # --- run -----------------------------------------------------------------------------------------
+
 
 def cmd_run(args: argparse.Namespace) -> int:
     from .bot import build
@@ -197,8 +208,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             except (MailboxError, LeaseHeld) as exc:
                 log.error("%s", exc)
                 return EXIT_FAILED
-            log.info("processed %d message(s), %d quarantined; %d mail(s) still queued", report.processed,
-                     report.failed, bot.outbox.pending_count())
+            log.info(
+                "processed %d message(s), %d quarantined; %d mail(s) still queued",
+                report.processed,
+                report.failed,
+                bot.outbox.pending_count(),
+            )
             outage = smtp_outage(bot.store)
             if outage is not None:
                 log.error("%s", outage)
@@ -220,6 +235,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 # --- check ---------------------------------------------------------------------------------------
 
+
 def cmd_check(args: argparse.Namespace) -> int:
     if args.health:
         from .health import health_check
@@ -230,6 +246,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for warning in config.warnings():
         print(f"warning: {warning}")
     from .dmarc_policy import print_authentication_warnings  # lazy, as the other heavy imports here
+
     print_authentication_warnings(config, rules)
     if problems:
         print("configuration error:", file=sys.stderr)
@@ -268,15 +285,19 @@ def check_store(config: Config, out: TextIO) -> str | None:
     finally:
         store.close()
     if damage is not None:
-        return (f"the store {path} is damaged (SQLite quick_check: {damage}): restore it from a backup, or "
-                "move it away and the bot starts an empty one")
+        return (
+            f"the store {path} is damaged (SQLite quick_check: {damage}): restore it from a backup, or "
+            "move it away and the bot starts an empty one"
+        )
     try:
         # Opening for writing changes nothing, and is refused for a read-only file even to root (chattr +i,
         # a read-only mount), where os.access() would say yes.
         os.close(os.open(path, os.O_RDWR))
     except OSError as exc:
-        return (f"the store {path} cannot be written ({exc.strerror or exc}): the user running secirbot must be "
-                "able to write it (check owner, mode, `lsattr`/`chattr -i`, read-only mounts)")
+        return (
+            f"the store {path} cannot be written ({exc.strerror or exc}): the user running secirbot must be "
+            "able to write it (check owner, mode, `lsattr`/`chattr -i`, read-only mounts)"
+        )
     print(f"store: ok, {path} (schema version {version})", file=out)
     return None
 
@@ -301,8 +322,9 @@ def check_templates(config: Config) -> list[str]:
     if not config.templates.is_dir():
         return [f"templates: folder not found: {config.templates}"]
     contexts = sample_contexts(config)
-    missing = [f"templates: {name} is missing in {config.templates}" for name in contexts
-               if name not in templates.names()]
+    missing = [
+        f"templates: {name} is missing in {config.templates}" for name in contexts if name not in templates.names()
+    ]
     return missing + templates.check({n: c for n, c in contexts.items() if n in templates.names()})
 
 
@@ -314,14 +336,16 @@ def check_connect(config: Config, out: TextIO) -> int:
     if config.mailman.rest_url:
         status = check_mailman_rest(config, out)
     if config.sandbox:
-        print("connect: no imap.host configured (sandbox mode): no mailbox or SMTP server to connect to",
-              file=out)
+        print("connect: no imap.host configured (sandbox mode): no mailbox or SMTP server to connect to", file=out)
         return status
     mailbox = Mailbox(config.imap)
     try:
         mailbox.connect()
-        print(f"imap: ok, logged in to {config.imap.host}:{config.imap.port} as {config.imap.username}, "
-              f"folder {config.imap.folder} ({'IDLE' if mailbox.can_idle else 'no IDLE: polling'})", file=out)
+        print(
+            f"imap: ok, logged in to {config.imap.host}:{config.imap.port} as {config.imap.username}, "
+            f"folder {config.imap.folder} ({'IDLE' if mailbox.can_idle else 'no IDLE: polling'})",
+            file=out,
+        )
     except MailboxError as exc:
         print(f"imap: FAILED: {exc}", file=out)
         status = EXIT_FAILED
@@ -349,6 +373,7 @@ def check_mailman_rest(config: Config, out: TextIO) -> int:
 
 # --- lookup --------------------------------------------------------------------------------------
 
+
 def cmd_lookup(args: argparse.Namespace) -> int:
     from .iana.lookup_cmd import lookup_command
 
@@ -361,6 +386,7 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 
 
 # --- requests, show, approve, deny -----------------------------------------------------------------
+
 
 def open_store(config: Config) -> Store:
     return Store(config.store.path)
@@ -380,8 +406,10 @@ def cmd_requests(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'ID':>5}  {'STATE':<9} {'CCTLD':<14} {'REQUESTER':<36} {'CREATED':<20} DECIDED BY")
     for row in rows:
-        print(f"{row['id']:>5}  {row['state']:<9} {row['cctld_display']:<14} {row['requester']:<36} "
-              f"{row['created_at']:<20} {row['decided_by'] or ''}")
+        print(
+            f"{row['id']:>5}  {row['state']:<9} {row['cctld_display']:<14} {row['requester']:<36} "
+            f"{row['created_at']:<20} {row['decided_by'] or ''}"
+        )
     return EXIT_OK
 
 
@@ -427,15 +455,28 @@ def cmd_decide(args: argparse.Namespace) -> int:
             print(f"error: no request {args.id}", file=sys.stderr)
             return EXIT_FAILED
         if request["state"] in DECIDED_STATES:
-            print(f"error: request {args.id} was already decided: {request['decision']} by "
-                  f"{request['decided_by']} at {request['decided_at']}", file=sys.stderr)
+            print(
+                f"error: request {args.id} was already decided: {request['decision']} by "
+                f"{request['decided_by']} at {request['decided_at']}",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
         if request["state"] not in ("pending", "resolving"):
-            print(f"error: request {args.id} is {request['state']}; only open requests can be decided",
-                  file=sys.stderr)
+            print(f"error: request {args.id} is {request['state']}; only open requests can be decided", file=sys.stderr)
             return EXIT_FAILED
-        decide(bot, request, verdict, decided_by=actor, via="cli", reason=args.reason, approver_id=None,
-               message_row=None, checks={"operator": actor}, rule="secretariat-cli", actor=actor)
+        decide(
+            bot,
+            request,
+            verdict,
+            decided_by=actor,
+            via="cli",
+            reason=args.reason,
+            approver_id=None,
+            message_row=None,
+            checks={"operator": actor},
+            rule="secretariat-cli",
+            actor=actor,
+        )
     print(f"request {args.id}: {verdict.value} recorded by {actor}")
     deliver_if_idle(bot, config)
     return EXIT_OK
@@ -453,8 +494,7 @@ def deliver_if_idle(bot: Any, config: Config) -> None:
     try:
         if not config.sandbox:
             report = bot.outbox.deliver()
-            print(f"notices: {report.sent} sent, {report.deferred} deferred, {report.failed} failed",
-                  file=sys.stderr)
+            print(f"notices: {report.sent} sent, {report.deferred} deferred, {report.failed} failed", file=sys.stderr)
     finally:
         lock.release()
 
@@ -500,8 +540,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     rows = roster(open_store(config))
     with contextlib.ExitStack() as stack:
         try:
-            out = (stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output
-                   else sys.stdout)
+            out = (
+                stack.enter_context(open(args.output, "w", encoding="utf-8", newline="")) if args.output else sys.stdout
+            )
         except OSError as exc:
             print(f"error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -536,4 +577,3 @@ COMMANDS = {
     "export": cmd_export,
     "demo": cmd_demo,
 }
-

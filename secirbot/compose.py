@@ -202,8 +202,7 @@ def compose(
     msg["MIME-Version"] = "1.0"
     body = rendered.body
     # Plain ASCII goes as 7bit, readable in any raw view; anything else as UTF-8 quoted-printable.
-    msg.set_payload(body, _ASCII if body.isascii() and max(map(len, body.splitlines()), default=0) <= 998
-                    else _UTF8)
+    msg.set_payload(body, _ASCII if body.isascii() and max(map(len, body.splitlines()), default=0) <= 998 else _UTF8)
     return msg
 
 

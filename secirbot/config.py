@@ -56,7 +56,7 @@ class ImapConfig:
     poll_seconds: int = 60
     timeout_seconds: int = 60
     lease_folder: str = "secirbot-lease"
-    lease_seconds: int = 300          # one bot per mailbox across hosts; 0 = only the local lock files
+    lease_seconds: int = 300  # one bot per mailbox across hosts; 0 = only the local lock files
     # The header our own receiving server writes with the envelope recipient (Delivered-To for Dovecot's
     # LDA/LMTP, X-Original-To for Postfix). When set, a reply's token is read from its top-most copy only;
     # when not, from To/Cc only, which a DKIM policy must then see signed.
@@ -86,7 +86,7 @@ class AddressesConfig:
 class MailmanConfig:
     dialect: Literal["mailman3", "mailman2", "mailman3-rest"] = "mailman3"
     list: str = "secir@lists.example.org"
-    rest_url: str | None = None   # base URL, normalised at load: no /3.1, no trailing slash
+    rest_url: str | None = None  # base URL, normalised at load: no /3.1, no trailing slash
     rest_user: str | None = None
     rest_password: str | None = field(default=None, repr=False)
     rest_timeout_seconds: int = 30
@@ -139,8 +139,10 @@ class Config:
         out = []
         for name, section in (("imap", self.imap), ("smtp", self.smtp)):
             if section.host and section.security == "none" and not _is_loopback(section.host):
-                out.append(f"{name}.security is 'none' for {section.host}: credentials and mail cross the "
-                           "network unencrypted; 'none' only makes sense on loopback")
+                out.append(
+                    f"{name}.security is 'none' for {section.host}: credentials and mail cross the "
+                    "network unencrypted; 'none' only makes sense on loopback"
+                )
             if section.host and not section.tls_verify:
                 out.append(f"{name}.tls_verify is false: the server's certificate is not checked")
         return out
@@ -151,6 +153,7 @@ def _is_loopback(host: str) -> bool:
 
 
 # --- loading -------------------------------------------------------------------------------------
+
 
 class YamlSource:
     """A parsed YAML file that remembers the line of every key, so errors can point at it."""
@@ -233,20 +236,21 @@ def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> 
     return config
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str], problems: list[str],
-               origins: dict[tuple[str, ...], str]) -> dict[str, Any]:
+def _apply_env(
+    data: dict[str, Any], environ: Mapping[str, str], problems: list[str], origins: dict[tuple[str, ...], str]
+) -> dict[str, Any]:
     sections = {name: tp for name, tp in _hints(Config).items() if name != "source"}
     for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name == ENV_CONFIG:
             continue
-        rest = name[len(ENV_PREFIX):].lower()
+        rest = name[len(ENV_PREFIX) :].lower()
         for section, tp in sections.items():
             if rest == section and not dataclasses.is_dataclass(tp):
                 data[section] = value
                 origins[(section,)] = name
                 break
             if rest.startswith(section + "_") and dataclasses.is_dataclass(tp):
-                key = rest[len(section) + 1:]
+                key = rest[len(section) + 1 :]
                 known = {f.name for f in dataclasses.fields(tp)}
                 if key not in known:
                     problems.append(f"environment {name}: {section} has no key '{key}'")
@@ -269,8 +273,9 @@ def _hints(cls: type) -> dict[str, Any]:
     return _HINTS_CACHE[cls]
 
 
-def build_section(cls: type, data: Any, key: tuple[str, ...], source: YamlSource, base_dir: Path,
-           problems: list[str]) -> Any:
+def build_section(
+    cls: type, data: Any, key: tuple[str, ...], source: YamlSource, base_dir: Path, problems: list[str]
+) -> Any:
     if not isinstance(data, dict):
         problems.append(f"{source.where(key)}: {'.'.join(key)}: must be a mapping")
         return cls()
@@ -280,8 +285,7 @@ def build_section(cls: type, data: Any, key: tuple[str, ...], source: YamlSource
     for name, raw in data.items():
         sub = (*key, str(name))
         if name not in names:
-            problems.append(f"{source.where(sub)}: unknown key '{'.'.join(sub)}'"
-                            f" (known: {', '.join(sorted(names))})")
+            problems.append(f"{source.where(sub)}: unknown key '{'.'.join(sub)}' (known: {', '.join(sorted(names))})")
             continue
         values[name] = _convert(hints[name], raw, sub, source, base_dir, problems)
     return cls(**{k: v for k, v in values.items() if v is not _INVALID})
@@ -290,8 +294,7 @@ def build_section(cls: type, data: Any, key: tuple[str, ...], source: YamlSource
 _INVALID = object()
 
 
-def _convert(tp: Any, raw: Any, key: tuple[str, ...], source: YamlSource, base_dir: Path,
-             problems: list[str]) -> Any:
+def _convert(tp: Any, raw: Any, key: tuple[str, ...], source: YamlSource, base_dir: Path, problems: list[str]) -> Any:
     dotted = ".".join(key)
     where = source.where(key)
     shown = "<hidden>" if key[-1] in SECRET_KEYS else repr(raw)
@@ -398,8 +401,10 @@ def normalize_rest_url(url: str) -> str:
     if last == REST_API_VERSION:
         path = head.rstrip("/")
     elif re.fullmatch(r"\d+\.\d+", last):
-        raise ValueError(f"the bot speaks Mailman's REST API {REST_API_VERSION}, not {last}: end the URL in "
-                         f"/{REST_API_VERSION} or leave the version out")
+        raise ValueError(
+            f"the bot speaks Mailman's REST API {REST_API_VERSION}, not {last}: end the URL in "
+            f"/{REST_API_VERSION} or leave the version out"
+        )
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, "", ""))
 
 
@@ -427,23 +432,35 @@ def _check_semantics(config: Config, source: YamlSource) -> list[str]:
 
     for name, section in (("imap", config.imap), ("smtp", config.smtp)):
         if section.host:
-            need(section.ca_file is None or section.ca_file.exists(), (name, "ca_file"),
-                 f"file not found: {section.ca_file}")
+            need(
+                section.ca_file is None or section.ca_file.exists(),
+                (name, "ca_file"),
+                f"file not found: {section.ca_file}",
+            )
     if config.imap.host:
         need(bool(config.imap.username), ("imap", "username"), "required when imap.host is set")
-        need(config.imap.password is not None, ("imap", "password"),
-             "required when imap.host is set (or set SECIRBOT_IMAP_PASSWORD)")
+        need(
+            config.imap.password is not None,
+            ("imap", "password"),
+            "required when imap.host is set (or set SECIRBOT_IMAP_PASSWORD)",
+        )
         need(bool(config.smtp.host), ("smtp", "host"), "required when imap.host is set")
     need(bool(_EMAIL.match(config.addresses.bot)), ("addresses", "bot"), "not an e-mail address")
-    need("+" not in config.addresses.bot.split("@")[0], ("addresses", "bot"),
-         "must not contain '+': the bot adds its own +TOKEN sub-addresses")
+    need(
+        "+" not in config.addresses.bot.split("@")[0],
+        ("addresses", "bot"),
+        "must not contain '+': the bot adds its own +TOKEN sub-addresses",
+    )
     need(bool(_EMAIL.match(config.addresses.secretariat)), ("addresses", "secretariat"), "not an e-mail address")
     need(bool(_EMAIL.match(config.mailman.list)), ("mailman", "list"), "not an e-mail address")
     if config.mailman.dialect == "mailman3-rest":
         need(bool(config.mailman.rest_url), ("mailman", "rest_url"), "required for dialect mailman3-rest")
         need(bool(config.mailman.rest_user), ("mailman", "rest_user"), "required for dialect mailman3-rest")
-        need(config.mailman.rest_password is not None, ("mailman", "rest_password"),
-             "required for dialect mailman3-rest (or set SECIRBOT_MAILMAN_REST_PASSWORD)")
+        need(
+            config.mailman.rest_password is not None,
+            ("mailman", "rest_password"),
+            "required for dialect mailman3-rest (or set SECIRBOT_MAILMAN_REST_PASSWORD)",
+        )
     need(bool(re.fullmatch(r"[^:\s]+(:\d+)?", config.iana.whois)), ("iana", "whois"), "expected host or host:port")
     need(config.iana.rdap.startswith(("http://", "https://")), ("iana", "rdap"), "expected an http(s) URL")
     return problems

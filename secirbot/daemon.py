@@ -90,13 +90,16 @@ class Daemon:
             if row is not None:
                 # Every stored UID of this folder now names nothing; duplicates are caught by Message-ID
                 # and body instead, so a re-numbered message is filed, not processed twice.
-                log.warning("UIDVALIDITY of %s changed from %s to %s", folder, row["uidvalidity"],
-                            mailbox.uidvalidity)
-                store.audit("uidvalidity-changed", at=now, folder=folder, old=row["uidvalidity"],
-                            new=mailbox.uidvalidity)
-            store.execute("INSERT INTO folder_state (folder, uidvalidity, checked_at) VALUES (?, ?, ?)"
-                          " ON CONFLICT (folder) DO UPDATE SET uidvalidity = excluded.uidvalidity,"
-                          " checked_at = excluded.checked_at", (folder, mailbox.uidvalidity, iso(now)))
+                log.warning("UIDVALIDITY of %s changed from %s to %s", folder, row["uidvalidity"], mailbox.uidvalidity)
+                store.audit(
+                    "uidvalidity-changed", at=now, folder=folder, old=row["uidvalidity"], new=mailbox.uidvalidity
+                )
+            store.execute(
+                "INSERT INTO folder_state (folder, uidvalidity, checked_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (folder) DO UPDATE SET uidvalidity = excluded.uidvalidity,"
+                " checked_at = excluded.checked_at",
+                (folder, mailbox.uidvalidity, iso(now)),
+            )
 
     def drain(self, mailbox: Mailbox) -> DrainReport:
         """Process every message waiting in the folder; file each batch after its commits."""
@@ -108,7 +111,7 @@ class Daemon:
             if self.stopping.is_set():
                 break
             filed: dict[str, list[int]] = {"processed": [], "failed": []}
-            for fetched in mailbox.fetch(uids[start:start + batch_size]):
+            for fetched in mailbox.fetch(uids[start : start + batch_size]):
                 origin = Origin(folder, mailbox.uidvalidity, fetched.uid)
                 with self.work:
                     try:
@@ -165,7 +168,7 @@ class Daemon:
                 failures += 1
                 if failures >= max_attempts or self.stopping.is_set():
                     raise
-                delay = min(30.0, 0.5 * 2 ** failures) * random.uniform(0.5, 1.0)
+                delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
                 log.warning("mailbox: %s; reconnecting in %.1f s", exc, delay)
                 self.stopping.wait(delay)
         self.run_due()
@@ -209,14 +212,21 @@ class Daemon:
                 try:
                     mailbox = self.connect()
                     failures = 0
-                    log.info("connected to %s:%s, folder %s (%s)", self.bot.config.imap.host,
-                             self.bot.config.imap.port, self.bot.config.imap.folder,
-                             "IDLE" if mailbox.can_idle else "polling")
+                    log.info(
+                        "connected to %s:%s, folder %s (%s)",
+                        self.bot.config.imap.host,
+                        self.bot.config.imap.port,
+                        self.bot.config.imap.folder,
+                        "IDLE" if mailbox.can_idle else "polling",
+                    )
                     self.drain(mailbox)
                     while not self.stopping.is_set():
                         self.heartbeat()
-                        timeout = (self.bot.config.imap.idle_renew_seconds if mailbox.can_idle
-                                   else self.bot.config.imap.poll_seconds)
+                        timeout = (
+                            self.bot.config.imap.idle_renew_seconds
+                            if mailbox.can_idle
+                            else self.bot.config.imap.poll_seconds
+                        )
                         self.waiting.set()
                         try:
                             if self.stopping.is_set():
@@ -252,10 +262,16 @@ class Daemon:
     def start_scheduler(self) -> BackgroundScheduler:
         """The periodic tick. Its only job reads what is due from the store, so a restart never
         duplicates work, and work that fell due while the bot was down runs at once, once."""
-        scheduler = BackgroundScheduler(timezone=UTC, job_defaults={
-            "coalesce": True, "max_instances": 1, "misfire_grace_time": None})
-        scheduler.add_job(self.tick, IntervalTrigger(seconds=self.tick_seconds, timezone=UTC), id="tick",
-                          replace_existing=True, next_run_time=datetime.now(UTC))
+        scheduler = BackgroundScheduler(
+            timezone=UTC, job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None}
+        )
+        scheduler.add_job(
+            self.tick,
+            IntervalTrigger(seconds=self.tick_seconds, timezone=UTC),
+            id="tick",
+            replace_existing=True,
+            next_run_time=datetime.now(UTC),
+        )
         scheduler.start()
         return scheduler
 
@@ -337,8 +353,10 @@ class InstanceLock:
                 for _, held in handles:
                     os.close(held)
                 what = "store" if path == paths[0] else f"mailbox {imap.username}@{imap.host}:{imap.port}/{imap.folder}"
-                raise InstanceLocked(f"another secirbot (pid {holder}) is already running on this {what} "
-                                     f"(lock {path}); refusing to start a second one") from None
+                raise InstanceLocked(
+                    f"another secirbot (pid {holder}) is already running on this {what} "
+                    f"(lock {path}); refusing to start a second one"
+                ) from None
             os.ftruncate(fd, 0)
             os.write(fd, str(os.getpid()).encode())
             handles.append((path, fd))

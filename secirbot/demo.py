@@ -100,14 +100,29 @@ def run_demo(keep: bool = False, out: TextIO = sys.stdout) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _play(root: Path, templates: Path, rules_file: Path, dovecot: Dovecot, user: MailUser, sink: SmtpSink,
-          whois: WhoisServer, rdap: RdapServer, out: TextIO) -> int:
+def _play(
+    root: Path,
+    templates: Path,
+    rules_file: Path,
+    dovecot: Dovecot,
+    user: MailUser,
+    sink: SmtpSink,
+    whois: WhoisServer,
+    rdap: RdapServer,
+    out: TextIO,
+) -> int:
     rules = yaml.safe_load(rules_file.read_text(encoding="utf-8")) or {}
     rules["pilot"] = {"enabled": True, "cctlds": list(RECORDS)}
     (root / "rules.yaml").write_text(yaml.safe_dump(rules, allow_unicode=True), encoding="utf-8")
     config = Config(
-        imap=dataclasses.replace(ImapConfig(), host=dovecot.host, port=dovecot.imap_port, security="none",
-                                 username=user.name, password=user.password),
+        imap=dataclasses.replace(
+            ImapConfig(),
+            host=dovecot.host,
+            port=dovecot.imap_port,
+            security="none",
+            username=user.name,
+            password=user.password,
+        ),
         smtp=dataclasses.replace(SmtpConfig(), host=sink.host, port=sink.port, security="none"),
         addresses=AddressesConfig(),
         iana=dataclasses.replace(IanaConfig(), whois=whois.endpoint, rdap=rdap.base_url, timeout_seconds=3),
@@ -120,41 +135,56 @@ def _play(root: Path, templates: Path, rules_file: Path, dovecot: Dovecot, user:
     daemon = Daemon(bot)
     thread = threading.Thread(target=daemon.run, name="secirbot", daemon=True)
     show = Transcript(out)
-    show.say(f"secirbot demo. The bot ({config.addresses.bot}) watches a private Dovecot mailbox; its mail "
-             f"goes to a local SMTP sink; a local stand-in answers like whois.iana.org with the real records "
-             f"of {', '.join('.' + t for t in RECORDS)}. Nothing leaves this machine.")
+    show.say(
+        f"secirbot demo. The bot ({config.addresses.bot}) watches a private Dovecot mailbox; its mail "
+        f"goes to a local SMTP sink; a local stand-in answers like whois.iana.org with the real records "
+        f"of {', '.join('.' + t for t in RECORDS)}. Nothing leaves this machine."
+    )
     thread.start()
     try:
         show.say("1. A requester who works for the .dk registry asks to join.")
-        request = _message(REQUESTER, config.addresses.bot, "subscribe .dk",
-                           "Name: Mette Hansen\nRole: incident handler, CSIRT\n\n"
-                           "I handle security incidents for the .dk registry and would like to join the list.\n")
+        request = _message(
+            REQUESTER,
+            config.addresses.bot,
+            "subscribe .dk",
+            "Name: Mette Hansen\nRole: incident handler, CSIRT\n\n"
+            "I handle security incidents for the .dk registry and would like to join the list.\n",
+        )
         show.mail("requester -> bot", request)
         started = time.monotonic()
         user.append(request.as_bytes(policy=email.policy.SMTP))
         first = sink.wait_for(4, timeout=30)
-        show.say(f"2. The bot looked .dk up in IANA's Root Zone Database and, {time.monotonic() - started:.1f} s "
-                 "after the request arrived, mailed each IANA-listed contact its own approval request (each with "
-                 "a reply address of its own), a copy to the Secretariat without any reply token, and an "
-                 "acknowledgement to the requester:")
+        show.say(
+            f"2. The bot looked .dk up in IANA's Root Zone Database and, {time.monotonic() - started:.1f} s "
+            "after the request arrived, mailed each IANA-listed contact its own approval request (each with "
+            "a reply address of its own), a copy to the Secretariat without any reply token, and an "
+            "acknowledgement to the requester:"
+        )
         for captured in first:
             show.mail(f"bot -> {', '.join(captured.rcpt_tos)}", captured)
         approval = next(c for c in first if c.message["Reply-To"] and "admin" in c.rcpt_tos[0])
-        show.say("3. The administrative contact answers from the address IANA lists, with APPROVE on the first "
-                 "line (their mail client quotes the request below).")
+        show.say(
+            "3. The administrative contact answers from the address IANA lists, with APPROVE on the first "
+            "line (their mail client quotes the request below)."
+        )
         plain = approval.message.get_body(("plain",))
         assert plain is not None  # the bot's approval request is text/plain
         quoted = "\n".join("> " + ln for ln in plain.get_content().splitlines())
-        reply = _message(f"Punktum dk Administrative Contact <{approval.rcpt_tos[0]}>", approval.message["Reply-To"],
-                         "Re: " + approval.message["Subject"],
-                         f"APPROVE\n\nOn {email.utils.format_datetime(bot.now())}, {config.addresses.bot} wrote:\n"
-                         f"{quoted}\n", in_reply_to=approval.message["Message-ID"])
+        reply = _message(
+            f"Punktum dk Administrative Contact <{approval.rcpt_tos[0]}>",
+            approval.message["Reply-To"],
+            "Re: " + approval.message["Subject"],
+            f"APPROVE\n\nOn {email.utils.format_datetime(bot.now())}, {config.addresses.bot} wrote:\n{quoted}\n",
+            in_reply_to=approval.message["Message-ID"],
+        )
         show.mail("approver -> bot", reply)
         user.append(reply.as_bytes(policy=email.policy.SMTP))
-        second = sink.wait_for(len(first) + 4, timeout=30)[len(first):]
-        show.say("4. The bot checked the token, the sender and the word, and acted: the Mailman subscribe command "
-                 "to the list's -request address, and notices to the requester, the Secretariat and the other "
-                 "contact:")
+        second = sink.wait_for(len(first) + 4, timeout=30)[len(first) :]
+        show.say(
+            "4. The bot checked the token, the sender and the word, and acted: the Mailman subscribe command "
+            "to the list's -request address, and notices to the requester, the Secretariat and the other "
+            "contact:"
+        )
         for captured in second:
             show.mail(f"bot -> {', '.join(captured.rcpt_tos)}", captured)
     finally:
@@ -164,8 +194,10 @@ def _play(root: Path, templates: Path, rules_file: Path, dovecot: Dovecot, user:
     if data is not None:
         show.say("5. Everything is on record. `secirbot show 1` prints:")
         print("\n" + render_timeline(data), file=out)
-    show.say(f"Done: {show.count} mails. With a real mailbox, SMTP server and Mailman configured in secirbot.yaml, "
-             "`secirbot run` does the same for real.")
+    show.say(
+        f"Done: {show.count} mails. With a real mailbox, SMTP server and Mailman configured in secirbot.yaml, "
+        "`secirbot run` does the same for real."
+    )
     bot.store.close()
     return 0
 

@@ -22,14 +22,12 @@ from .rules import Rules
 BODY_LINES = 20
 # Combining marks (Unicode Mn/Mc): \w does not match them, yet 16 IDN ccTLDs need them (.భారత్, .ভারত,
 # .இந்தியா ...). All of them are in the Basic Multilingual Plane.
-_MARKS = "".join(re.escape(chr(c)) for c in range(0x0300, 0x10000)
-                 if unicodedata.category(chr(c)) in ("Mn", "Mc"))
+_MARKS = "".join(re.escape(chr(c)) for c in range(0x0300, 0x10000) if unicodedata.category(chr(c)) in ("Mn", "Mc"))
 _LABEL = rf"(?:xn--)?[^\W\d_][\w{_MARKS}-]*"
 _DOTTED = re.compile(rf"(?<![\w.@/-])\.({_LABEL})(?![\w{_MARKS}-]|\.\w)", re.UNICODE)
 # "subscribe nl" / "join .dk" as the whole subject. "me" and "us" are ccTLDs but far likelier English
 # ("subscribe me"): those two must be written with their dot.
-_KEYWORD_ARG = re.compile(rf"^\s*(?:subscribe|join)\s+\.?({_LABEL})\s*[.!]?\s*$",
-                          re.IGNORECASE | re.UNICODE)
+_KEYWORD_ARG = re.compile(rf"^\s*(?:subscribe|join)\s+\.?({_LABEL})\s*[.!]?\s*$", re.IGNORECASE | re.UNICODE)
 _NOT_BARE_TLDS = frozenset({"me", "us"})
 _LABELLED = re.compile(rf"^\s*(?:cc)?tld\s*[:=]\s*\.?({_LABEL})\s*$", re.IGNORECASE | re.UNICODE)
 _FIELD = re.compile(r"^\s*(name|role|organi[sz]ation)\s*:\s*(.+?)\s*$", re.IGNORECASE)
@@ -42,12 +40,12 @@ class Claim:
     cctld: TldName
     name: str
     role: str
-    words: str       # their own text, for the approvers, cut to the configured length
+    words: str  # their own text, for the approvers, cut to the configured length
 
 
 @dataclass(frozen=True)
 class ClaimProblem:
-    reason: str      # no-cctld | several-cctlds | not-cctld | address-form (set by the pipeline)
+    reason: str  # no-cctld | several-cctlds | not-cctld | address-form (set by the pipeline)
     names: tuple[str, ...] = ()
     detail: str = ""
 
@@ -56,17 +54,17 @@ class ClaimProblem:
 class Facts:
     """What the store knows that the checks need; gathered by the caller."""
 
-    open_request_id: int | None      # the requester's open request, if any
+    open_request_id: int | None  # the requester's open request, if any
     open_request_cctld: str | None
-    member_request_id: int | None    # the requester's approved request, if they are a member
-    seats_used: int                  # members plus open requests for the ccTLD
-    cctld_last_hour: int             # requests created for the ccTLD in the last hour
-    all_last_hour: int               # requests created in the last hour
+    member_request_id: int | None  # the requester's approved request, if they are a member
+    seats_used: int  # members plus open requests for the ccTLD
+    cctld_last_hour: int  # requests created for the ccTLD in the last hour
+    all_last_hour: int  # requests created in the last hour
 
 
 @dataclass(frozen=True)
 class Refusal:
-    rule: str        # pilot | already-member | already-pending | seats-full | rate-cctld | rate-global
+    rule: str  # pilot | already-member | already-pending | seats-full | rate-cctld | rate-global
     detail: str
 
 
@@ -95,7 +93,7 @@ def read_claim(mail: InboundMail, text: str, max_chars: int) -> Claim | ClaimPro
         name=_clean(fields.get("name") or mail.from_name or "", 120),
         role=_clean(fields.get("role", ""), 120),
         # Kept a little longer than relayed, so the approvers' copy can show that it was cut.
-        words=words[:max_chars + 200],
+        words=words[: max_chars + 200],
     )
 
 
@@ -160,8 +158,10 @@ def check(claim: Claim, rules: Rules, facts: Facts) -> Refusal | None:
     if facts.open_request_id is not None:
         return Refusal("already-pending", f"request {facts.open_request_id} is still open")
     if facts.seats_used >= rules.requests.seats_per_cctld:
-        return Refusal("seats-full", f"all {rules.requests.seats_per_cctld} seats for .{claim.cctld.unicode}"
-                                     " are taken or requested")
+        return Refusal(
+            "seats-full",
+            f"all {rules.requests.seats_per_cctld} seats for .{claim.cctld.unicode} are taken or requested",
+        )
     if facts.cctld_last_hour >= rules.requests.max_per_cctld_per_hour:
         return Refusal("rate-cctld", f"{facts.cctld_last_hour} requests for .{claim.cctld.unicode} in the last hour")
     if facts.all_last_hour >= rules.requests.max_per_hour:

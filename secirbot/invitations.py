@@ -24,7 +24,7 @@ class InviteResult:
     name: str
     ok: bool
     message: str
-    kind: str = "ok"   # ok | not-cctld | unresolved
+    kind: str = "ok"  # ok | not-cctld | unresolved
 
 
 def invite(bot: Bot, names: list[str], actor: str) -> list[InviteResult]:
@@ -39,30 +39,49 @@ def invite(bot: Bot, names: list[str], actor: str) -> list[InviteResult]:
         resolution = bot.iana.resolve(name, fresh=True)
         if resolution.record is None:
             problem = resolution.problem.summary if resolution.problem else "no answer"
-            results.append(InviteResult(text, False, f"{name.display()}: cannot resolve the IANA contacts now "
-                                                     f"({problem}); nothing was sent", "unresolved"))
+            results.append(
+                InviteResult(
+                    text,
+                    False,
+                    f"{name.display()}: cannot resolve the IANA contacts now ({problem}); nothing was sent",
+                    "unresolved",
+                )
+            )
             continue
         admins = resolution.record.approvers(("administrative",))
         with bot.store.transaction():
             _record(bot, name, [a.email for a in admins], resolution.snapshot_id, actor)
             for admin in admins:
                 bot.outbox.queue_mail(
-                    purpose="invitation", template="invitation.txt",
-                    context={"cctld_display": name.display(), "cctld": name.ascii, "contact": {
-                        "email": admin.email, "name": admin.name}, "organisation": resolution.record.organisation,
-                        "bot": bot.bot_address, "secretariat": bot.secretariat,
-                        "list_address": bot.config.mailman.list, "seats": bot.rules.requests.seats_per_cctld},
-                    to=[admin.email])
+                    purpose="invitation",
+                    template="invitation.txt",
+                    context={
+                        "cctld_display": name.display(),
+                        "cctld": name.ascii,
+                        "contact": {"email": admin.email, "name": admin.name},
+                        "organisation": resolution.record.organisation,
+                        "bot": bot.bot_address,
+                        "secretariat": bot.secretariat,
+                        "list_address": bot.config.mailman.list,
+                        "seats": bot.rules.requests.seats_per_cctld,
+                    },
+                    to=[admin.email],
+                )
         note = ""
         if bot.rules.pilot.enabled and name.ascii not in pilot:
             note = " (note: not in rules.yaml pilot.cctlds, so its requests are refused until you add it)"
-        results.append(InviteResult(text, True, f"{name.display()}: invitation queued for "
-                                                f"{', '.join(a.email for a in admins)}{note}"))
+        results.append(
+            InviteResult(
+                text, True, f"{name.display()}: invitation queued for {', '.join(a.email for a in admins)}{note}"
+            )
+        )
     return results
 
 
 def _record(bot: Bot, name: TldName, recipients: list[str], snapshot_id: int, actor: str) -> None:
     now = bot.now()
-    bot.store.execute("INSERT INTO invitations (cctld, invited_at, invited_by, snapshot_id, recipients)"
-                      " VALUES (?, ?, ?, ?, ?)", (name.ascii, iso(now), actor, snapshot_id, json.dumps(recipients)))
+    bot.store.execute(
+        "INSERT INTO invitations (cctld, invited_at, invited_by, snapshot_id, recipients) VALUES (?, ?, ?, ?, ?)",
+        (name.ascii, iso(now), actor, snapshot_id, json.dumps(recipients)),
+    )
     bot.store.audit("invited", at=now, actor=actor, cctld=name.ascii, to=recipients, snapshot_id=snapshot_id)

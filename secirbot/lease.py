@@ -71,6 +71,7 @@ class Lease:
     def release(self) -> None:
         def drop(mailbox: Mailbox, entries: list[_Entry]) -> None:
             mailbox.delete_uids([e.uid for e in entries if e.instance == self.instance])
+
         try:
             self._with_folder(drop)
         except MailboxError as exc:  # it runs out by itself
@@ -111,13 +112,16 @@ class Lease:
             mailbox.delete_uids([mine[-1].uid])
             raise LeaseHeld(self._held_message(rivals[0]))
         # Keep only our newest lease; drop ours before it and every expired one.
-        mailbox.delete_uids([e.uid for e in after if e is not mine[-1] and (e.instance == self.instance
-                                                                           or e.until <= now)])
+        mailbox.delete_uids(
+            [e.uid for e in after if e is not mine[-1] and (e.instance == self.instance or e.until <= now)]
+        )
 
     def _held_message(self, entry: _Entry) -> str:
-        return (f"another secirbot ({entry.holder}) holds this mailbox ({self.config.username}@{self.config.host}"
-                f"/{self.config.folder}) until {iso(entry.until)}; refusing to start a second one "
-                f"(its lease is in the IMAP folder {self.config.lease_folder})")
+        return (
+            f"another secirbot ({entry.holder}) holds this mailbox ({self.config.username}@{self.config.host}"
+            f"/{self.config.folder}) until {iso(entry.until)}; refusing to start a second one "
+            f"(its lease is in the IMAP folder {self.config.lease_folder})"
+        )
 
     def _message(self, until: datetime) -> bytes:
         msg = EmailMessage()
@@ -126,6 +130,8 @@ class Lease:
         msg["Date"] = email.utils.format_datetime(self.now())
         msg[HOLDER] = self.holder
         msg[UNTIL] = iso(until)
-        msg.set_content("This message marks which secirbot instance reads this mailbox. Do not delete it while "
-                        "the bot runs; it expires by itself.\n")
+        msg.set_content(
+            "This message marks which secirbot instance reads this mailbox. Do not delete it while "
+            "the bot runs; it expires by itself.\n"
+        )
         return msg.as_bytes()

@@ -24,8 +24,15 @@ from .config import ImapConfig
 log = logging.getLogger(__name__)
 
 PROCESSED_FLAG = "$SecirbotProcessed"
-_NETWORK_ERRORS = (OSError, ssl.SSLError, socket.timeout, imapclient.exceptions.IMAPClientError,
-                   imapclient.imaplib.IMAP4.error, imapclient.imaplib.IMAP4.abort, EOFError)
+_NETWORK_ERRORS = (
+    OSError,
+    ssl.SSLError,
+    socket.timeout,
+    imapclient.exceptions.IMAPClientError,
+    imapclient.imaplib.IMAP4.error,
+    imapclient.imaplib.IMAP4.abort,
+    EOFError,
+)
 
 
 class MailboxError(Exception):
@@ -37,7 +44,7 @@ class Fetched:
     uid: int
     raw: bytes
     size: int
-    headers_only: bool = False   # the message was larger than imap.max_message_size
+    headers_only: bool = False  # the message was larger than imap.max_message_size
 
 
 @functools.lru_cache(maxsize=8)
@@ -71,8 +78,9 @@ class Mailbox:
         cfg = self.config
         context = tls_context(str(cfg.ca_file) if cfg.ca_file else None, cfg.tls_verify)
         try:
-            client = imapclient.IMAPClient(cfg.host, port=cfg.port, ssl=cfg.security == "tls",
-                                           ssl_context=context, timeout=cfg.timeout_seconds)
+            client = imapclient.IMAPClient(
+                cfg.host, port=cfg.port, ssl=cfg.security == "tls", ssl_context=context, timeout=cfg.timeout_seconds
+            )
             if cfg.security == "starttls":
                 client.starttls(context)
             client.login(cfg.username or "", cfg.password or "")
@@ -89,8 +97,9 @@ class Mailbox:
             self.uidvalidity = int(client.select_folder(selected)[b"UIDVALIDITY"])
         except imapclient.exceptions.LoginError as exc:
             self.close()
-            raise MailboxError(f"IMAP login as {cfg.username!r} on {cfg.host}:{cfg.port} was refused: "
-                               f"{_text(exc)}") from exc
+            raise MailboxError(
+                f"IMAP login as {cfg.username!r} on {cfg.host}:{cfg.port} was refused: {_text(exc)}"
+            ) from exc
         except _NETWORK_ERRORS as exc:
             self.close()
             raise MailboxError(f"IMAP {cfg.host}:{cfg.port}: {_text(exc)}") from exc
@@ -138,11 +147,10 @@ class Mailbox:
         client = self._session()
         size = self.config.batch_size
         for start in range(0, len(uids), size):
-            batch = list(uids[start:start + size])
+            batch = list(uids[start : start + size])
             try:
                 sizes = client.fetch(batch, ["RFC822.SIZE"])
-                whole = [u for u in batch if sizes.get(u, {}).get(b"RFC822.SIZE", 0)
-                         <= self.config.max_message_size]
+                whole = [u for u in batch if sizes.get(u, {}).get(b"RFC822.SIZE", 0) <= self.config.max_message_size]
                 large = [u for u in batch if u in sizes and u not in whole]
                 bodies = client.fetch(whole, ["BODY.PEEK[]"]) if whole else {}
                 heads = client.fetch(large, ["BODY.PEEK[HEADER]"]) if large else {}
@@ -152,8 +160,7 @@ class Mailbox:
                 if uid in bodies and b"BODY[]" in bodies[uid]:
                     yield Fetched(uid, bodies[uid][b"BODY[]"], sizes[uid][b"RFC822.SIZE"])
                 elif uid in heads and b"BODY[HEADER]" in heads[uid]:
-                    yield Fetched(uid, heads[uid][b"BODY[HEADER]"], sizes[uid][b"RFC822.SIZE"],
-                                  headers_only=True)
+                    yield Fetched(uid, heads[uid][b"BODY[HEADER]"], sizes[uid][b"RFC822.SIZE"], headers_only=True)
                 # A UID that vanished between search and fetch (another client expunged it) is skipped.
 
     def headers(self, uids: Sequence[int]) -> dict[int, bytes]:
@@ -238,8 +245,7 @@ class Mailbox:
             raise MailboxError("the IMAP server said BYE")
         if not responses and elapsed < timeout * 0.5:
             raise MailboxError("the IMAP connection dropped (IDLE returned at once with nothing)")
-        return any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT")
-                   for r in responses)
+        return any(isinstance(r, tuple) and len(r) > 1 and r[1] in (b"EXISTS", b"RECENT") for r in responses)
 
 
 def _text(exc: BaseException) -> str:

@@ -71,13 +71,17 @@ def queue_subscribe(bot: Bot, request: sqlite3.Row) -> int:
     address = request["requester"]
     if config.mailman.dialect in EMAIL_DIALECTS:
         msg = command_message(config, address, bot.now())
-        return bot.outbox.queue_message(msg, purpose="mailman-command",
-                                        recipients=[request_address(config.mailman.list)],
-                                        request_id=request["id"])
+        return bot.outbox.queue_message(
+            msg, purpose="mailman-command", recipients=[request_address(config.mailman.list)], request_id=request["id"]
+        )
     return bot.outbox.queue_rest(
         purpose="mailman-subscribe",
-        call={"action": "subscribe", "list_id": list_id(config.mailman.list), "address": address,
-              "display_name": request["requester_name"] or ""},
+        call={
+            "action": "subscribe",
+            "list_id": list_id(config.mailman.list),
+            "address": address,
+            "display_name": request["requester_name"] or "",
+        },
         request_id=request["id"],
     )
 
@@ -92,19 +96,23 @@ def link_request(bot: Bot, mail: InboundMail) -> int | None:
     records an acknowledgement; it never decides anything."""
     text = "\n".join([mail.subject, mail.text or "", mail.header("In-Reply-To"), mail.header("References")])
     for message_id in _MESSAGE_ID.findall(text):
-        row = bot.store.one("SELECT request_id FROM outbox WHERE message_id = ? AND request_id IS NOT NULL",
-                            (message_id,))
+        row = bot.store.one(
+            "SELECT request_id FROM outbox WHERE message_id = ? AND request_id IS NOT NULL", (message_id,)
+        )
         if row is not None:
             return int(row["request_id"])
     for address in _ADDRESS.findall(text):
-        row = bot.store.one("SELECT id FROM requests WHERE requester_key = ? AND state = 'approved'"
-                            " ORDER BY id DESC LIMIT 1", (address.lower(),))
+        row = bot.store.one(
+            "SELECT id FROM requests WHERE requester_key = ? AND state = 'approved' ORDER BY id DESC LIMIT 1",
+            (address.lower(),),
+        )
         if row is not None:
             return int(row["id"])
     return None
 
 
 # --- what Mailman answered to our command ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CommandOutcome:
@@ -117,27 +125,30 @@ class CommandOutcome:
 
 
 # (pattern on one results line, state); the source of each wording is named.
-_RESULT_LINES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), state) for p, state in (
-    # Mailman 3.3 commands/eml_membership.py Join.process and the errors it prints.
-    (r"^Confirmation email sent to \S", "confirmation-sent"),
-    (r" is already a member of mailing list \S+$", "member"),  # interfaces/member.py AlreadySubscribedError
-    (r" has a pending subscription for \S+$", "pending"),  # SubscriptionPendingError
-    (r" is not allowed to subscribe to \S+$", "refused"),  # MembershipIsBannedError
-    (r"^Invalid email address: ", "refused"),
-    (r"^(?:join|subscribe) bad argument: ", "refused"),
-    (r"^(?:join|subscribe): No valid address found to subscribe", "refused"),
-    (r"^No such command: ", "refused"),  # runners/command.py
-    # Mailman 2.1 Mailman/Commands/cmd_subscribe.py (results indented by four spaces).
-    (r"^Subscription request succeeded\.$", "subscribed"),
-    (r"^Your subscription request has been forwarded to the list administrator", "held"),
-    (r"^You are already subscribed!$", "member"),
-    (r"^The email address you supplied is banned from this mailing list\.", "refused"),
-    (r"^Mailman won't accept the given email address as a valid address\.", "refused"),
-    (r"^Your subscription is not allowed because", "refused"),
-    (r"^Bad digest specifier: ", "refused"),
-    (r"^Usage:$", "refused"),
-    (r"^No valid address found to subscribe$", "refused"),
-))
+_RESULT_LINES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(p), state)
+    for p, state in (
+        # Mailman 3.3 commands/eml_membership.py Join.process and the errors it prints.
+        (r"^Confirmation email sent to \S", "confirmation-sent"),
+        (r" is already a member of mailing list \S+$", "member"),  # interfaces/member.py AlreadySubscribedError
+        (r" has a pending subscription for \S+$", "pending"),  # SubscriptionPendingError
+        (r" is not allowed to subscribe to \S+$", "refused"),  # MembershipIsBannedError
+        (r"^Invalid email address: ", "refused"),
+        (r"^(?:join|subscribe) bad argument: ", "refused"),
+        (r"^(?:join|subscribe): No valid address found to subscribe", "refused"),
+        (r"^No such command: ", "refused"),  # runners/command.py
+        # Mailman 2.1 Mailman/Commands/cmd_subscribe.py (results indented by four spaces).
+        (r"^Subscription request succeeded\.$", "subscribed"),
+        (r"^Your subscription request has been forwarded to the list administrator", "held"),
+        (r"^You are already subscribed!$", "member"),
+        (r"^The email address you supplied is banned from this mailing list\.", "refused"),
+        (r"^Mailman won't accept the given email address as a valid address\.", "refused"),
+        (r"^Your subscription is not allowed because", "refused"),
+        (r"^Bad digest specifier: ", "refused"),
+        (r"^Usage:$", "refused"),
+        (r"^No valid address found to subscribe$", "refused"),
+    )
+)
 _SECTION = re.compile(r"^- (?:Unprocessed|Ignored|Done)[:.]")
 
 
@@ -149,7 +160,7 @@ def read_results(text: str | None) -> CommandOutcome | None:
         start = next(i for i, line in enumerate(lines) if line.strip() == "- Results:") + 1
     except StopIteration:
         return None
-    for raw in lines[start:start + 50]:
+    for raw in lines[start : start + 50]:
         line = raw.strip()
         if _SECTION.match(line):
             break

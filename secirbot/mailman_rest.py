@@ -96,10 +96,18 @@ class MailmanRest:
 
     def add_member(self, list_id: str, address: str, display_name: str) -> Answer:
         """Subscribe with every confirmation pre-done: 201 = member now, 409 = already member/pending."""
-        return self._call("POST", "members", {
-            "list_id": list_id, "subscriber": address, "display_name": display_name,
-            "pre_verified": "true", "pre_confirmed": "true", "pre_approved": "true",
-        })
+        return self._call(
+            "POST",
+            "members",
+            {
+                "list_id": list_id,
+                "subscriber": address,
+                "display_name": display_name,
+                "pre_verified": "true",
+                "pre_confirmed": "true",
+                "pre_approved": "true",
+            },
+        )
 
     def is_member(self, list_id: str, address: str) -> bool:
         answer = self._call("POST", "members/find", {"list_id": list_id, "subscriber": address, "role": "member"})
@@ -127,20 +135,26 @@ class MailmanRest:
         try:
             login = self._call("GET", "system/versions")
         except RestUnavailable as exc:
-            return [Probe("mailman-rest", False, f"{exc}: check mailman.rest_url and that Mailman's REST "
-                          "runner is up"),
-                    Probe("mailman-list", False, f"{list_address} not checked: Mailman's REST API is unreachable")]
+            return [
+                Probe("mailman-rest", False, f"{exc}: check mailman.rest_url and that Mailman's REST runner is up"),
+                Probe("mailman-list", False, f"{list_address} not checked: Mailman's REST API is unreachable"),
+            ]
         if login.status == 401:
-            said = (f"{self.shown}/3.1/ refused the login of user {user!r} (HTTP 401): check mailman.rest_user "
-                    "and mailman.rest_password (or SECIRBOT_MAILMAN_REST_PASSWORD)")
+            said = (
+                f"{self.shown}/3.1/ refused the login of user {user!r} (HTTP 401): check mailman.rest_user "
+                "and mailman.rest_password (or SECIRBOT_MAILMAN_REST_PASSWORD)"
+            )
         elif login.status == 404:
-            said = (f"{self.shown}/3.1/system/versions: HTTP 404: no Mailman 3 REST API 3.1 there; "
-                    "check mailman.rest_url (e.g. http://localhost:8001)")
+            said = (
+                f"{self.shown}/3.1/system/versions: HTTP 404: no Mailman 3 REST API 3.1 there; "
+                "check mailman.rest_url (e.g. http://localhost:8001)"
+            )
         elif login.status != 200:
             said = f"{self.shown}/3.1/system/versions answered HTTP {login.status}"
         else:
-            version = (login.body or {}).get("mailman_version", "Mailman") if isinstance(login.body, dict) \
-                else "Mailman"
+            version = (
+                (login.body or {}).get("mailman_version", "Mailman") if isinstance(login.body, dict) else "Mailman"
+            )
             said = f"logged in to {self.shown}/3.1/ as {user!r} ({version})"
         first = Probe("mailman-rest", login.status == 200, said)
         if not first.ok:
@@ -152,11 +166,20 @@ class MailmanRest:
             return [first, Probe("mailman-list", False, str(exc))]
         if found.status == 200:
             body = found.body if isinstance(found.body, dict) else {}
-            return [first, Probe("mailman-list", True, f"{list_address} exists ({body.get('member_count', '?')} "
-                                 "member(s))")]
+            return [
+                first,
+                Probe("mailman-list", True, f"{list_address} exists ({body.get('member_count', '?')} member(s))"),
+            ]
         if found.status == 404:
-            return [first, Probe("mailman-list", False, f"Mailman has no list {list_address} (HTTP 404 for "
-                                 f"lists/{list_id}): create it in Mailman or correct mailman.list")]
+            return [
+                first,
+                Probe(
+                    "mailman-list",
+                    False,
+                    f"Mailman has no list {list_address} (HTTP 404 for "
+                    f"lists/{list_id}): create it in Mailman or correct mailman.list",
+                ),
+            ]
         return [first, Probe("mailman-list", False, f"lists/{list_id} answered HTTP {found.status}")]
 
 
@@ -172,35 +195,53 @@ def rest_attempt(bot: Bot, row: sqlite3.Row) -> Attempt:
     request_id = row["request_id"]
 
     def record(status: str, action: str, **details: Any) -> None:
-        bot.store.execute("UPDATE requests SET mailman_status = ?, updated_at = ? WHERE id = ?",
-                          (status, iso(bot.now()), request_id))
+        bot.store.execute(
+            "UPDATE requests SET mailman_status = ?, updated_at = ? WHERE id = ?", (status, iso(bot.now()), request_id)
+        )
         bot.store.audit(action, at=bot.now(), request_id=request_id, outbox_id=row["id"], **details)
 
     try:
-        answer = MailmanRest(bot.config.mailman).add_member(call["list_id"], call["address"],
-                                                            call.get("display_name", ""))
+        answer = MailmanRest(bot.config.mailman).add_member(
+            call["list_id"], call["address"], call.get("display_name", "")
+        )
     except (RestUnavailable, ValueError) as exc:
         # The outbox turns this deferral into a failure once give_up_after has passed (Outbox._record);
         # then the request must not keep saying "queued".
         error = str(exc)
         last = bot.now() - from_iso(row["created_at"]) >= bot.rules.outbox.give_up_after
-        return Attempt(deferred=target, error=error,
-                       after=(lambda: record("failed", "mailman-failed", error=error)) if last else None)
+        return Attempt(
+            deferred=target,
+            error=error,
+            after=(lambda: record("failed", "mailman-failed", error=error)) if last else None,
+        )
 
     if answer.status == 201:
         return Attempt(delivered=target, after=lambda: record("member", "mailman-member", http=201))
     if answer.status == 202:  # Mailman still wants a confirmation: the pre_* flags were not honoured
         return Attempt(delivered=target, after=lambda: record("pending", "mailman-pending", http=202))
     if answer.status == 409:
+
         def conflict() -> None:
             record("conflict", "mailman-conflict", http=409, said=str(answer.body)[:300])
-            bot.outbox.queue_mail(purpose="mailman-conflict", template="mailman_conflict.txt",
-                                  context={"address": call["address"], "request_id": request_id,
-                                           "said": str(answer.body)[:300], "list_address": bot.config.mailman.list},
-                                  to=[bot.secretariat], request_id=request_id)
+            bot.outbox.queue_mail(
+                purpose="mailman-conflict",
+                template="mailman_conflict.txt",
+                context={
+                    "address": call["address"],
+                    "request_id": request_id,
+                    "said": str(answer.body)[:300],
+                    "list_address": bot.config.mailman.list,
+                },
+                to=[bot.secretariat],
+                request_id=request_id,
+            )
+
         return Attempt(delivered=target, after=conflict)
-    return Attempt(failed=target, error=f"Mailman REST answered HTTP {answer.status}: {str(answer.body)[:300]}",
-                   after=lambda: record("failed", "mailman-failed", http=answer.status))
+    return Attempt(
+        failed=target,
+        error=f"Mailman REST answered HTTP {answer.status}: {str(answer.body)[:300]}",
+        after=lambda: record("failed", "mailman-failed", http=answer.status),
+    )
 
 
 def check_pending(bot: Bot) -> dict[str, int]:
@@ -215,32 +256,52 @@ def check_pending(bot: Bot) -> dict[str, int]:
         if not token:
             continue
         digest = token_digest(token)
-        vetted = bot.store.one("SELECT id FROM requests WHERE requester_key = ? AND state = 'approved'"
-                               " ORDER BY id DESC LIMIT 1", (address.lower(),))
+        vetted = bot.store.one(
+            "SELECT id FROM requests WHERE requester_key = ? AND state = 'approved' ORDER BY id DESC LIMIT 1",
+            (address.lower(),),
+        )
         if vetted is not None:
             status = client.moderate(list_id, token, "accept")
             with bot.store.transaction():
                 if status == 204:  # rest/sub_moderation.py: accepted = subscribed now
-                    bot.store.execute("UPDATE requests SET mailman_status = 'member', updated_at = ? WHERE id = ?",
-                                      (iso(bot.now()), vetted["id"]))
-                bot.store.audit("mailman-moderation-accepted", at=bot.now(), request_id=vetted["id"],
-                                address=address, token=digest, http=status)
+                    bot.store.execute(
+                        "UPDATE requests SET mailman_status = 'member', updated_at = ? WHERE id = ?",
+                        (iso(bot.now()), vetted["id"]),
+                    )
+                bot.store.audit(
+                    "mailman-moderation-accepted",
+                    at=bot.now(),
+                    request_id=vetted["id"],
+                    address=address,
+                    token=digest,
+                    http=status,
+                )
             counts["accepted"] += 1
             continue
-        seen = bot.store.one("SELECT 1 FROM audit WHERE action = 'mailman-unvetted' AND details LIKE ?",
-                             (f'%"token": "{digest}"%',))
+        seen = bot.store.one(
+            "SELECT 1 FROM audit WHERE action = 'mailman-unvetted' AND details LIKE ?", (f'%"token": "{digest}"%',)
+        )
         if seen is not None:
             continue
         reject = bot.rules.mailman.reject_unvetted
         rejected = client.moderate(list_id, token, "reject") if reject else None
         with bot.store.transaction():
-            bot.store.audit("mailman-unvetted", at=bot.now(), address=address, token=digest,
-                            rejected=bool(reject), http=rejected)
-            bot.outbox.queue_mail(purpose="mailman-unvetted", template="mailman_unvetted.txt",
-                                  context={"address": address, "display_name": entry.get("display_name") or "",
-                                           "when": str(entry.get("request_date", "")), "rejected": bool(reject),
-                                           "list_address": config.list, "bot": bot.bot_address},
-                                  to=[bot.secretariat])
+            bot.store.audit(
+                "mailman-unvetted", at=bot.now(), address=address, token=digest, rejected=bool(reject), http=rejected
+            )
+            bot.outbox.queue_mail(
+                purpose="mailman-unvetted",
+                template="mailman_unvetted.txt",
+                context={
+                    "address": address,
+                    "display_name": entry.get("display_name") or "",
+                    "when": str(entry.get("request_date", "")),
+                    "rejected": bool(reject),
+                    "list_address": config.list,
+                    "bot": bot.bot_address,
+                },
+                to=[bot.secretariat],
+            )
         counts["reported"] += 1
         counts["rejected"] += bool(reject)
     return counts

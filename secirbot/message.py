@@ -52,17 +52,17 @@ class UnparseableMail(Exception):
 class InboundMail:
     raw: bytes
     message: Message = field(repr=False)
-    message_id: str | None         # normalised: one "<id>" token, no whitespace; None if absent or unusable
-    from_addr: str | None          # the one mailbox From names, strictly read; None if not exactly one
-    from_problem: str              # why from_addr is None ('' when it is set)
-    from_name: str                 # display name, decoded, on one line
-    subject: str                   # decoded, on one line
-    recipients: tuple[str, ...]    # every address in RECIPIENT_HEADERS, as written
-    text: str | None               # the message's own first text/plain body part, decoded
-    html: str | None               # the message's own first text/html body part, decoded
-    body_hash: str                 # sha256 of the body (everything after the header section)
-    text_flowed: bool = False      # the text part is format=flowed (RFC 3676)
-    text_delsp: bool = False       # ... with delsp=yes
+    message_id: str | None  # normalised: one "<id>" token, no whitespace; None if absent or unusable
+    from_addr: str | None  # the one mailbox From names, strictly read; None if not exactly one
+    from_problem: str  # why from_addr is None ('' when it is set)
+    from_name: str  # display name, decoded, on one line
+    subject: str  # decoded, on one line
+    recipients: tuple[str, ...]  # every address in RECIPIENT_HEADERS, as written
+    text: str | None  # the message's own first text/plain body part, decoded
+    html: str | None  # the message's own first text/html body part, decoded
+    body_hash: str  # sha256 of the body (everything after the header section)
+    text_flowed: bool = False  # the text part is format=flowed (RFC 3676)
+    text_delsp: bool = False  # ... with delsp=yes
 
     def header(self, name: str) -> str:
         """The first header of that name, decoded to text ('' if absent)."""
@@ -210,8 +210,11 @@ def strict_from(msg: Message) -> tuple[str | None, str, str]:
     value = re.sub(r"\r?\n(?=[ \t])", "", str(values[0]))
     try:
         header: Any = email.policy.default.header_factory("From", value)
-        parsed = [(group.display_name, address.addr_spec, address.display_name)
-                  for group in header.groups for address in group.addresses]
+        parsed = [
+            (group.display_name, address.addr_spec, address.display_name)
+            for group in header.groups
+            for address in group.addresses
+        ]
     except Exception:  # the stdlib parser raises assorted errors on hostile input
         return None, "", "unreadable From header"
     try:

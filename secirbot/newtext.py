@@ -172,6 +172,7 @@ def _quote_prefix(depth: int) -> str:
 
 # --- where the quote begins --------------------------------------------------------------------------
 
+
 def _extract(text: str, rewrap_risk: bool = True) -> NewText:
     lines = [line.rstrip() for line in text.split("\n")]
     cut, quote_at = _find_quote(lines)
@@ -186,8 +187,11 @@ def _extract(text: str, rewrap_risk: bool = True) -> NewText:
         return NewText("")
     above = lines[after - 1]
     if rewrap_risk and _is_quoted(above) and len(above.lstrip().lstrip(">").strip()) >= _WRAP_SUSPECT_CHARS:
-        return NewText("", "the text below the quoted message could not be told apart from the quote "
-                            "(please write your answer above the quoted message)")
+        return NewText(
+            "",
+            "the text below the quoted message could not be told apart from the quote "
+            "(please write your answer above the quoted message)",
+        )
     rest = lines[after:]
     end, _ = _find_quote(rest)
     return NewText(_trim(rest[:end]))
@@ -284,16 +288,16 @@ def _is_sent_from(line: str) -> bool:
 # "Sent:"/"Date:"/"To:"/"Subject:", in the language of the replier's client.
 _HEADER_NAMES = {
     "from": "from|von|de|de la|van|fra|från|frá|от|від|od|da|lähettäjä|feladó|kimden|από|šalje|saatja|nuo"
-            "|发件人|寄件者|差出人|보낸\\s*사람",
+    "|发件人|寄件者|差出人|보낸\\s*사람",
     "when": "sent|date|gesendet|datum|envoyé|enviado|enviada|fecha|data|inviato|verzonden|sendt|dato|skickat"
-            "|lähetetty|päivämäärä|wysłano|wysłane|отправлено|дата|надіслано|odesláno|elküldve|dátum"
-            "|gönderildi|tarih|trimis|στάλθηκε|poslano|saadetud|发送时间|日期|傳送時間|送信日時|日付"
-            "|보낸\\s*날짜",
+    "|lähetetty|päivämäärä|wysłano|wysłane|отправлено|дата|надіслано|odesláno|elküldve|dátum"
+    "|gönderildi|tarih|trimis|στάλθηκε|poslano|saadetud|发送时间|日期|傳送時間|送信日時|日付"
+    "|보낸\\s*날짜",
     "to": "to|an|à|a|aan|para|til|till|vastaanottaja|do|кому|komu|címzett|kime|către|προς|prima|adressaat"
-          "|收件人|收件者|宛先|받는\\s*사람",
+    "|收件人|收件者|宛先|받는\\s*사람",
     "cc": "cc|kopie|kopio|dw|копия|копія|másolat|bilgi|κοιν|抄送|副本",
     "subject": "subject|betreff|objet|onderwerp|asunto|oggetto|assunto|emne|ämne|aihe|temat|тема|předmět"
-               "|tárgy|konu|subiect|θέμα|predmet|teema|efni|主题|主旨|件名|제목",
+    "|tárgy|konu|subiect|θέμα|predmet|teema|efni|主题|主旨|件名|제목",
 }
 _HEADER_LINE = re.compile(
     r"^[*_]*(?:" + "|".join(f"(?P<{key}>{names})" for key, names in _HEADER_NAMES.items()) + r")[*_]*\s*:",
@@ -313,7 +317,7 @@ def _is_header_block(lines: list[str], i: int) -> bool:
     first = _header_kind(lines[i])
     if first is None:
         return False
-    window = lines[i + 1: i + 1 + _HEADER_BLOCK_WINDOW]
+    window = lines[i + 1 : i + 1 + _HEADER_BLOCK_WINDOW]
     return any(kind not in (None, first) for kind in map(_header_kind, window))
 
 
@@ -365,14 +369,52 @@ def _quote_header_end(lines: list[str], i: int) -> int | None:
 # --- HTML to text --------------------------------------------------------------------------------------
 
 _SKIPPED = frozenset({"head", "style", "script", "title", "template", "noscript", "xml"})
-_VOID = frozenset({"br", "hr", "img", "meta", "link", "input", "wbr", "base", "col", "area", "source",
-                   "embed", "param", "track"})
-_BLOCKS = frozenset({
-    "address", "article", "aside", "blockquote", "body", "caption", "center", "dd", "div", "dl", "dt",
-    "fieldset", "figcaption", "figure", "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header",
-    "html", "li", "main", "nav", "ol", "p", "pre", "section", "table", "tbody", "td", "tfoot", "th",
-    "thead", "tr", "ul",
-})
+_VOID = frozenset(
+    {"br", "hr", "img", "meta", "link", "input", "wbr", "base", "col", "area", "source", "embed", "param", "track"}
+)
+_BLOCKS = frozenset(
+    {
+        "address",
+        "article",
+        "aside",
+        "blockquote",
+        "body",
+        "caption",
+        "center",
+        "dd",
+        "div",
+        "dl",
+        "dt",
+        "fieldset",
+        "figcaption",
+        "figure",
+        "footer",
+        "form",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "header",
+        "html",
+        "li",
+        "main",
+        "nav",
+        "ol",
+        "p",
+        "pre",
+        "section",
+        "table",
+        "tbody",
+        "td",
+        "tfoot",
+        "th",
+        "thead",
+        "tr",
+        "ul",
+    }
+)
 # Containers whose whole content is quote (attribution line included): read as one more '>' level.
 _QUOTE_CLASSES = frozenset({"gmail_quote", "moz-cite-prefix", "yahoo_quoted", "protonmail_quote"})
 # Where Outlook-style clients start the quoted original (a header block without '>' follows).

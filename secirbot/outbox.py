@@ -41,10 +41,10 @@ class Attempt:
     """What one delivery attempt achieved, per recipient."""
 
     delivered: list[str] = field(default_factory=list)
-    deferred: list[str] = field(default_factory=list)   # 4xx or connection trouble: try again later
-    failed: list[str] = field(default_factory=list)     # 5xx: never try again
+    deferred: list[str] = field(default_factory=list)  # 4xx or connection trouble: try again later
+    failed: list[str] = field(default_factory=list)  # 5xx: never try again
     error: str = ""
-    after: Callable[[], None] | None = None            # runs inside the transaction that records this
+    after: Callable[[], None] | None = None  # runs inside the transaction that records this
 
 
 @dataclass
@@ -59,8 +59,9 @@ class SmtpError(Exception):
     """The SMTP server could not be reached or logged in to."""
 
 
-def open_smtp(config: SmtpConfig, on_session: Callable[[smtplib.SMTP], None] | None = None,
-              timeout: float | None = None) -> smtplib.SMTP:
+def open_smtp(
+    config: SmtpConfig, on_session: Callable[[smtplib.SMTP], None] | None = None, timeout: float | None = None
+) -> smtplib.SMTP:
     """A connected, logged-in SMTP session as the config says. Raises SmtpError. `on_session` sees the
     session before it connects, so that another thread can interrupt a server that never answers."""
     context = tls_context(str(config.ca_file) if config.ca_file else None, config.tls_verify)
@@ -82,15 +83,18 @@ def open_smtp(config: SmtpConfig, on_session: Callable[[smtplib.SMTP], None] | N
             session.login(config.username, config.password or "")
         return session
     except smtplib.SMTPAuthenticationError as exc:
-        raise SmtpError(f"SMTP login as {config.username!r} on {config.host}:{config.port} was refused: "
-                        f"{exc.smtp_code} {_decode(exc.smtp_error)}") from exc
+        raise SmtpError(
+            f"SMTP login as {config.username!r} on {config.host}:{config.port} was refused: "
+            f"{exc.smtp_code} {_decode(exc.smtp_error)}"
+        ) from exc
     except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
         raise SmtpError(f"SMTP {config.host}:{config.port}: {exc or type(exc).__name__}") from exc
 
 
 class Outbox:
-    def __init__(self, store: Store, templates: Templates, config: Config, rules: OutboxRules,
-                 now: Callable[[], datetime]):
+    def __init__(
+        self, store: Store, templates: Templates, config: Config, rules: OutboxRules, now: Callable[[], datetime]
+    ):
         self.store = store
         self.templates = templates
         self.config = config
@@ -124,31 +128,61 @@ class Outbox:
             self.templates.render(template, context),
             sender=sender or self.config.addresses.bot,
             sender_name=self.config.addresses.bot_name,
-            to=to, cc=cc, reply_to=reply_to, in_reply_to=in_reply_to, when=when, auto=auto,
+            to=to,
+            cc=cc,
+            reply_to=reply_to,
+            in_reply_to=in_reply_to,
+            when=when,
+            auto=auto,
         )
-        return self.queue_message(msg, purpose=purpose, recipients=[*to, *cc], request_id=request_id,
-                                  cause_message=cause_message)
+        return self.queue_message(
+            msg, purpose=purpose, recipients=[*to, *cc], request_id=request_id, cause_message=cause_message
+        )
 
-    def queue_message(self, msg: Message, *, purpose: str, recipients: Sequence[str],
-                      request_id: int | None = None, cause_message: int | None = None,
-                      envelope_from: str | None = None) -> int:
+    def queue_message(
+        self,
+        msg: Message,
+        *,
+        purpose: str,
+        recipients: Sequence[str],
+        request_id: int | None = None,
+        cause_message: int | None = None,
+        envelope_from: str | None = None,
+    ) -> int:
         when = self.now()
         cur = self.store.execute(
             "INSERT INTO outbox (message_id, kind, purpose, request_id, cause_message, to_key, envelope_from,"
             " recipients, payload, state, next_attempt_at, created_at)"
             " VALUES (?, 'mail', ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-            (msg["Message-ID"], purpose, request_id, cause_message, recipients[0].lower(),
-             envelope_from or self.config.addresses.bot, json.dumps(list(recipients)),
-             as_bytes(msg), iso(when), iso(when)),
+            (
+                msg["Message-ID"],
+                purpose,
+                request_id,
+                cause_message,
+                recipients[0].lower(),
+                envelope_from or self.config.addresses.bot,
+                json.dumps(list(recipients)),
+                as_bytes(msg),
+                iso(when),
+                iso(when),
+            ),
         )
         outbox_id = rowid(cur)
-        self.store.audit("mail-queued", at=when, request_id=request_id, message_row=cause_message,
-                         outbox_id=outbox_id, purpose=purpose, to=list(recipients),
-                         message_id=msg["Message-ID"])
+        self.store.audit(
+            "mail-queued",
+            at=when,
+            request_id=request_id,
+            message_row=cause_message,
+            outbox_id=outbox_id,
+            purpose=purpose,
+            to=list(recipients),
+            message_id=msg["Message-ID"],
+        )
         return outbox_id
 
-    def queue_rest(self, *, purpose: str, call: Mapping[str, Any], request_id: int | None,
-                   cause_message: int | None = None) -> int:
+    def queue_rest(
+        self, *, purpose: str, call: Mapping[str, Any], request_id: int | None, cause_message: int | None = None
+    ) -> int:
         """Queue a Mailman REST call; `call` is plain JSON (never the password)."""
         when = self.now()
         message_id = f"<rest-{request_id}-{purpose}-{iso(when)}-{id(call)}@secirbot>"
@@ -156,12 +190,22 @@ class Outbox:
             "INSERT INTO outbox (message_id, kind, purpose, request_id, cause_message, to_key, envelope_from,"
             " recipients, payload, state, next_attempt_at, created_at)"
             " VALUES (?, 'mailman-rest', ?, ?, ?, ?, '', ?, ?, 'queued', ?, ?)",
-            (message_id, purpose, request_id, cause_message, self.config.mailman.list.lower(),
-             json.dumps([self.config.mailman.list]), json.dumps(dict(call)).encode(), iso(when), iso(when)),
+            (
+                message_id,
+                purpose,
+                request_id,
+                cause_message,
+                self.config.mailman.list.lower(),
+                json.dumps([self.config.mailman.list]),
+                json.dumps(dict(call)).encode(),
+                iso(when),
+                iso(when),
+            ),
         )
         outbox_id = rowid(cur)
-        self.store.audit("rest-queued", at=when, request_id=request_id, outbox_id=outbox_id,
-                         purpose=purpose, call=dict(call))
+        self.store.audit(
+            "rest-queued", at=when, request_id=request_id, outbox_id=outbox_id, purpose=purpose, call=dict(call)
+        )
         return outbox_id
 
     def recent(self, to_key: str, purposes: Sequence[str], since: datetime) -> int:
@@ -194,13 +238,18 @@ class Outbox:
     def _track(self, session: smtplib.SMTP) -> None:
         self._session = session
 
-    def deliver(self, connect: Callable[[], smtplib.SMTP] | None = None,
-                stop: Callable[[], bool] = lambda: False, timeout: float | None = None) -> DeliveryReport:
+    def deliver(
+        self,
+        connect: Callable[[], smtplib.SMTP] | None = None,
+        stop: Callable[[], bool] = lambda: False,
+        timeout: float | None = None,
+    ) -> DeliveryReport:
         """Send every due item once. One SMTP session for all of them, opened only if there is mail."""
         connect = connect or (lambda: open_smtp(self.config.smtp, on_session=self._track, timeout=timeout))
         report = DeliveryReport()
-        rows = self.store.all("SELECT * FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?"
-                              " ORDER BY id", (iso(self.now()),))
+        rows = self.store.all(
+            "SELECT * FROM outbox WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY id", (iso(self.now()),)
+        )
         session: smtplib.SMTP | None = None
         smtp_down = ""
         connected: bool | None = None  # None: no connection was tried (no mail was due)
@@ -210,8 +259,11 @@ class Outbox:
                     break
                 recipients = json.loads(row["recipients"])
                 if row["kind"] == "mailman-rest":
-                    attempt = self.rest_handler(row) if self.rest_handler else Attempt(
-                        deferred=recipients, error="no Mailman REST client configured")
+                    attempt = (
+                        self.rest_handler(row)
+                        if self.rest_handler
+                        else Attempt(deferred=recipients, error="no Mailman REST client configured")
+                    )
                 elif smtp_down:
                     attempt = Attempt(deferred=recipients, error=smtp_down)
                 else:
@@ -265,21 +317,47 @@ class Outbox:
             self.store.execute(
                 "UPDATE outbox SET recipients = ?, delivered = ?, failed = ?, state = ?, attempts = ?,"
                 " next_attempt_at = ?, last_error = ?, sent_at = COALESCE(sent_at, ?) WHERE id = ?",
-                (json.dumps(pending), json.dumps(delivered), json.dumps(failed), state, attempts,
-                 iso(next_at), error, iso(now) if attempt.delivered else None, row["id"]),
+                (
+                    json.dumps(pending),
+                    json.dumps(delivered),
+                    json.dumps(failed),
+                    state,
+                    attempts,
+                    iso(next_at),
+                    error,
+                    iso(now) if attempt.delivered else None,
+                    row["id"],
+                ),
             )
             if attempt.delivered:
-                self.store.audit("mail-sent" if row["kind"] == "mail" else "rest-done", at=now,
-                                 request_id=row["request_id"], outbox_id=row["id"], to=attempt.delivered)
+                self.store.audit(
+                    "mail-sent" if row["kind"] == "mail" else "rest-done",
+                    at=now,
+                    request_id=row["request_id"],
+                    outbox_id=row["id"],
+                    to=attempt.delivered,
+                )
             if pending:
-                self.store.audit("delivery-deferred", at=now, request_id=row["request_id"],
-                                 outbox_id=row["id"], to=pending, error=attempt.error,
-                                 next_attempt_at=iso(next_at))
+                self.store.audit(
+                    "delivery-deferred",
+                    at=now,
+                    request_id=row["request_id"],
+                    outbox_id=row["id"],
+                    to=pending,
+                    error=attempt.error,
+                    next_attempt_at=iso(next_at),
+                )
             if attempt.after is not None:
                 attempt.after()
             if newly_failed:
-                self.store.audit("delivery-failed", at=now, request_id=row["request_id"], outbox_id=row["id"],
-                                 to=newly_failed, error=error)
+                self.store.audit(
+                    "delivery-failed",
+                    at=now,
+                    request_id=row["request_id"],
+                    outbox_id=row["id"],
+                    to=newly_failed,
+                    error=error,
+                )
                 if self.on_failure:
                     self.on_failure(row, newly_failed, error)
         if state == "sent":

@@ -74,10 +74,13 @@ class Incoming:
 
 # --- the entry point -----------------------------------------------------------------------------
 
+
 def process(bot: Bot, origin: Origin, raw: bytes, headers_only: bool = False) -> str:
     """Process one fetched message exactly once. Returns where to file it: 'processed' or 'failed'."""
-    known = bot.store.one("SELECT outcome FROM messages WHERE folder = ? AND uidvalidity = ? AND uid = ?",
-                          (origin.folder, origin.uidvalidity, origin.uid))
+    known = bot.store.one(
+        "SELECT outcome FROM messages WHERE folder = ? AND uidvalidity = ? AND uid = ?",
+        (origin.folder, origin.uidvalidity, origin.uid),
+    )
     if known is not None:  # committed before a crash or a lost connection kept us from filing it
         return FOLDER_FAILED if known["outcome"] == "failed" else FOLDER_PROCESSED
     try:
@@ -87,9 +90,15 @@ def process(bot: Bot, origin: Origin, raw: bytes, headers_only: bool = False) ->
         _record_failure(bot, origin, raw, None, "unparseable", str(exc))
         return FOLDER_FAILED
     if headers_only:
-        _record_failure(bot, origin, raw, mail, "too-large",
-                        f"larger than imap.max_message_size ({bot.config.imap.max_message_size} bytes)",
-                        tell_secretariat=True)
+        _record_failure(
+            bot,
+            origin,
+            raw,
+            mail,
+            "too-large",
+            f"larger than imap.max_message_size ({bot.config.imap.max_message_size} bytes)",
+            tell_secretariat=True,
+        )
         return FOLDER_FAILED
     duplicate = _find_duplicate(bot, mail)
     if duplicate is not None:
@@ -105,32 +114,69 @@ def process(bot: Bot, origin: Origin, raw: bytes, headers_only: bool = False) ->
         with bot.store.transaction():
             incoming.row = _insert(bot, origin, mail, raw, cls.kind.value, cls.detail, "processed", None)
             outcome = handler.commit(bot, incoming)
-            bot.store.execute("UPDATE messages SET detail = ?, request_id = ? WHERE id = ?",
-                              (outcome.detail, outcome.request_id, incoming.row))
-            bot.store.audit("message-processed", at=bot.now(), message_row=incoming.row,
-                            request_id=outcome.request_id, kind=cls.kind.value, detail=outcome.detail,
-                            signals=list(cls.signals), **outcome.extra)
+            bot.store.execute(
+                "UPDATE messages SET detail = ?, request_id = ? WHERE id = ?",
+                (outcome.detail, outcome.request_id, incoming.row),
+            )
+            bot.store.audit(
+                "message-processed",
+                at=bot.now(),
+                message_row=incoming.row,
+                request_id=outcome.request_id,
+                kind=cls.kind.value,
+                detail=outcome.detail,
+                signals=list(cls.signals),
+                **outcome.extra,
+            )
     except Exception as exc:  # ours, not the sender's: quarantine with the reason, keep the loop alive
-        log.error("message uid=%s from %s failed: %s\n%s", origin.uid, mail.from_addr, exc,
-                  traceback.format_exc())
-        _record_failure(bot, origin, raw, mail, cls.kind.value, f"internal error: {type(exc).__name__}: {exc}",
-                        tell_secretariat=cls.kind is not Kind.AUTOMATED)
+        log.error("message uid=%s from %s failed: %s\n%s", origin.uid, mail.from_addr, exc, traceback.format_exc())
+        _record_failure(
+            bot,
+            origin,
+            raw,
+            mail,
+            cls.kind.value,
+            f"internal error: {type(exc).__name__}: {exc}",
+            tell_secretariat=cls.kind is not Kind.AUTOMATED,
+        )
         return FOLDER_FAILED
-    log.info("message uid=%s from %s: %s/%s -> %s", origin.uid, mail.from_addr, cls.kind.value, cls.detail,
-             outcome.detail)
+    log.info(
+        "message uid=%s from %s: %s/%s -> %s", origin.uid, mail.from_addr, cls.kind.value, cls.detail, outcome.detail
+    )
     return FOLDER_PROCESSED
 
 
-def _insert(bot: Bot, origin: Origin, mail: InboundMail | None, raw: bytes, kind: str, detail: str,
-            outcome: str, reason: str | None) -> int:
+def _insert(
+    bot: Bot,
+    origin: Origin,
+    mail: InboundMail | None,
+    raw: bytes,
+    kind: str,
+    detail: str,
+    outcome: str,
+    reason: str | None,
+) -> int:
     keep = raw if mail is None or kind in {k.value for k in KEEP_WHOLE} else mail.raw_headers()
     cur = bot.store.execute(
         "INSERT INTO messages (folder, uidvalidity, uid, message_id, body_hash, raw_hash, size, processed_at,"
         " from_addr, subject, kind, detail, outcome, reason, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (origin.folder, origin.uidvalidity, origin.uid, mail.message_id if mail else None,
-         mail.body_hash if mail else _hash(raw), _hash(raw), len(raw), iso(bot.now()),
-         mail.from_addr if mail else None, mail.subject[:500] if mail else None, kind, detail, outcome, reason,
-         keep),
+        (
+            origin.folder,
+            origin.uidvalidity,
+            origin.uid,
+            mail.message_id if mail else None,
+            mail.body_hash if mail else _hash(raw),
+            _hash(raw),
+            len(raw),
+            iso(bot.now()),
+            mail.from_addr if mail else None,
+            mail.subject[:500] if mail else None,
+            kind,
+            detail,
+            outcome,
+            reason,
+            keep,
+        ),
     )
     return rowid(cur)
 
@@ -139,8 +185,15 @@ def _hash(raw: bytes) -> str:
     return hashlib.sha256(raw.lstrip(b"\r\n")).hexdigest()
 
 
-def _record_failure(bot: Bot, origin: Origin, raw: bytes, mail: InboundMail | None, kind: str,
-                    reason: str, tell_secretariat: bool = False) -> None:
+def _record_failure(
+    bot: Bot,
+    origin: Origin,
+    raw: bytes,
+    mail: InboundMail | None,
+    kind: str,
+    reason: str,
+    tell_secretariat: bool = False,
+) -> None:
     """Quarantine: the record and the reason; a person's mail we could not handle is also reported, so
     that an approval or a request never disappears silently into the Failed folder. Recording cannot fail
     on the mail's content: if even the notice cannot be composed, the failure is recorded without it.
@@ -153,15 +206,27 @@ def _record_failure(bot: Bot, origin: Origin, raw: bytes, mail: InboundMail | No
 
 
 def _tell_secretariat_of_failure(bot: Bot, row: int, mail: InboundMail | None, reason: str) -> None:
-    context = {**_base_context(bot), "sender": "(unreadable)", "subject": "(unreadable)",
-               "message_id": "(none)", "reason": reason[:500], "row": row,
-               "folder": bot.config.imap.failed_folder}
+    context = {
+        **_base_context(bot),
+        "sender": "(unreadable)",
+        "subject": "(unreadable)",
+        "message_id": "(none)",
+        "reason": reason[:500],
+        "row": row,
+        "folder": bot.config.imap.failed_folder,
+    }
     if mail is not None:
-        context.update(sender=mail.from_addr or "(none)", subject=mail.subject[:200],
-                       message_id=mail.message_id or "(none)")
+        context.update(
+            sender=mail.from_addr or "(none)", subject=mail.subject[:200], message_id=mail.message_id or "(none)"
+        )
     try:
-        bot.outbox.queue_mail(purpose="message-quarantined", template="message_quarantined.txt",
-                              context=context, to=[bot.secretariat], cause_message=row)
+        bot.outbox.queue_mail(
+            purpose="message-quarantined",
+            template="message_quarantined.txt",
+            context=context,
+            to=[bot.secretariat],
+            cause_message=row,
+        )
     except (sqlite3.Error, StoreError):
         raise
     except Exception as exc:  # a template or composition problem: the record stands without the notice
@@ -173,11 +238,14 @@ def last_resort(bot: Bot, origin: Origin, raw: bytes, exc: BaseException) -> str
     """What the drain loop does when processing one message raised anyway: record it as failed with the
     reason, tell the Secretariat, and file it in Failed, so that one message can never block the mailbox.
     Store errors are not handled here: the caller lets them stop the bot with the message in the inbox."""
-    log.error("message uid=%s could not be processed: %s\n%s", origin.uid, exc,
-              "".join(traceback.format_exception(exc)))
+    log.error(
+        "message uid=%s could not be processed: %s\n%s", origin.uid, exc, "".join(traceback.format_exception(exc))
+    )
     reason = f"internal error: {type(exc).__name__}: {exc}"[:1000]
-    known = bot.store.one("SELECT outcome FROM messages WHERE folder = ? AND uidvalidity = ? AND uid = ?",
-                          (origin.folder, origin.uidvalidity, origin.uid))
+    known = bot.store.one(
+        "SELECT outcome FROM messages WHERE folder = ? AND uidvalidity = ? AND uid = ?",
+        (origin.folder, origin.uidvalidity, origin.uid),
+    )
     if known is not None:  # it was recorded before the error: file it by that record
         return FOLDER_FAILED if known["outcome"] == "failed" else FOLDER_PROCESSED
     with bot.store.transaction():
@@ -185,8 +253,17 @@ def last_resort(bot: Bot, origin: Origin, raw: bytes, exc: BaseException) -> str
             "INSERT INTO messages (folder, uidvalidity, uid, message_id, body_hash, raw_hash, size, processed_at,"
             " kind, detail, outcome, reason, raw) VALUES (?, ?, ?, NULL, ?, ?, ?, ?, 'unknown', 'quarantined',"
             " 'failed', ?, ?)",
-            (origin.folder, origin.uidvalidity, origin.uid, _hash(raw), _hash(raw), len(raw), iso(bot.now()),
-             reason, raw[:65536]),
+            (
+                origin.folder,
+                origin.uidvalidity,
+                origin.uid,
+                _hash(raw),
+                _hash(raw),
+                len(raw),
+                iso(bot.now()),
+                reason,
+                raw[:65536],
+            ),
         )
         row = rowid(cur)
         bot.store.audit("message-failed", at=bot.now(), message_row=row, reason=reason, last_resort=True)
@@ -198,8 +275,10 @@ def _find_duplicate(bot: Bot, mail: InboundMail) -> int | None:
     """The same message delivered twice (or re-appended after a UIDVALIDITY change): same Message-ID and
     same body. A Message-ID alone could be forged to shadow a genuine reply, so the body must match too."""
     if mail.message_id:
-        row = bot.store.one("SELECT id FROM messages WHERE message_id = ? AND body_hash = ? AND outcome != 'failed'",
-                            (mail.message_id, mail.body_hash))
+        row = bot.store.one(
+            "SELECT id FROM messages WHERE message_id = ? AND body_hash = ? AND outcome != 'failed'",
+            (mail.message_id, mail.body_hash),
+        )
     else:  # nothing names it: only the very same bytes (re-numbered after a UIDVALIDITY change) match
         row = bot.store.one("SELECT id FROM messages WHERE raw_hash = ? AND outcome != 'failed'", (_hash(mail.raw),))
     return int(row["id"]) if row else None
@@ -207,8 +286,17 @@ def _find_duplicate(bot: Bot, mail: InboundMail) -> int | None:
 
 # --- helpers shared by handlers --------------------------------------------------------------------
 
-def _limited_reply(bot: Bot, incoming: Incoming, *, purpose: str, template: str, context: dict[str, Any],
-                   request_id: int | None = None, reply_to: str | None = None) -> bool:
+
+def _limited_reply(
+    bot: Bot,
+    incoming: Incoming,
+    *,
+    purpose: str,
+    template: str,
+    context: dict[str, Any],
+    request_id: int | None = None,
+    reply_to: str | None = None,
+) -> bool:
     """Answer a human at most `replies_per_sender_per_day` times per purpose. True if queued."""
     sender = incoming.mail.from_addr
     if not sender:
@@ -221,12 +309,27 @@ def _limited_reply(bot: Bot, incoming: Incoming, *, purpose: str, template: str,
     if silenced is None and _over_reply_budget(bot, incoming):
         silenced = "replies_per_hour"
     if silenced:
-        bot.store.audit("reply-suppressed", at=bot.now(), message_row=incoming.row, request_id=request_id,
-                        purpose=purpose, to=sender, why=silenced)
+        bot.store.audit(
+            "reply-suppressed",
+            at=bot.now(),
+            message_row=incoming.row,
+            request_id=request_id,
+            purpose=purpose,
+            to=sender,
+            why=silenced,
+        )
         return False
-    bot.outbox.queue_mail(purpose=purpose, template=template, context=context, to=[sender],
-                          in_reply_to=incoming.mail.message_id, request_id=request_id,
-                          cause_message=incoming.row, auto="auto-replied", reply_to=reply_to)
+    bot.outbox.queue_mail(
+        purpose=purpose,
+        template=template,
+        context=context,
+        to=[sender],
+        in_reply_to=incoming.mail.message_id,
+        request_id=request_id,
+        cause_message=incoming.row,
+        auto="auto-replied",
+        reply_to=reply_to,
+    )
     return True
 
 
@@ -242,20 +345,26 @@ def _silenced(bot: Bot, incoming: Incoming, *, request_id: int | None, purpose: 
     if return_path is not None and _MACHINE_RETURN_PATH.match(str(return_path).strip()):
         return f"Return-Path {str(return_path).strip()[:80]}"
     since = iso(bot.now() - MACHINE_MEMORY)
-    machine = bot.store.one("SELECT 1 FROM messages WHERE from_addr = ? COLLATE NOCASE AND processed_at >= ?"
-                            " AND kind = 'automated'"
-                            " AND detail IN ('auto-reply', 'away-noted', 'bounce', 'bounce-noted', 'delay-notice',"
-                            " 'delivery-report', 'feedback-report', 'notification') LIMIT 1",
-                            (to, since))
+    machine = bot.store.one(
+        "SELECT 1 FROM messages WHERE from_addr = ? COLLATE NOCASE AND processed_at >= ?"
+        " AND kind = 'automated'"
+        " AND detail IN ('auto-reply', 'away-noted', 'bounce', 'bounce-noted', 'delay-notice',"
+        " 'delivery-report', 'feedback-report', 'notification') LIMIT 1",
+        (to, since),
+    )
     if machine is not None:
         return "auto-replied or bounced in the last 30 days"
-    bounced = bot.store.one("SELECT 1 FROM approvers WHERE email_key = ? AND state = 'bounced' AND asked_at >= ?"
-                            " LIMIT 1", (address_key(to), since))
+    bounced = bot.store.one(
+        "SELECT 1 FROM approvers WHERE email_key = ? AND state = 'bounced' AND asked_at >= ? LIMIT 1",
+        (address_key(to), since),
+    )
     if bounced is not None:
         return "bounced in the last 30 days"
     if request_id is not None:
-        sent = bot.store.one("SELECT 1 FROM outbox WHERE request_id = ? AND purpose = ? AND to_key = ? LIMIT 1",
-                             (request_id, purpose, to.lower()))
+        sent = bot.store.one(
+            "SELECT 1 FROM outbox WHERE request_id = ? AND purpose = ? AND to_key = ? LIMIT 1",
+            (request_id, purpose, to.lower()),
+        )
         if sent is not None:
             return "already answered once for this request"
     return None
@@ -269,17 +378,23 @@ BACKSCATTER_PURPOSES = ("help", "request-problem", "reply-not-accepted", "alread
 def _over_reply_budget(bot: Bot, incoming: Incoming) -> bool:
     since = iso(bot.now() - timedelta(hours=1))
     marks = ",".join("?" * len(BACKSCATTER_PURPOSES))
-    sent = bot.store.count(f"SELECT COUNT(*) FROM outbox WHERE created_at >= ? AND (purpose IN ({marks})"
-                           " OR purpose LIKE 'refused-%')", (since, *BACKSCATTER_PURPOSES))
+    sent = bot.store.count(
+        f"SELECT COUNT(*) FROM outbox WHERE created_at >= ? AND (purpose IN ({marks}) OR purpose LIKE 'refused-%')",
+        (since, *BACKSCATTER_PURPOSES),
+    )
     if sent < bot.rules.requests.replies_per_hour:
         return False
     told = bot.store.one("SELECT 1 FROM outbox WHERE purpose = 'reply-budget' AND created_at >= ?", (since,))
     if told is None:
-        bot.store.audit("reply-budget-exhausted", at=bot.now(), message_row=incoming.row,
-                        limit=bot.rules.requests.replies_per_hour)
-        bot.outbox.queue_mail(purpose="reply-budget", template="reply_budget.txt",
-                              context={**_base_context(bot), "limit": bot.rules.requests.replies_per_hour},
-                              to=[bot.secretariat])
+        bot.store.audit(
+            "reply-budget-exhausted", at=bot.now(), message_row=incoming.row, limit=bot.rules.requests.replies_per_hour
+        )
+        bot.outbox.queue_mail(
+            purpose="reply-budget",
+            template="reply_budget.txt",
+            context={**_base_context(bot), "limit": bot.rules.requests.replies_per_hour},
+            to=[bot.secretariat],
+        )
     return True
 
 
@@ -290,16 +405,20 @@ def _watch_token_guessing(bot: Bot, incoming: Incoming) -> None:
     since = iso(bot.now() - timedelta(hours=1))
     count = 1 + bot.store.count(  # this message's row gets its detail after this handler returns
         "SELECT COUNT(*) FROM messages WHERE processed_at >= ? AND kind = 'reply'"
-        " AND detail IN ('rejected:token-unknown', 'rejected:token-ambiguous')", (since,))
+        " AND detail IN ('rejected:token-unknown', 'rejected:token-ambiguous')",
+        (since,),
+    )
     if count < bot.rules.requests.unknown_tokens_per_hour:
         return
     if bot.store.one("SELECT 1 FROM outbox WHERE purpose = 'token-guessing' AND created_at >= ?", (since,)):
         return
     bot.store.audit("token-guessing", at=bot.now(), message_row=incoming.row, count=count)
-    bot.outbox.queue_mail(purpose="token-guessing", template="token_guessing.txt",
-                          context={**_base_context(bot), "count": count,
-                                   "limit": bot.rules.requests.unknown_tokens_per_hour},
-                          to=[bot.secretariat])
+    bot.outbox.queue_mail(
+        purpose="token-guessing",
+        template="token_guessing.txt",
+        context={**_base_context(bot), "count": count, "limit": bot.rules.requests.unknown_tokens_per_hour},
+        to=[bot.secretariat],
+    )
 
 
 def _base_context(bot: Bot) -> dict[str, Any]:
@@ -307,6 +426,7 @@ def _base_context(bot: Bot) -> dict[str, Any]:
 
 
 # --- handlers ------------------------------------------------------------------------------------
+
 
 class RequestHandler:
     """A new request: read the claim, check the rules, resolve IANA afresh, open it or say why not."""
@@ -336,52 +456,86 @@ class RequestHandler:
         if isinstance(plan, intake.ClaimProblem):
             if plan.reason == "address-form" and not (incoming.mail.from_addr or "").isascii():
                 return Outcome("request-problem:address-form")  # no mail can be sent to it without SMTPUTF8
-            _limited_reply(bot, incoming, purpose="request-problem", template="request_problem.txt",
-                           context={**context, "reason": plan.reason, "names": list(plan.names)})
+            _limited_reply(
+                bot,
+                incoming,
+                purpose="request-problem",
+                template="request_problem.txt",
+                context={**context, "reason": plan.reason, "names": list(plan.names)},
+            )
             return Outcome(f"request-problem:{plan.reason}", extra={"names": list(plan.names)})
         claim, second = plan
         if isinstance(second, tuple):  # refused: (the rule, the facts it was judged on)
             second, facts = second
             open_id = facts.open_request_id
-            _limited_reply(bot, incoming, purpose=f"refused-{second.rule}", template="request_refused.txt",
-                           context={**context, "rule": second.rule, "detail": second.detail,
-                                    "cctld": claim.cctld.unicode, "cctld_display": claim.cctld.display(),
-                                    "open_request_id": open_id,
-                                    "seats": bot.rules.requests.seats_per_cctld})
-            bot.store.audit("request-refused", at=bot.now(), message_row=incoming.row, rule=second.rule,
-                            detail=second.detail, cctld=claim.cctld.ascii, requester=incoming.mail.from_addr)
+            _limited_reply(
+                bot,
+                incoming,
+                purpose=f"refused-{second.rule}",
+                template="request_refused.txt",
+                context={
+                    **context,
+                    "rule": second.rule,
+                    "detail": second.detail,
+                    "cctld": claim.cctld.unicode,
+                    "cctld_display": claim.cctld.display(),
+                    "open_request_id": open_id,
+                    "seats": bot.rules.requests.seats_per_cctld,
+                },
+            )
+            bot.store.audit(
+                "request-refused",
+                at=bot.now(),
+                message_row=incoming.row,
+                rule=second.rule,
+                detail=second.detail,
+                cctld=claim.cctld.ascii,
+                requester=incoming.mail.from_addr,
+            )
             return Outcome(f"refused:{second.rule}")
-        request_id = workflow.open_request(bot, requester=incoming.mail.from_addr or "", claim=claim,
-                                           message_row=incoming.row, in_reply_to=incoming.mail.message_id)
+        request_id = workflow.open_request(
+            bot,
+            requester=incoming.mail.from_addr or "",
+            claim=claim,
+            message_row=incoming.row,
+            in_reply_to=incoming.mail.message_id,
+        )
         return Outcome("request-opened", request_id)
 
 
 def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
     store, key, cctld = bot.store, address_key(requester), claim.cctld.ascii
     since = iso(intake.hour_window(bot.now()))
-    open_row = store.one("SELECT id, cctld FROM requests WHERE requester_key = ? AND state IN"
-                         " ('resolving', 'pending') ORDER BY id LIMIT 1", (key,))
-    member = store.one("SELECT id FROM requests WHERE requester_key = ? AND state = 'approved' ORDER BY id LIMIT 1",
-                       (key,))
-    seats = store.count("SELECT COUNT(*) FROM requests WHERE cctld = ? AND state IN"
-                        " ('resolving', 'pending', 'approved')", (cctld,))
+    open_row = store.one(
+        "SELECT id, cctld FROM requests WHERE requester_key = ? AND state IN"
+        " ('resolving', 'pending') ORDER BY id LIMIT 1",
+        (key,),
+    )
+    member = store.one(
+        "SELECT id FROM requests WHERE requester_key = ? AND state = 'approved' ORDER BY id LIMIT 1", (key,)
+    )
+    seats = store.count(
+        "SELECT COUNT(*) FROM requests WHERE cctld = ? AND state IN ('resolving', 'pending', 'approved')", (cctld,)
+    )
     cctld_hour = store.count("SELECT COUNT(*) FROM requests WHERE cctld = ? AND created_at >= ?", (cctld, since))
     all_hour = store.count("SELECT COUNT(*) FROM requests WHERE created_at >= ?", (since,))
     return intake.Facts(
         open_request_id=open_row["id"] if open_row else None,
         open_request_cctld=open_row["cctld"] if open_row else None,
         member_request_id=member["id"] if member else None,
-        seats_used=seats, cctld_last_hour=cctld_hour, all_last_hour=all_hour,
+        seats_used=seats,
+        cctld_last_hour=cctld_hour,
+        all_last_hour=all_hour,
     )
 
 
 @dataclass(frozen=True)
 class ReplyPlan:
-    approver: Any           # sqlite3.Row of the approver the token was minted for, or None
-    request: Any            # sqlite3.Row of its request (or of the requester's token), or None
-    sender: Any             # SenderCheck
-    decision: Any           # ReadDecision
-    token_problem: str | None = None     # why no token was taken although the mail names one
+    approver: Any  # sqlite3.Row of the approver the token was minted for, or None
+    request: Any  # sqlite3.Row of its request (or of the requester's token), or None
+    sender: Any  # SenderCheck
+    decision: Any  # ReadDecision
+    token_problem: str | None = None  # why no token was taken although the mail names one
     thread_request_id: int | None = None  # the request whose mail this answers by In-Reply-To/References
     requester: bool = False  # the token is the requester's own reply address (WITHDRAW)
 
@@ -401,27 +555,42 @@ class ReplyHandler:
             return ReplyPlan(None, None, None, read_decision(mail), token_problem=found.problem)
         token_header = None if found.trusted_header else found.header
         auth = bot.rules.authentication
-        approver = bot.store.one("SELECT a.* FROM tokens t JOIN approvers a ON a.id = t.approver_id"
-                                 " WHERE t.token_hash = ?", (tokens.digest(found.token),))
+        approver = bot.store.one(
+            "SELECT a.* FROM tokens t JOIN approvers a ON a.id = t.approver_id WHERE t.token_hash = ?",
+            (tokens.digest(found.token),),
+        )
         if approver is None:
-            own = bot.store.one("SELECT r.* FROM requester_tokens t JOIN requests r ON r.id = t.request_id"
-                                " WHERE t.token_hash = ?", (tokens.digest(found.token),))
+            own = bot.store.one(
+                "SELECT r.* FROM requester_tokens t JOIN requests r ON r.id = t.request_id WHERE t.token_hash = ?",
+                (tokens.digest(found.token),),
+            )
             if own is None:
                 return ReplyPlan(None, None, None, read_decision(mail))
             effective = bot.require_for(own["requester"])
-            sender = check_sender(mail, expected_from=own["requester"], authserv_id=auth.authserv_id,
-                                  require=effective.level, dnsfunc=bot.dnsfunc, token_header=token_header)
+            sender = check_sender(
+                mail,
+                expected_from=own["requester"],
+                authserv_id=auth.authserv_id,
+                require=effective.level,
+                dnsfunc=bot.dnsfunc,
+                token_header=token_header,
+            )
             if effective.note:
                 sender.checks["dmarc_policy"] = effective.note
             return ReplyPlan(None, own, sender, read_decision(mail, REQUESTER_WORDS), requester=True)
         request = workflow.get_request(bot, approver["request_id"])
         effective = bot.require_for(approver["email"])  # adaptive: by the approver's DMARC policy (DNS)
-        sender = check_sender(mail, expected_from=approver["email"], authserv_id=auth.authserv_id,
-                              require=effective.level, dnsfunc=bot.dnsfunc, token_header=token_header)
+        sender = check_sender(
+            mail,
+            expected_from=approver["email"],
+            authserv_id=auth.authserv_id,
+            require=effective.level,
+            dnsfunc=bot.dnsfunc,
+            token_header=token_header,
+        )
         if effective.note:  # why this level, audited with the checks it chose
             sender.checks["dmarc_policy"] = effective.note
-        return ReplyPlan(approver, request, sender, read_decision(mail),
-                         thread_request_id=_thread_request(bot, mail))
+        return ReplyPlan(approver, request, sender, read_decision(mail), thread_request_id=_thread_request(bot, mail))
 
     @staticmethod
     def commit(bot: Bot, incoming: Incoming) -> Outcome:
@@ -431,64 +600,129 @@ class ReplyHandler:
             return _requester_reply(bot, incoming, plan)
         if plan.approver is None:
             rule = "token-ambiguous" if plan.token_problem else "token-unknown"
-            bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, rule=rule,
-                            problem=plan.token_problem, sender=incoming.mail.from_addr)
+            bot.store.audit(
+                "reply-rejected",
+                at=bot.now(),
+                message_row=incoming.row,
+                rule=rule,
+                problem=plan.token_problem,
+                sender=incoming.mail.from_addr,
+            )
             _watch_token_guessing(bot, incoming)
-            _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
-                           context={**context, "rule": rule})
+            _limited_reply(
+                bot,
+                incoming,
+                purpose="reply-not-accepted",
+                template="reply_not_accepted.txt",
+                context={**context, "rule": rule},
+            )
             return Outcome(f"rejected:{rule}")
         request, approver, mail = plan.request, plan.approver, incoming.mail
         judgement = workflow.judge_reply(
-            request_state=request["state"], approver_state=approver["state"],
-            approver_expires_at=workflow.from_iso(approver["expires_at"]), requester=request["requester"],
-            sender=plan.sender, mail_from=mail.from_addr, decision=plan.decision, now=bot.now(),
-            request_id=request["id"], thread_request_id=plan.thread_request_id)
+            request_state=request["state"],
+            approver_state=approver["state"],
+            approver_expires_at=workflow.from_iso(approver["expires_at"]),
+            requester=request["requester"],
+            sender=plan.sender,
+            mail_from=mail.from_addr,
+            decision=plan.decision,
+            now=bot.now(),
+            request_id=request["id"],
+            thread_request_id=plan.thread_request_id,
+        )
         checks = dict(plan.sender.checks)
-        audit = {"rule": judgement.rule, "failure": plan.sender.failure, "checks": checks,
-                 "approver": approver["email"], "sender": mail.from_addr,
-                 "first_line": plan.decision.first_line[:200]}
-        ctx = {**workflow.request_context(bot, request), "approver": {"email": approver["email"],
-                                                                      "name": approver["name"] or ""}}
+        audit = {
+            "rule": judgement.rule,
+            "failure": plan.sender.failure,
+            "checks": checks,
+            "approver": approver["email"],
+            "sender": mail.from_addr,
+            "first_line": plan.decision.first_line[:200],
+        }
+        ctx = {
+            **workflow.request_context(bot, request),
+            "approver": {"email": approver["email"], "name": approver["name"] or ""},
+        }
         if judgement.outcome == "reject":
-            bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"],
-                            **audit)
+            bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"], **audit)
             if judgement.rule != "from-unreadable":  # several From addresses: no one to answer safely
-                _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
-                               context={**context, "rule": judgement.rule}, request_id=request["id"])
+                _limited_reply(
+                    bot,
+                    incoming,
+                    purpose="reply-not-accepted",
+                    template="reply_not_accepted.txt",
+                    context={**context, "rule": judgement.rule},
+                    request_id=request["id"],
+                )
             # A forgery alert only for what reads as a person deciding: a colleague's question or a
             # misdirected machine on a token address is no attack, and would make the alert worthless.
             if judgement.rule in SECURITY_RULES and reads_as_decision(plan.decision):
-                bot.outbox.queue_mail(purpose="reply-rejected-secretariat", template="reply_rejected_secretariat.txt",
-                                      context={**ctx, "rule": judgement.rule, "sender": mail.from_addr or "",
-                                               "checks": checks}, to=[bot.secretariat], request_id=request["id"])
+                bot.outbox.queue_mail(
+                    purpose="reply-rejected-secretariat",
+                    template="reply_rejected_secretariat.txt",
+                    context={**ctx, "rule": judgement.rule, "sender": mail.from_addr or "", "checks": checks},
+                    to=[bot.secretariat],
+                    request_id=request["id"],
+                )
             return Outcome(f"rejected:{judgement.rule}", request["id"])
         if judgement.outcome == "already-decided":
-            bot.store.audit("reply-after-decision", at=bot.now(), message_row=incoming.row,
-                            request_id=request["id"], **audit)
-            _limited_reply(bot, incoming, purpose="already-decided", template="already_decided.txt",
-                           context=ctx, request_id=request["id"])
+            bot.store.audit(
+                "reply-after-decision", at=bot.now(), message_row=incoming.row, request_id=request["id"], **audit
+            )
+            _limited_reply(
+                bot,
+                incoming,
+                purpose="already-decided",
+                template="already_decided.txt",
+                context=ctx,
+                request_id=request["id"],
+            )
             return Outcome("already-decided", request["id"])
         if judgement.outcome == "clarify":
             why, purpose = plan.decision.why, "clarify"
             if judgement.rule == "thread-mismatch":
                 why, purpose = _thread_mismatch_why(bot, plan.thread_request_id, request), "clarify-thread"
-            bot.store.audit("reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request["id"],
-                            why=why, **audit)
+            bot.store.audit(
+                "reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request["id"], why=why, **audit
+            )
             silenced = _silenced(bot, incoming, request_id=request["id"], purpose=purpose, to=approver["email"])
             if silenced:
-                bot.store.audit("reply-suppressed", at=bot.now(), message_row=incoming.row,
-                                request_id=request["id"], purpose=purpose, to=approver["email"], why=silenced)
+                bot.store.audit(
+                    "reply-suppressed",
+                    at=bot.now(),
+                    message_row=incoming.row,
+                    request_id=request["id"],
+                    purpose=purpose,
+                    to=approver["email"],
+                    why=silenced,
+                )
                 return Outcome("clarification-suppressed", request["id"])
-            bot.outbox.queue_mail(purpose=purpose, template="clarify.txt", context={**ctx, "why": why},
-                                  to=[approver["email"]], in_reply_to=mail.message_id, request_id=request["id"],
-                                  cause_message=incoming.row, auto="auto-replied",
-                                  reply_to=_reply_address_of(mail, bot))
+            bot.outbox.queue_mail(
+                purpose=purpose,
+                template="clarify.txt",
+                context={**ctx, "why": why},
+                to=[approver["email"]],
+                in_reply_to=mail.message_id,
+                request_id=request["id"],
+                cause_message=incoming.row,
+                auto="auto-replied",
+                reply_to=_reply_address_of(mail, bot),
+            )
             return Outcome("clarification-asked", request["id"])
         assert judgement.verdict is not None  # judge_reply gives a verdict with every "decide"
-        workflow.decide(bot, request, judgement.verdict, decided_by=approver["email"], via="mail",
-                        reason=plan.decision.reason, approver_id=approver["id"], message_row=incoming.row,
-                        checks=checks, rule=judgement.rule,
-                        headers=mail.raw_headers().decode("utf-8", "replace"))
+        workflow.decide(
+            bot,
+            request,
+            judgement.verdict,
+            decided_by=approver["email"],
+            via="mail",
+            reason=plan.decision.reason,
+            approver_id=approver["id"],
+            message_row=incoming.row,
+            checks=checks,
+            rule=judgement.rule,
+            headers=mail.raw_headers().decode("utf-8", "replace"),
+        )
         return Outcome(f"decided:{judgement.verdict.value.lower()}", request["id"])
 
 
@@ -497,28 +731,58 @@ def _requester_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
     request, mail, sender = plan.request, incoming.mail, plan.sender
     context = _base_context(bot)
     checks = dict(sender.checks)
-    audit = {"failure": sender.failure, "checks": checks, "sender": mail.from_addr,
-             "first_line": plan.decision.first_line[:200]}
+    audit = {
+        "failure": sender.failure,
+        "checks": checks,
+        "sender": mail.from_addr,
+        "first_line": plan.decision.first_line[:200],
+    }
     if not sender.ok:
         rule = sender.rule or "sender-not-authenticated"
-        bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"],
-                        rule=rule, **audit)
+        bot.store.audit(
+            "reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"], rule=rule, **audit
+        )
         if rule != "from-unreadable":
-            _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
-                           context={**context, "rule": rule}, request_id=request["id"])
+            _limited_reply(
+                bot,
+                incoming,
+                purpose="reply-not-accepted",
+                template="reply_not_accepted.txt",
+                context={**context, "rule": rule},
+                request_id=request["id"],
+            )
         return Outcome(f"rejected:{rule}", request["id"])
     if request["state"] not in workflow.OPEN_STATES:
         rule = f"request-{request['state']}"
-        bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"],
-                        rule=rule, **audit)
-        _limited_reply(bot, incoming, purpose="reply-not-accepted", template="reply_not_accepted.txt",
-                       context={**context, "rule": rule}, request_id=request["id"])
+        bot.store.audit(
+            "reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"], rule=rule, **audit
+        )
+        _limited_reply(
+            bot,
+            incoming,
+            purpose="reply-not-accepted",
+            template="reply_not_accepted.txt",
+            context={**context, "rule": rule},
+            request_id=request["id"],
+        )
         return Outcome(f"rejected:{rule}", request["id"])
     if plan.decision.verdict is not Verdict.WITHDRAW:
-        bot.store.audit("reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request["id"],
-                        rule="withdraw-unclear", **audit)
-        _limited_reply(bot, incoming, purpose="withdraw-unclear", template="reply_not_accepted.txt",
-                       context={**context, "rule": "withdraw-unclear"}, request_id=request["id"])
+        bot.store.audit(
+            "reply-unclear",
+            at=bot.now(),
+            message_row=incoming.row,
+            request_id=request["id"],
+            rule="withdraw-unclear",
+            **audit,
+        )
+        _limited_reply(
+            bot,
+            incoming,
+            purpose="withdraw-unclear",
+            template="reply_not_accepted.txt",
+            context={**context, "rule": "withdraw-unclear"},
+            request_id=request["id"],
+        )
         return Outcome("withdraw-unclear", request["id"])
     workflow.withdraw(bot, request, message_row=incoming.row, checks=checks)
     return Outcome("withdrawn", request["id"])
@@ -538,17 +802,29 @@ def _thread_request(bot: Bot, mail: InboundMail) -> int | None:
 
 def _thread_mismatch_why(bot: Bot, thread_request_id: int | None, request: Any) -> str:
     other = bot.store.one("SELECT id, requester, cctld FROM requests WHERE id = ?", (thread_request_id,))
-    about = (f"request #{other['id']} ({other['requester']} for .{other['cctld']})" if other is not None
-             else "another request")
-    return (f"your reply was written in the conversation about {about}, but sent to the reply address of "
-            f"this request, #{request['id']}, so we could not be sure which request you meant. If you meant "
-            f"this one, please answer this message")
+    about = (
+        f"request #{other['id']} ({other['requester']} for .{other['cctld']})"
+        if other is not None
+        else "another request"
+    )
+    return (
+        f"your reply was written in the conversation about {about}, but sent to the reply address of "
+        f"this request, #{request['id']}, so we could not be sure which request you meant. If you meant "
+        f"this one, please answer this message"
+    )
 
 
 # Rejections that look like forgery or a forwarded approval mail: the Secretariat hears of each one.
-SECURITY_RULES = ("from-mismatch", "from-unreadable", "dmarc-fail", "dkim-required", "dmarc-required",
-                  "token-header-unsigned",
-                  "self-approval", "sender-not-authenticated")
+SECURITY_RULES = (
+    "from-mismatch",
+    "from-unreadable",
+    "dmarc-fail",
+    "dkim-required",
+    "dmarc-required",
+    "token-header-unsigned",
+    "self-approval",
+    "sender-not-authenticated",
+)
 
 
 def _reply_address_of(mail: InboundMail, bot: Bot) -> str | None:
@@ -573,8 +849,10 @@ class AutomatedHandler:
         if cls.detail == "auto-reply":
             addresses = []
             if cls.token:
-                approver = bot.store.one("SELECT a.email FROM tokens t JOIN approvers a ON a.id = t.approver_id"
-                                         " WHERE t.token_hash = ?", (tokens.digest(cls.token),))
+                approver = bot.store.one(
+                    "SELECT a.email FROM tokens t JOIN approvers a ON a.id = t.approver_id WHERE t.token_hash = ?",
+                    (tokens.digest(cls.token),),
+                )
                 if approver is not None:
                     addresses.append(approver["email"])
             if incoming.mail.from_addr:
@@ -589,8 +867,10 @@ def note_contacts(bot: Bot, addresses: tuple[str, ...], state: str, why: str) ->
     touched = []
     for address in {address_key(a) for a in addresses} - {""}:
         for approver in bot.store.all(
-                "SELECT a.* FROM approvers a JOIN requests r ON r.id = a.request_id"
-                " WHERE a.email_key = ? AND a.state = 'asked' AND r.state = 'pending'", (address,)):
+            "SELECT a.* FROM approvers a JOIN requests r ON r.id = a.request_id"
+            " WHERE a.email_key = ? AND a.state = 'asked' AND r.state = 'pending'",
+            (address,),
+        ):
             workflow.contact_unreachable(bot, approver, state, why)
             touched.append(approver["request_id"])
     return touched
@@ -609,28 +889,52 @@ class MailmanHandler:
         if request_id is None:
             return Outcome(incoming.cls.detail)
         now = bot.now()
-        bot.store.audit("mailman-acknowledged", at=now, request_id=request_id, message_row=incoming.row,
-                        detail=incoming.cls.detail, subject=incoming.mail.subject[:200])
+        bot.store.audit(
+            "mailman-acknowledged",
+            at=now,
+            request_id=request_id,
+            message_row=incoming.row,
+            detail=incoming.cls.detail,
+            subject=incoming.mail.subject[:200],
+        )
         result = mailman.read_results(incoming.mail.text) if incoming.cls.detail == "command-results" else None
         status = MAILMAN_STATES.get(result.state if result else "", "acknowledged")
-        bot.store.execute("UPDATE requests SET mailman_status = ?, updated_at = ? WHERE id = ?"
-                          " AND mailman_status IN ('queued', 'sent', 'acknowledged')", (status, iso(now), request_id))
+        bot.store.execute(
+            "UPDATE requests SET mailman_status = ?, updated_at = ? WHERE id = ?"
+            " AND mailman_status IN ('queued', 'sent', 'acknowledged')",
+            (status, iso(now), request_id),
+        )
         if result is not None and status in ("conflict", "failed"):
             # Mailman did not take the command (already a member or pending, banned, bad address): the
             # Secretariat hears of it, as with a REST 409.
             request = workflow.get_request(bot, request_id)
-            bot.store.audit(f"mailman-{status}", at=now, request_id=request_id, message_row=incoming.row,
-                            said=result.line)
-            bot.outbox.queue_mail(purpose="mailman-conflict", template="mailman_conflict.txt",
-                                  context={"address": request["requester"], "request_id": request_id,
-                                           "said": result.line, "list_address": bot.config.mailman.list},
-                                  to=[bot.secretariat], request_id=request_id)
+            bot.store.audit(
+                f"mailman-{status}", at=now, request_id=request_id, message_row=incoming.row, said=result.line
+            )
+            bot.outbox.queue_mail(
+                purpose="mailman-conflict",
+                template="mailman_conflict.txt",
+                context={
+                    "address": request["requester"],
+                    "request_id": request_id,
+                    "said": result.line,
+                    "list_address": bot.config.mailman.list,
+                },
+                to=[bot.secretariat],
+                request_id=request_id,
+            )
         return Outcome(incoming.cls.detail, request_id, extra={"mailman_result": result.state} if result else {})
 
 
 # What a results mail says about our subscribe command -> the request's Mailman status.
-MAILMAN_STATES = {"confirmation-sent": "acknowledged", "subscribed": "member", "held": "held",
-                  "member": "conflict", "pending": "conflict", "refused": "failed"}
+MAILMAN_STATES = {
+    "confirmation-sent": "acknowledged",
+    "subscribed": "member",
+    "held": "held",
+    "member": "conflict",
+    "pending": "conflict",
+    "refused": "failed",
+}
 
 
 class OtherHandler:
@@ -644,8 +948,13 @@ class OtherHandler:
     def commit(bot: Bot, incoming: Incoming) -> Outcome:
         if incoming.cls.detail in ("no-sender",):
             return Outcome("no-sender")
-        sent = _limited_reply(bot, incoming, purpose="help", template="help.txt",
-                              context={**_base_context(bot), "detail": incoming.cls.detail})
+        sent = _limited_reply(
+            bot,
+            incoming,
+            purpose="help",
+            template="help.txt",
+            context={**_base_context(bot), "detail": incoming.cls.detail},
+        )
         return Outcome("help-sent" if sent else "help-suppressed")
 
 

@@ -16,8 +16,19 @@ from secirbot.message import InboundMail
 from secirbot.newtext import HTML_QUOTE_SEPARATOR, REPLY_MARKER, html_to_text, new_text, normalise, read_new_text
 
 # Re-exported: callers and tests that know them from here keep working.
-__all__ = ["HTML_QUOTE_SEPARATOR", "MAX_NEW_TEXT_CHARS", "MAX_REASON_CHARS", "REPLY_MARKER", "ReadDecision",
-           "Verdict", "decision_word", "html_to_text", "new_text", "normalise", "read_decision"]
+__all__ = [
+    "HTML_QUOTE_SEPARATOR",
+    "MAX_NEW_TEXT_CHARS",
+    "MAX_REASON_CHARS",
+    "REPLY_MARKER",
+    "ReadDecision",
+    "Verdict",
+    "decision_word",
+    "html_to_text",
+    "new_text",
+    "normalise",
+    "read_decision",
+]
 
 MAX_REASON_CHARS = 1000
 MAX_NEW_TEXT_CHARS = 4000
@@ -35,10 +46,10 @@ class Verdict(StrEnum):
 @dataclass(frozen=True)
 class ReadDecision:
     verdict: Verdict
-    reason: str       # DENY: the approver's words after the DENY line (up to the quote)
-    first_line: str   # the first non-empty line of the new text, as read
-    new_text: str     # for the audit
-    why: str          # UNCLEAR: what to tell the approver in the clarification reply
+    reason: str  # DENY: the approver's words after the DENY line (up to the quote)
+    first_line: str  # the first non-empty line of the new text, as read
+    new_text: str  # for the audit
+    why: str  # UNCLEAR: what to tell the approver in the clarification reply
 
 
 # --- the public functions --------------------------------------------------------------------------
@@ -56,8 +67,7 @@ def read_decision(mail: InboundMail, allowed: tuple[Verdict, ...] = APPROVER_WOR
     lines = [line.strip() for line in text.split("\n")]
     content = [line for line in lines if line]
     if not content:
-        return _unclear("", audit, extract.problem or "your reply contained no new text above the quoted "
-                                                      "message")
+        return _unclear("", audit, extract.problem or "your reply contained no new text above the quoted message")
     first = content[0]
     word = decision_word(first)
     if word not in allowed:
@@ -71,7 +81,7 @@ def read_decision(mail: InboundMail, allowed: tuple[Verdict, ...] = APPROVER_WOR
         return _unclear(first, audit, "your reply named both APPROVE and DENY")
     reason = ""
     if word is Verdict.DENY:
-        after = lines[lines.index(first) + 1:]
+        after = lines[lines.index(first) + 1 :]
         reason = "\n".join(after).strip()[:MAX_REASON_CHARS]
     return ReadDecision(verdict=word, reason=reason, first_line=first, new_text=audit, why="")
 
@@ -87,6 +97,7 @@ def decision_word(line: str) -> Verdict | None:
 
 
 # --- reading the first line --------------------------------------------------------------------------
+
 
 def reads_as_decision(decision: ReadDecision) -> bool:
     """Whether the new text says APPROVE or DENY anywhere as a word: a human deciding, even if unclearly.
@@ -106,5 +117,3 @@ def _shorten(line: str, limit: int = 80) -> str:
 
 def _unclear(first: str, audit: str, why: str) -> ReadDecision:
     return ReadDecision(verdict=Verdict.UNCLEAR, reason="", first_line=first, new_text=audit, why=why)
-
-

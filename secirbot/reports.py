@@ -18,8 +18,10 @@ def _display(cctld: str) -> str:
 
 
 def list_requests(store: Store, state: str | None = None) -> list[dict[str, Any]]:
-    sql = ("SELECT id, state, cctld, requester, requester_name, created_at, expires_at, decision, decided_by,"
-           " decided_at, mailman_status FROM requests")
+    sql = (
+        "SELECT id, state, cctld, requester, requester_name, created_at, expires_at, decision, decided_by,"
+        " decided_at, mailman_status FROM requests"
+    )
     rows = store.all(sql + (" WHERE state = ? ORDER BY id" if state else " ORDER BY id"), (state,) if state else ())
     return [{**dict(r), "cctld_display": _display(r["cctld"])} for r in rows]
 
@@ -30,25 +32,52 @@ def show_request(store: Store, request_id: int) -> dict[str, Any] | None:
     if request is None:
         return None
     data: dict[str, Any] = {**dict(request), "cctld_display": _display(request["cctld"])}
-    data["approvers"] = [dict(r) for r in store.all(
-        "SELECT email, roles, name, state, asked_at, expires_at, used_at, reminders_sent, next_reminder_at"
-        " FROM approvers WHERE request_id = ? ORDER BY id", (request_id,))]
+    data["approvers"] = [
+        dict(r)
+        for r in store.all(
+            "SELECT email, roles, name, state, asked_at, expires_at, used_at, reminders_sent, next_reminder_at"
+            " FROM approvers WHERE request_id = ? ORDER BY id",
+            (request_id,),
+        )
+    ]
     data["timeline"] = []
-    for row in store.all("SELECT id, at, actor, action, message_row, outbox_id, details FROM audit"
-                         " WHERE request_id = ? ORDER BY id", (request_id,)):
+    for row in store.all(
+        "SELECT id, at, actor, action, message_row, outbox_id, details FROM audit WHERE request_id = ? ORDER BY id",
+        (request_id,),
+    ):
         item = dict(row)
         item["details"] = json.loads(item["details"])
         data["timeline"].append(item)
-    data["messages"] = [dict(r) for r in store.all(
-        "SELECT id, processed_at, from_addr, subject, kind, detail, outcome FROM messages"
-        " WHERE request_id = ? ORDER BY id", (request_id,))]
-    data["outbox"] = [{**dict(r), "recipients": json.loads(r["recipients"]), "delivered": json.loads(r["delivered"]),
-                       "failed": json.loads(r["failed"])} for r in store.all(
-        "SELECT id, message_id, purpose, state, recipients, delivered, failed, attempts, created_at, sent_at,"
-        " last_error FROM outbox WHERE request_id = ? ORDER BY id", (request_id,))]
+    data["messages"] = [
+        dict(r)
+        for r in store.all(
+            "SELECT id, processed_at, from_addr, subject, kind, detail, outcome FROM messages"
+            " WHERE request_id = ? ORDER BY id",
+            (request_id,),
+        )
+    ]
+    data["outbox"] = [
+        {
+            **dict(r),
+            "recipients": json.loads(r["recipients"]),
+            "delivered": json.loads(r["delivered"]),
+            "failed": json.loads(r["failed"]),
+        }
+        for r in store.all(
+            "SELECT id, message_id, purpose, state, recipients, delivered, failed, attempts, created_at, sent_at,"
+            " last_error FROM outbox WHERE request_id = ? ORDER BY id",
+            (request_id,),
+        )
+    ]
     data["mailman_acknowledged"] = any(t["action"] == "mailman-acknowledged" for t in data["timeline"])
-    snapshot = store.one("SELECT id, source, fetched_at, problem, delegated FROM iana_snapshots WHERE id = ?",
-                         (request["snapshot_id"],)) if request["snapshot_id"] else None
+    snapshot = (
+        store.one(
+            "SELECT id, source, fetched_at, problem, delegated FROM iana_snapshots WHERE id = ?",
+            (request["snapshot_id"],),
+        )
+        if request["snapshot_id"]
+        else None
+    )
     data["snapshot"] = dict(snapshot) if snapshot else None
     return data
 
@@ -83,18 +112,26 @@ _ACTIONS = {
 def render_timeline(data: dict[str, Any]) -> str:
     lines = [
         f"Request #{data['id']}: {data['requester']} for {data['cctld_display']}",
-        f"  state:     {data['state']}" + (f" ({data['decision']} by {data['decided_by']} via {data['decided_via']}"
-                                            f" at {data['decided_at']})" if data["decision"] else ""),
+        f"  state:     {data['state']}"
+        + (
+            f" ({data['decision']} by {data['decided_by']} via {data['decided_via']} at {data['decided_at']})"
+            if data["decision"]
+            else ""
+        ),
         f"  name:      {data['requester_name'] or '-'}",
         f"  created:   {data['created_at']}    expires: {data['expires_at']}",
     ]
     if data["mailman_status"]:
-        lines.append(f"  mailman:   {data['mailman_status']}"
-                     + ("  (Mailman acknowledged)" if data["mailman_acknowledged"] else ""))
+        lines.append(
+            f"  mailman:   {data['mailman_status']}"
+            + ("  (Mailman acknowledged)" if data["mailman_acknowledged"] else "")
+        )
     if data["snapshot"]:
         s = data["snapshot"]
-        lines.append(f"  IANA:      snapshot {s['id']} from {s['source']} at {s['fetched_at']}"
-                     + (f" - {s['problem']}" if s["problem"] else ""))
+        lines.append(
+            f"  IANA:      snapshot {s['id']} from {s['source']} at {s['fetched_at']}"
+            + (f" - {s['problem']}" if s["problem"] else "")
+        )
     if data["claim"]:
         lines.append("  their words (unverified):")
         lines.extend(f"    | {ln}" for ln in data["claim"].splitlines()[:12])
@@ -105,9 +142,27 @@ def render_timeline(data: dict[str, Any]) -> str:
     for item in data["timeline"]:
         details = item["details"]
         label = _ACTIONS.get(item["action"], item["action"])
-        extra = ", ".join(f"{k}={v}" for k, v in details.items()
-                          if k in ("to", "purpose", "rule", "decision", "via", "state", "approver", "why",
-                                   "problem", "error", "stage", "detail", "first_line", "sender"))
+        extra = ", ".join(
+            f"{k}={v}"
+            for k, v in details.items()
+            if k
+            in (
+                "to",
+                "purpose",
+                "rule",
+                "decision",
+                "via",
+                "state",
+                "approver",
+                "why",
+                "problem",
+                "error",
+                "stage",
+                "detail",
+                "first_line",
+                "sender",
+            )
+        )
         lines.append(f"    {item['at']}  {label:<34} {item['actor']:<14} {extra}")
     return "\n".join(lines)
 
@@ -117,24 +172,38 @@ def digest_context(bot: Any) -> dict[str, Any]:
     now = bot.now()
     open_requests = []
     for row in bot.store.all("SELECT * FROM requests WHERE state IN ('resolving', 'pending') ORDER BY id"):
-        approvers = bot.store.all("SELECT email, state, reminders_sent FROM approvers WHERE request_id = ?",
-                                  (row["id"],))
-        open_requests.append({
-            "id": row["id"], "requester": row["requester"], "cctld_display": _display(row["cctld"]),
-            "state": row["state"], "age_days": (now - from_iso(row["created_at"])).days,
-            "expires": row["expires_at"],
-            "approvers": [f"{a['email']} ({a['state']}, {a['reminders_sent']} reminders)" for a in approvers],
-        })
+        approvers = bot.store.all(
+            "SELECT email, state, reminders_sent FROM approvers WHERE request_id = ?", (row["id"],)
+        )
+        open_requests.append(
+            {
+                "id": row["id"],
+                "requester": row["requester"],
+                "cctld_display": _display(row["cctld"]),
+                "state": row["state"],
+                "age_days": (now - from_iso(row["created_at"])).days,
+                "expires": row["expires_at"],
+                "approvers": [f"{a['email']} ({a['state']}, {a['reminders_sent']} reminders)" for a in approvers],
+            }
+        )
     week_ago = iso(now - timedelta(days=7))
     decided = bot.store.one("SELECT COUNT(*) AS n FROM requests WHERE decided_at >= ?", (week_ago,))["n"]
-    quarantined = bot.store.one("SELECT COUNT(*) AS n FROM messages WHERE outcome = 'failed' AND processed_at >= ?",
-                                (week_ago,))["n"]
-    undeliverable = bot.store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'failed' AND created_at >= ?",
-                                  (week_ago,))["n"]
+    quarantined = bot.store.one(
+        "SELECT COUNT(*) AS n FROM messages WHERE outcome = 'failed' AND processed_at >= ?", (week_ago,)
+    )["n"]
+    undeliverable = bot.store.one(
+        "SELECT COUNT(*) AS n FROM outbox WHERE state = 'failed' AND created_at >= ?", (week_ago,)
+    )["n"]
     members = bot.store.one("SELECT COUNT(*) AS n FROM requests WHERE state = 'approved'")["n"]
-    return {"open": open_requests, "decided_this_week": decided, "quarantined_this_week": quarantined,
-            "undeliverable_this_week": undeliverable, "members": members, "bot": bot.bot_address,
-            "list_address": bot.config.mailman.list}
+    return {
+        "open": open_requests,
+        "decided_this_week": decided,
+        "quarantined_this_week": quarantined,
+        "undeliverable_this_week": undeliverable,
+        "members": members,
+        "bot": bot.bot_address,
+        "list_address": bot.config.mailman.list,
+    }
 
 
 def cctld_report(store: Store, pilot: list[str]) -> dict[str, Any]:
@@ -143,9 +212,22 @@ def cctld_report(store: Store, pilot: list[str]) -> dict[str, Any]:
     rows: dict[str, dict[str, Any]] = {}
 
     def entry(cctld: str) -> dict[str, Any]:
-        return rows.setdefault(cctld, {"cctld": cctld, "cctld_display": _display(cctld), "invited_at": None,
-                                       "invited": [], "requests": 0, "open": 0, "approved": 0, "denied": 0,
-                                       "expired": 0, "members": 0, "in_pilot": cctld in pilot})
+        return rows.setdefault(
+            cctld,
+            {
+                "cctld": cctld,
+                "cctld_display": _display(cctld),
+                "invited_at": None,
+                "invited": [],
+                "requests": 0,
+                "open": 0,
+                "approved": 0,
+                "denied": 0,
+                "expired": 0,
+                "members": 0,
+                "in_pilot": cctld in pilot,
+            },
+        )
 
     for cctld in pilot:
         entry(cctld)
@@ -169,26 +251,53 @@ def cctld_report(store: Store, pilot: list[str]) -> dict[str, Any]:
 def render_report(report: dict[str, Any]) -> str:
     lines = [f"{'CCTLD':<22} {'INVITED':<21} {'REQ':>4} {'OPEN':>5} {'DENIED':>7} {'EXPIRED':>8} {'MEMBERS':>8}"]
     for r in report["cctlds"]:
-        lines.append(f"{r['cctld_display']:<22} {r['invited_at'] or '-':<21} {r['requests']:>4} {r['open']:>5} "
-                     f"{r['denied']:>7} {r['expired']:>8} {r['members']:>8}")
+        lines.append(
+            f"{r['cctld_display']:<22} {r['invited_at'] or '-':<21} {r['requests']:>4} {r['open']:>5} "
+            f"{r['denied']:>7} {r['expired']:>8} {r['members']:>8}"
+        )
     lines.append("")
     lines.append("not yet joined: " + (", ".join(report["not_joined"]) or "none"))
     return "\n".join(lines)
 
 
-EXPORT_FIELDS = ("request_id", "email", "name", "cctld", "cctld_unicode", "approved_by", "approved_at",
-                 "approved_via", "iana_snapshot_id", "iana_source", "iana_fetched_at", "mailman_status")
+EXPORT_FIELDS = (
+    "request_id",
+    "email",
+    "name",
+    "cctld",
+    "cctld_unicode",
+    "approved_by",
+    "approved_at",
+    "approved_via",
+    "iana_snapshot_id",
+    "iana_source",
+    "iana_fetched_at",
+    "mailman_status",
+)
 
 
 def roster(store: Store) -> list[dict[str, Any]]:
     """Every member with how they were vetted, for migration to the final trust system."""
     out = []
-    for r in store.all("SELECT r.*, s.source AS s_source, s.fetched_at AS s_fetched FROM requests r"
-                       " LEFT JOIN iana_snapshots s ON s.id = r.snapshot_id WHERE r.state = 'approved' ORDER BY r.id"):
+    for r in store.all(
+        "SELECT r.*, s.source AS s_source, s.fetched_at AS s_fetched FROM requests r"
+        " LEFT JOIN iana_snapshots s ON s.id = r.snapshot_id WHERE r.state = 'approved' ORDER BY r.id"
+    ):
         name = parse_tld(r["cctld"])
-        out.append({"request_id": r["id"], "email": r["requester"], "name": r["requester_name"] or "",
-                    "cctld": name.ascii, "cctld_unicode": name.unicode, "approved_by": r["decided_by"],
-                    "approved_at": r["decided_at"], "approved_via": r["decided_via"],
-                    "iana_snapshot_id": r["snapshot_id"], "iana_source": r["s_source"] or "",
-                    "iana_fetched_at": r["s_fetched"] or "", "mailman_status": r["mailman_status"] or ""})
+        out.append(
+            {
+                "request_id": r["id"],
+                "email": r["requester"],
+                "name": r["requester_name"] or "",
+                "cctld": name.ascii,
+                "cctld_unicode": name.unicode,
+                "approved_by": r["decided_by"],
+                "approved_at": r["decided_at"],
+                "approved_via": r["decided_via"],
+                "iana_snapshot_id": r["snapshot_id"],
+                "iana_source": r["s_source"] or "",
+                "iana_fetched_at": r["s_fetched"] or "",
+                "mailman_status": r["mailman_status"] or "",
+            }
+        )
     return out

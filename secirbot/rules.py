@@ -130,25 +130,39 @@ def _check(rules: Rules, source: YamlSource) -> list[str]:
         if not cond:
             problems.append(f"{source.where(key)}: {'.'.join(key)}: {message}")
 
-    for key, roles in ((("approvers", "roles"), rules.approvers.roles),
-                       (("approvers", "ask_first"), rules.approvers.ask_first)):
+    for key, roles in (
+        (("approvers", "roles"), rules.approvers.roles),
+        (("approvers", "ask_first"), rules.approvers.ask_first),
+    ):
         unknown = [r for r in roles if r not in ROLES]
         need(not unknown, key, f"unknown role(s) {', '.join(unknown)} (IANA roles: {', '.join(ROLES)})")
     need(bool(rules.approvers.roles), ("approvers", "roles"), "at least one role must be allowed to approve")
-    need(set(rules.approvers.ask_first) <= set(rules.approvers.roles), ("approvers", "ask_first"),
-         "may only name roles that are in approvers.roles")
+    need(
+        set(rules.approvers.ask_first) <= set(rules.approvers.roles),
+        ("approvers", "ask_first"),
+        "may only name roles that are in approvers.roles",
+    )
     need(bool(rules.approvers.ask_first), ("approvers", "ask_first"), "at least one role must be asked")
     # Not for adaptive: with no trusted header it still asks for an aligned DKIM signature where the policy
     # is enforcing, and it is the default, which must load with the shipped authserv_id: null.
     if rules.authentication.require in ("dmarc", "dkim") or rules.authentication.authserv_id is not None:
-        need(bool(rules.authentication.authserv_id), ("authentication", "authserv_id"),
-             "required when authentication.require is dmarc or dkim")
+        need(
+            bool(rules.authentication.authserv_id),
+            ("authentication", "authserv_id"),
+            "required when authentication.require is dmarc or dkim",
+        )
     need(rules.requests.seats_per_cctld >= 1, ("requests", "seats_per_cctld"), "must be at least 1")
     need(rules.requests.expire_after > timedelta(0), ("requests", "expire_after"), "must be positive")
     need(0 <= rules.digest.hour <= 23, ("digest", "hour"), "must be 0-23")
-    need(rules.outbox.retry_first <= rules.outbox.retry_max, ("outbox", "retry_first"),
-         "must not be longer than outbox.retry_max")
+    need(
+        rules.outbox.retry_first <= rules.outbox.retry_max,
+        ("outbox", "retry_first"),
+        "must not be longer than outbox.retry_max",
+    )
     if rules.pilot.enabled:
-        need(bool(rules.pilot.cctlds), ("pilot", "cctlds"),
-             "the pilot is enabled but invites no ccTLD: every request would be refused")
+        need(
+            bool(rules.pilot.cctlds),
+            ("pilot", "cctlds"),
+            "the pilot is enabled but invites no ccTLD: every request would be refused",
+        )
     return problems

@@ -46,8 +46,7 @@ def run_due_jobs(bot: Bot, lookups: bool = True) -> dict[str, int]:
 
 def expire_due(bot: Bot) -> int:
     now = iso(bot.now())
-    rows = bot.store.all("SELECT * FROM requests WHERE state IN ('resolving', 'pending') AND expires_at <= ?",
-                         (now,))
+    rows = bot.store.all("SELECT * FROM requests WHERE state IN ('resolving', 'pending') AND expires_at <= ?", (now,))
     for request in rows:
         with bot.store.transaction():
             current = workflow.get_request(bot, request["id"])
@@ -56,13 +55,17 @@ def expire_due(bot: Bot) -> int:
     return len(rows)
 
 
-def retry_due_lookups(bot: Bot, guard: Callable[[], AbstractContextManager[object]] = nullcontext,
-                      stop: Callable[[], bool] = lambda: False) -> int:
+def retry_due_lookups(
+    bot: Bot,
+    guard: Callable[[], AbstractContextManager[object]] = nullcontext,
+    stop: Callable[[], bool] = lambda: False,
+) -> int:
     """IANA lookups that are due: the first one of each new request, and retries. The network call runs
     outside the transaction and outside `guard` (the daemon's work lock), so a slow IANA holds up no other
     mail; the state is re-read inside, so a lookup decided by another pass is applied once only."""
-    rows = bot.store.all("SELECT * FROM requests WHERE state = 'resolving' AND next_lookup_at <= ? ORDER BY id",
-                         (iso(bot.now()),))
+    rows = bot.store.all(
+        "SELECT * FROM requests WHERE state = 'resolving' AND next_lookup_at <= ? ORDER BY id", (iso(bot.now()),)
+    )
     for request in rows:
         if stop():  # the rest waits in the store for the next start
             break
@@ -86,8 +89,9 @@ def retry_due_lookups(bot: Bot, guard: Callable[[], AbstractContextManager[objec
 
 
 def escalate_due(bot: Bot) -> int:
-    rows = bot.store.all("SELECT * FROM requests WHERE state = 'pending' AND next_escalation_at <= ?",
-                         (iso(bot.now()),))
+    rows = bot.store.all(
+        "SELECT * FROM requests WHERE state = 'pending' AND next_escalation_at <= ?", (iso(bot.now()),)
+    )
     for request in rows:
         with bot.store.transaction():
             workflow.escalate(bot, request, f"no decision since {workflow.when(request['created_at'])}")
@@ -97,7 +101,9 @@ def escalate_due(bot: Bot) -> int:
 def remind_due(bot: Bot) -> int:
     rows = bot.store.all(
         "SELECT a.* FROM approvers a JOIN requests r ON r.id = a.request_id"
-        " WHERE a.state = 'asked' AND r.state = 'pending' AND a.next_reminder_at <= ?", (iso(bot.now()),))
+        " WHERE a.state = 'asked' AND r.state = 'pending' AND a.next_reminder_at <= ?",
+        (iso(bot.now()),),
+    )
     for approver in rows:
         with bot.store.transaction():
             workflow.remind(bot, approver)
@@ -128,8 +134,9 @@ def digest_if_due(bot: Bot) -> int:
     if not bot.rules.digest.enabled or not _claim_slot(bot, "digest", next_digest_time(bot, bot.now())):
         return 0
     with bot.store.transaction():
-        bot.outbox.queue_mail(purpose="digest", template="digest.txt", context=digest_context(bot),
-                              to=[bot.secretariat])
+        bot.outbox.queue_mail(
+            purpose="digest", template="digest.txt", context=digest_context(bot), to=[bot.secretariat]
+        )
         bot.store.audit("digest-sent", at=bot.now())
     return 1
 
@@ -142,14 +149,21 @@ def recheck_if_due(bot: Bot) -> int:
 
 def recheck_contacts(bot: Bot) -> int:
     """Ask IANA again about every ccTLD with members or open requests; act on changed contacts."""
-    cctlds = [r["cctld"] for r in bot.store.all(
-        "SELECT DISTINCT cctld FROM requests WHERE state IN ('pending', 'approved') ORDER BY cctld")]
+    cctlds = [
+        r["cctld"]
+        for r in bot.store.all(
+            "SELECT DISTINCT cctld FROM requests WHERE state IN ('pending', 'approved') ORDER BY cctld"
+        )
+    ]
     changed = 0
     for cctld in cctlds:
         resolution = bot.iana.resolve(parse_tld(cctld), fresh=True)
         if resolution.record is None:
-            log.warning("contact re-check of .%s: IANA gave no usable record (%s); keeping what we have",
-                        cctld, resolution.problem.kind if resolution.problem else "?")
+            log.warning(
+                "contact re-check of .%s: IANA gave no usable record (%s); keeping what we have",
+                cctld,
+                resolution.problem.kind if resolution.problem else "?",
+            )
             continue
         with bot.store.transaction():
             result = workflow.contacts_checked(bot, cctld, resolution)

@@ -222,18 +222,18 @@ BUSY_TIMEOUT_SECONDS = 30
 # SQLite's primary result codes that are about the file, the disk or other processes, not about our SQL:
 # what the operator has to fix (https://www.sqlite.org/rescode.html).
 _OPERATOR_ADVICE = {
-    3: "is not accessible ({error}): check its owner and mode",                                # PERM
+    3: "is not accessible ({error}): check its owner and mode",  # PERM
     5: f"stayed locked by another process for more than {BUSY_TIMEOUT_SECONDS} s ({{error}}): look for "
-       "a hung secirbot or another program holding it open",                                  # BUSY
+    "a hung secirbot or another program holding it open",  # BUSY
     6: f"stayed locked for more than {BUSY_TIMEOUT_SECONDS} s ({{error}}): look for a hung secirbot",  # LOCKED
     8: "is read-only ({error}): the user running secirbot must be able to write the file, its -wal and "
-       "-shm files and its folder (check owner, mode, `lsattr`/`chattr -i`, read-only mounts)",  # READONLY
+    "-shm files and its folder (check owner, mode, `lsattr`/`chattr -i`, read-only mounts)",  # READONLY
     10: "could not be read or written ({error}): check the disk and the file system (dmesg)",  # IOERR
     11: "is damaged ({error}): restore it from a backup, or move it away and the bot starts an empty one",
-    13: "cannot grow ({error}): free space on its file system",                                # FULL
+    13: "cannot grow ({error}): free space on its file system",  # FULL
     14: "cannot be opened ({error}): its folder must exist and be writable by the user running secirbot",
     26: "is not a SQLite database ({error}): check store.path; restore the file from a backup, or move it "
-        "away and the bot starts an empty one",                                                # NOTADB
+    "away and the bot starts an empty one",  # NOTADB
 }
 
 
@@ -263,16 +263,20 @@ class Store:
         try:
             if readonly:
                 uri = "file:" + urllib.parse.quote(str(self.path.resolve())) + "?mode=ro"
-                self.conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
-                                            timeout=BUSY_TIMEOUT_SECONDS)
+                self.conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
+                )
             else:
                 if not memory:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
-                                            timeout=BUSY_TIMEOUT_SECONDS)
+                self.conn = sqlite3.connect(
+                    str(path), isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_SECONDS
+                )
         except OSError as exc:
-            raise StoreError(f"cannot create the folder of the store {path}: {exc.strerror or exc}: "
-                             "store.path must name a file in a writable folder") from None
+            raise StoreError(
+                f"cannot create the folder of the store {path}: {exc.strerror or exc}: "
+                "store.path must name a file in a writable folder"
+            ) from None
         except sqlite3.Error as exc:
             raise operator_error(path, exc) or StoreError(f"cannot open the store {path}: {exc}") from None
         self.conn.row_factory = sqlite3.Row
@@ -316,8 +320,10 @@ class Store:
 
     def _refuse_newer(self, version: int) -> None:
         if version > SCHEMA_VERSION:
-            raise StoreError(f"the store {self.path} has schema version {version}; this secirbot knows "
-                             f"only up to {SCHEMA_VERSION}: upgrade secirbot")
+            raise StoreError(
+                f"the store {self.path} has schema version {version}; this secirbot knows "
+                f"only up to {SCHEMA_VERSION}: upgrade secirbot"
+            )
 
     def _migrate(self) -> int:
         """Bring the schema up to SCHEMA_VERSION, atomically against other processes; returns the version.
@@ -412,14 +418,30 @@ class Store:
         with self.lock, self._translated():
             return self.conn.execute(sql, params).fetchall()
 
-    def audit(self, action: str, *, at: datetime, actor: str = "bot", request_id: int | None = None,
-              message_row: int | None = None, outbox_id: int | None = None, **details: Any) -> int:
+    def audit(
+        self,
+        action: str,
+        *,
+        at: datetime,
+        actor: str = "bot",
+        request_id: int | None = None,
+        message_row: int | None = None,
+        outbox_id: int | None = None,
+        **details: Any,
+    ) -> int:
         """Record one state change. Call inside the transaction that makes the change."""
         cur = self.execute(
             "INSERT INTO audit (at, actor, action, request_id, message_row, outbox_id, details)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (iso(at), actor, action, request_id, message_row, outbox_id,
-             json.dumps(details, ensure_ascii=False, sort_keys=True, default=str)),
+            (
+                iso(at),
+                actor,
+                action,
+                request_id,
+                message_row,
+                outbox_id,
+                json.dumps(details, ensure_ascii=False, sort_keys=True, default=str),
+            ),
         )
         return rowid(cur)
 
@@ -428,8 +450,10 @@ class Store:
         return row["value"] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.execute("INSERT INTO meta (key, value) VALUES (?, ?)"
-                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (key, value))
+        self.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
 
 
 def _split_sql(script: str) -> list[str]:

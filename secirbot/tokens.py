@@ -39,8 +39,7 @@ def reply_address(bot_address: str, token: str) -> str:
 def find_token(recipients: Iterable[str], bot_address: str) -> str | None:
     """The token of the first recipient address of the form bot+TOKEN@domain, lower-cased, else None."""
     local, domain = bot_address.rsplit("@", 1)
-    pattern = re.compile(
-        rf"{re.escape(local)}\+({_TOKEN_CHARS}{{{TOKEN_LENGTH}}})@{re.escape(domain)}", re.IGNORECASE)
+    pattern = re.compile(rf"{re.escape(local)}\+({_TOKEN_CHARS}{{{TOKEN_LENGTH}}})@{re.escape(domain)}", re.IGNORECASE)
     for address in recipients:
         match = pattern.fullmatch(address.strip())
         if match:
@@ -53,8 +52,8 @@ class ReplyToken:
     """Where a reply's token was read, so that the sender check can ask whether that header is signed."""
 
     token: str | None
-    header: str | None       # the header it came from ('To', 'Cc' or the envelope header)
-    trusted_header: bool     # True: written by our own receiving server (imap.envelope_header)
+    header: str | None  # the header it came from ('To', 'Cc' or the envelope header)
+    trusted_header: bool  # True: written by our own receiving server (imap.envelope_header)
     problem: str | None = None  # why no token is taken although one is there (several, repeated header)
 
 

@@ -42,16 +42,27 @@ LIVE_APPROVER_STATES = ("asked", "bounced", "away")
 
 # --- pure ----------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Judgement:
     outcome: Literal["decide", "clarify", "already-decided", "reject"]
-    rule: str            # the rule that fired, for the audit and the reply
+    rule: str  # the rule that fired, for the audit and the reply
     verdict: Verdict | None = None
 
 
-def judge_reply(*, request_state: str, approver_state: str, approver_expires_at: datetime,
-                requester: str, sender: SenderCheck, mail_from: str | None, decision: ReadDecision,
-                now: datetime, request_id: int | None = None, thread_request_id: int | None = None) -> Judgement:
+def judge_reply(
+    *,
+    request_state: str,
+    approver_state: str,
+    approver_expires_at: datetime,
+    requester: str,
+    sender: SenderCheck,
+    mail_from: str | None,
+    decision: ReadDecision,
+    now: datetime,
+    request_id: int | None = None,
+    thread_request_id: int | None = None,
+) -> Judgement:
     """Whether a reply to a valid token decides the request. Every check must pass; order matters only
     for which reason is given, and no reply from an unauthenticated sender learns the request's state.
 
@@ -78,6 +89,7 @@ def judge_reply(*, request_state: str, approver_state: str, approver_expires_at:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
 
 def when(moment: datetime | str | None) -> str:
     """A moment as people read it in mail: '2026-11-26 07:13 UTC'."""
@@ -110,8 +122,9 @@ def context_for(config: Config, rules: Rules, request: Mapping[str, Any]) -> dic
             "decision": request["decision"] or "",
             "decided_by": request["decided_by"] or "",
             # Requesters and IANA contacts read "the Secretariat", not an operator's login name.
-            "decided_by_public": ("the Secretariat" if request["decided_via"] == "cli"
-                                  else request["decided_by"] or ""),
+            "decided_by_public": (
+                "the Secretariat" if request["decided_via"] == "cli" else request["decided_by"] or ""
+            ),
             "decided_at": when(request["decided_at"]),
             "decision_reason": request["decision_reason"] or "",
         },
@@ -137,14 +150,16 @@ def _set(bot: Bot, request_id: int, **fields: Any) -> None:
 
 def live_approvers(bot: Bot, request_id: int) -> list[sqlite3.Row]:
     marks = ",".join("?" * len(LIVE_APPROVER_STATES))
-    return bot.store.all(f"SELECT * FROM approvers WHERE request_id = ? AND state IN ({marks}) ORDER BY id",
-                         (request_id, *LIVE_APPROVER_STATES))
+    return bot.store.all(
+        f"SELECT * FROM approvers WHERE request_id = ? AND state IN ({marks}) ORDER BY id",
+        (request_id, *LIVE_APPROVER_STATES),
+    )
 
 
 # --- opening -------------------------------------------------------------------------------------
 
-def open_request(bot: Bot, *, requester: str, claim: Claim, message_row: int | None,
-                 in_reply_to: str | None) -> int:
+
+def open_request(bot: Bot, *, requester: str, claim: Claim, message_row: int | None, in_reply_to: str | None) -> int:
     """Create the request, waiting for its first IANA lookup (due at once; schedule.py runs it off the
     message path, and `first_lookup` then asks the approvers and acknowledges). Returns its id."""
     now = bot.now()
@@ -152,13 +167,29 @@ def open_request(bot: Bot, *, requester: str, claim: Claim, message_row: int | N
         "INSERT INTO requests (cctld, requester, requester_key, requester_name, claim, state, created_at,"
         " updated_at, expires_at, source_message, snapshot_id, lookup_attempts, next_lookup_at)"
         " VALUES (?, ?, ?, ?, ?, 'resolving', ?, ?, ?, ?, NULL, 0, ?)",
-        (claim.cctld.ascii, requester, address_key(requester), claim.name,
-         claim.words, iso(now), iso(now), iso(now + bot.rules.requests.expire_after),
-         message_row, iso(now)),
+        (
+            claim.cctld.ascii,
+            requester,
+            address_key(requester),
+            claim.name,
+            claim.words,
+            iso(now),
+            iso(now),
+            iso(now + bot.rules.requests.expire_after),
+            message_row,
+            iso(now),
+        ),
     )
     request_id = rowid(cur)
-    bot.store.audit("request-opened", at=now, request_id=request_id, message_row=message_row,
-                    cctld=claim.cctld.ascii, requester=requester, in_reply_to=in_reply_to)
+    bot.store.audit(
+        "request-opened",
+        at=now,
+        request_id=request_id,
+        message_row=message_row,
+        cctld=claim.cctld.ascii,
+        requester=requester,
+        in_reply_to=in_reply_to,
+    )
     return request_id
 
 
@@ -173,21 +204,32 @@ def first_lookup(bot: Bot, request: sqlite3.Row, resolution: Resolution) -> None
         start_approval(bot, request, resolution)
     else:
         _set(bot, request_id, next_lookup_at=iso(now + bot.rules.lookups.retry_every))
-        bot.store.audit("lookup-failed", at=now, request_id=request_id, snapshot_id=resolution.snapshot_id,
-                        problem=_problem_text(resolution))
+        bot.store.audit(
+            "lookup-failed",
+            at=now,
+            request_id=request_id,
+            snapshot_id=resolution.snapshot_id,
+            problem=_problem_text(resolution),
+        )
         _notify_secretariat_of_request(bot, get_request(bot, request_id), [], _problem_text(resolution))
     request = get_request(bot, request_id)
     asked = bot.store.count("SELECT COUNT(*) FROM approvers WHERE request_id = ?", (request_id,))
     source = bot.store.one("SELECT message_id FROM messages WHERE id = ?", (request["source_message"],))
     # The requester's own reply address: a WITHDRAW sent to it closes the request.
     token = tokens.mint()
-    bot.store.execute("INSERT INTO requester_tokens (token_hash, request_id, issued_at) VALUES (?, ?, ?)",
-                      (tokens.digest(token), request_id, iso(now)))
+    bot.store.execute(
+        "INSERT INTO requester_tokens (token_hash, request_id, issued_at) VALUES (?, ?, ?)",
+        (tokens.digest(token), request_id, iso(now)),
+    )
     bot.outbox.queue_mail(
-        purpose="request-received", template="request_received.txt",
+        purpose="request-received",
+        template="request_received.txt",
         context={**request_context(bot, request), "delayed": resolution.record is None, "asked": asked},
-        to=[request["requester"]], in_reply_to=source["message_id"] if source else None, request_id=request_id,
-        cause_message=request["source_message"], auto="auto-replied",
+        to=[request["requester"]],
+        in_reply_to=source["message_id"] if source else None,
+        request_id=request_id,
+        cause_message=request["source_message"],
+        auto="auto-replied",
         reply_to=tokens.reply_address(bot.bot_address, token),
     )
 
@@ -203,10 +245,17 @@ def step_failed(bot: Bot, request: sqlite3.Row, reason: str) -> None:
         return
     hours = retry.total_seconds() / 3600
     try:
-        bot.outbox.queue_mail(purpose="request-stuck", template="request_stuck.txt",
-                              context={**request_context(bot, request), "reason": reason[:500],
-                                       "retry": f"{hours:g} hour{'s' if hours != 1 else ''}"},
-                              to=[bot.secretariat], request_id=request["id"])
+        bot.outbox.queue_mail(
+            purpose="request-stuck",
+            template="request_stuck.txt",
+            context={
+                **request_context(bot, request),
+                "reason": reason[:500],
+                "retry": f"{hours:g} hour{'s' if hours != 1 else ''}",
+            },
+            to=[bot.secretariat],
+            request_id=request["id"],
+        )
     except (sqlite3.Error, StoreError):
         raise
     except Exception as exc:
@@ -223,16 +272,30 @@ def start_approval(bot: Bot, request: sqlite3.Row, resolution: Resolution) -> No
     now = bot.now()
     record = resolution.record
     assert record is not None
-    _set(bot, request["id"], state="pending", snapshot_id=resolution.snapshot_id, next_lookup_at=None,
-         next_escalation_at=iso(now + bot.rules.escalation.after))
+    _set(
+        bot,
+        request["id"],
+        state="pending",
+        snapshot_id=resolution.snapshot_id,
+        next_lookup_at=None,
+        next_escalation_at=iso(now + bot.rules.escalation.after),
+    )
     request = get_request(bot, request["id"])
-    bot.store.audit("state-changed", at=now, request_id=request["id"], state="pending",
-                    snapshot_id=resolution.snapshot_id, source=record.source)
+    bot.store.audit(
+        "state-changed",
+        at=now,
+        request_id=request["id"],
+        state="pending",
+        snapshot_id=resolution.snapshot_id,
+        source=record.source,
+    )
     asked = ask_approvers(bot, request, record, bot.rules.approvers.ask_first)
     note = ""
     if not asked:
-        note = ("The requester is the only IANA contact of this ccTLD who may approve: nobody was asked. "
-                f"Decide with: secirbot approve {request['id']}  or  secirbot deny {request['id']} --reason ...")
+        note = (
+            "The requester is the only IANA contact of this ccTLD who may approve: nobody was asked. "
+            f"Decide with: secirbot approve {request['id']}  or  secirbot deny {request['id']} --reason ..."
+        )
     _notify_secretariat_of_request(bot, request, asked, note)
 
 
@@ -243,8 +306,9 @@ def eligible_approvers(bot: Bot, request: sqlite3.Row, record: IanaRecord, roles
 
 def ask_approvers(bot: Bot, request: sqlite3.Row, record: IanaRecord, roles: Sequence[str]) -> list[str]:
     """Mail each not-yet-asked approver of these roles their own approval request. Returns who was asked."""
-    known = {r["email_key"] for r in bot.store.all("SELECT email_key FROM approvers WHERE request_id = ?",
-                                                   (request["id"],))}
+    known = {
+        r["email_key"] for r in bot.store.all("SELECT email_key FROM approvers WHERE request_id = ?", (request["id"],))
+    }
     asked = []
     for approver in eligible_approvers(bot, request, record, roles):
         if address_key(approver.email) in known:
@@ -254,15 +318,22 @@ def ask_approvers(bot: Bot, request: sqlite3.Row, record: IanaRecord, roles: Seq
     return asked
 
 
-def ask(bot: Bot, request: sqlite3.Row, email: str, name: str, roles: Sequence[str],
-        record: IanaRecord) -> int:
+def ask(bot: Bot, request: sqlite3.Row, email: str, name: str, roles: Sequence[str], record: IanaRecord) -> int:
     now = bot.now()
     reminders = bot.rules.reminders
     cur = bot.store.execute(
         "INSERT INTO approvers (request_id, email, email_key, roles, name, state, asked_at, expires_at,"
         " next_reminder_at) VALUES (?, ?, ?, ?, ?, 'asked', ?, ?, ?)",
-        (request["id"], email, address_key(email), ",".join(roles), name, iso(now), request["expires_at"],
-         iso(now + reminders.first_after) if reminders.max > 0 else None),
+        (
+            request["id"],
+            email,
+            address_key(email),
+            ",".join(roles),
+            name,
+            iso(now),
+            request["expires_at"],
+            iso(now + reminders.first_after) if reminders.max > 0 else None,
+        ),
     )
     approver_id = rowid(cur)
     bot.store.audit("approver-asked", at=now, request_id=request["id"], approver=email, roles=list(roles))
@@ -270,11 +341,21 @@ def ask(bot: Bot, request: sqlite3.Row, email: str, name: str, roles: Sequence[s
     return approver_id
 
 
-def _mail_approval_request(bot: Bot, request: sqlite3.Row, approver_id: int, email: str, name: str,
-                           roles: Sequence[str], record: IanaRecord | None, reminder: int) -> None:
+def _mail_approval_request(
+    bot: Bot,
+    request: sqlite3.Row,
+    approver_id: int,
+    email: str,
+    name: str,
+    roles: Sequence[str],
+    record: IanaRecord | None,
+    reminder: int,
+) -> None:
     token = tokens.mint()
-    bot.store.execute("INSERT INTO tokens (token_hash, approver_id, issued_at) VALUES (?, ?, ?)",
-                      (tokens.digest(token), approver_id, iso(bot.now())))
+    bot.store.execute(
+        "INSERT INTO tokens (token_hash, approver_id, issued_at) VALUES (?, ?, ?)",
+        (tokens.digest(token), approver_id, iso(bot.now())),
+    )
     context = {
         **request_context(bot, request),
         "approver": {"email": email, "name": name or "", "roles": list(roles)},
@@ -284,17 +365,22 @@ def _mail_approval_request(bot: Bot, request: sqlite3.Row, approver_id: int, ema
     }
     bot.outbox.queue_mail(
         purpose="approval-request" if not reminder else "approval-reminder",
-        template="approval_request.txt", context=context, to=[email],
-        reply_to=tokens.reply_address(bot.bot_address, token), request_id=request["id"],
+        template="approval_request.txt",
+        context=context,
+        to=[email],
+        reply_to=tokens.reply_address(bot.bot_address, token),
+        request_id=request["id"],
     )
 
 
 def _notify_secretariat_of_request(bot: Bot, request: sqlite3.Row, asked: Sequence[str], note: str) -> None:
     """The Secretariat's copy of a request: everything the approvers see, but no token."""
     bot.outbox.queue_mail(
-        purpose="request-copy", template="request_copy.txt",
+        purpose="request-copy",
+        template="request_copy.txt",
         context={**request_context(bot, request), "asked": list(asked), "note": note},
-        to=[bot.secretariat], request_id=request["id"],
+        to=[bot.secretariat],
+        request_id=request["id"],
     )
 
 
@@ -306,69 +392,148 @@ def retry_lookup(bot: Bot, request: sqlite3.Row, resolution: Resolution) -> None
         _set(bot, request["id"], lookup_attempts=attempts)
         start_approval(bot, get_request(bot, request["id"]), resolution)
         return
-    _set(bot, request["id"], lookup_attempts=attempts, snapshot_id=resolution.snapshot_id,
-         next_lookup_at=iso(now + bot.rules.lookups.retry_every))
-    bot.store.audit("lookup-failed", at=now, request_id=request["id"], snapshot_id=resolution.snapshot_id,
-                    problem=_problem_text(resolution), attempts=attempts)
+    _set(
+        bot,
+        request["id"],
+        lookup_attempts=attempts,
+        snapshot_id=resolution.snapshot_id,
+        next_lookup_at=iso(now + bot.rules.lookups.retry_every),
+    )
+    bot.store.audit(
+        "lookup-failed",
+        at=now,
+        request_id=request["id"],
+        snapshot_id=resolution.snapshot_id,
+        problem=_problem_text(resolution),
+        attempts=attempts,
+    )
     waited = now - from_iso(request["created_at"])
-    already_told = bot.store.one("SELECT 1 FROM audit WHERE request_id = ? AND action = 'lookup-alert'",
-                                 (request["id"],))
+    already_told = bot.store.one(
+        "SELECT 1 FROM audit WHERE request_id = ? AND action = 'lookup-alert'", (request["id"],)
+    )
     if waited >= bot.rules.lookups.tell_secretariat_after and not already_told:
         bot.store.audit("lookup-alert", at=now, request_id=request["id"])
         bot.outbox.queue_mail(
-            purpose="lookup-failing", template="lookup_failing.txt",
-            context={**request_context(bot, request), "problem": _problem_text(resolution),
-                     "attempts": attempts, "waited_hours": int(waited.total_seconds() // 3600)},
-            to=[bot.secretariat], request_id=request["id"],
+            purpose="lookup-failing",
+            template="lookup_failing.txt",
+            context={
+                **request_context(bot, request),
+                "problem": _problem_text(resolution),
+                "attempts": attempts,
+                "waited_hours": int(waited.total_seconds() // 3600),
+            },
+            to=[bot.secretariat],
+            request_id=request["id"],
         )
 
 
 # --- deciding ------------------------------------------------------------------------------------
 
-def decide(bot: Bot, request: sqlite3.Row, verdict: Verdict, *, decided_by: str, via: str, reason: str,
-           approver_id: int | None, message_row: int | None, checks: dict[str, str],
-           rule: str, headers: str = "", actor: str | None = None) -> None:
+
+def decide(
+    bot: Bot,
+    request: sqlite3.Row,
+    verdict: Verdict,
+    *,
+    decided_by: str,
+    via: str,
+    reason: str,
+    approver_id: int | None,
+    message_row: int | None,
+    checks: dict[str, str],
+    rule: str,
+    headers: str = "",
+    actor: str | None = None,
+) -> None:
     """Record the decision, close every token, queue the Mailman action and the notices."""
     now = bot.now()
     state = "approved" if verdict is Verdict.APPROVE else "denied"
-    _set(bot, request["id"], state=state, decision=verdict.value, decided_by=decided_by, decided_at=iso(now),
-         decided_via=via, decision_reason=reason or None,
-         mailman_status="queued" if state == "approved" else None,
-         next_lookup_at=None, next_escalation_at=None)
+    _set(
+        bot,
+        request["id"],
+        state=state,
+        decision=verdict.value,
+        decided_by=decided_by,
+        decided_at=iso(now),
+        decided_via=via,
+        decision_reason=reason or None,
+        mailman_status="queued" if state == "approved" else None,
+        next_lookup_at=None,
+        next_escalation_at=None,
+    )
     if approver_id is not None:
         bot.store.execute("UPDATE approvers SET state = 'used', used_at = ? WHERE id = ?", (iso(now), approver_id))
     others = [a for a in live_approvers(bot, request["id"]) if a["id"] != approver_id]
-    bot.store.execute("UPDATE approvers SET state = 'closed', next_reminder_at = NULL"
-                      " WHERE request_id = ? AND state IN ('asked', 'bounced', 'away')", (request["id"],))
-    bot.store.audit("request-decided", at=now, actor=actor or decided_by, request_id=request["id"],
-                    message_row=message_row, decision=verdict.value, via=via, rule=rule, checks=checks,
-                    snapshot_id=request["snapshot_id"], reason=reason, headers=headers)
+    bot.store.execute(
+        "UPDATE approvers SET state = 'closed', next_reminder_at = NULL"
+        " WHERE request_id = ? AND state IN ('asked', 'bounced', 'away')",
+        (request["id"],),
+    )
+    bot.store.audit(
+        "request-decided",
+        at=now,
+        actor=actor or decided_by,
+        request_id=request["id"],
+        message_row=message_row,
+        decision=verdict.value,
+        via=via,
+        rule=rule,
+        checks=checks,
+        snapshot_id=request["snapshot_id"],
+        reason=reason,
+        headers=headers,
+    )
     request = get_request(bot, request["id"])
     context = request_context(bot, request)
     if state == "approved":
         mailman.queue_subscribe(bot, request)
-        bot.outbox.queue_mail(purpose="decision-requester", template="approved_requester.txt",
-                              context={**context, "dialect": bot.config.mailman.dialect},
-                              to=[request["requester"]], request_id=request["id"])
+        bot.outbox.queue_mail(
+            purpose="decision-requester",
+            template="approved_requester.txt",
+            context={**context, "dialect": bot.config.mailman.dialect},
+            to=[request["requester"]],
+            request_id=request["id"],
+        )
     else:
         show_reason = reason if bot.rules.decisions.tell_requester_deny_reason else ""
-        bot.outbox.queue_mail(purpose="decision-requester", template="denied_requester.txt",
-                              context={**context, "reason": show_reason},
-                              to=[request["requester"]], request_id=request["id"])
-    bot.outbox.queue_mail(purpose="decision-secretariat", template="decision_secretariat.txt",
-                          context={**context, "via": via, "checks": checks, "rule": rule,
-                                   "snapshot": snapshot_summary(bot, request["snapshot_id"])},
-                          to=[bot.secretariat], request_id=request["id"])
+        bot.outbox.queue_mail(
+            purpose="decision-requester",
+            template="denied_requester.txt",
+            context={**context, "reason": show_reason},
+            to=[request["requester"]],
+            request_id=request["id"],
+        )
+    bot.outbox.queue_mail(
+        purpose="decision-secretariat",
+        template="decision_secretariat.txt",
+        context={
+            **context,
+            "via": via,
+            "checks": checks,
+            "rule": rule,
+            "snapshot": snapshot_summary(bot, request["snapshot_id"]),
+        },
+        to=[bot.secretariat],
+        request_id=request["id"],
+    )
     if approver_id is not None:
         decider = bot.store.one("SELECT email, name FROM approvers WHERE id = ?", (approver_id,))
         assert decider is not None  # the approver row of this very decision
-        bot.outbox.queue_mail(purpose="decision-recorded", template="decision_recorded.txt",
-                              context={**context, "approver": {"email": decider["email"], "name": decider["name"]}},
-                              to=[decider["email"]], request_id=request["id"])
+        bot.outbox.queue_mail(
+            purpose="decision-recorded",
+            template="decision_recorded.txt",
+            context={**context, "approver": {"email": decider["email"], "name": decider["name"]}},
+            to=[decider["email"]],
+            request_id=request["id"],
+        )
     for other in others:
-        bot.outbox.queue_mail(purpose="decision-approvers", template="decision_approvers.txt",
-                              context={**context, "approver": {"email": other["email"], "name": other["name"]}},
-                              to=[other["email"]], request_id=request["id"])
+        bot.outbox.queue_mail(
+            purpose="decision-approvers",
+            template="decision_approvers.txt",
+            context={**context, "approver": {"email": other["email"], "name": other["name"]}},
+            to=[other["email"]],
+            request_id=request["id"],
+        )
 
 
 def withdraw(bot: Bot, request: sqlite3.Row, *, message_row: int | None, checks: dict[str, str]) -> None:
@@ -377,23 +542,49 @@ def withdraw(bot: Bot, request: sqlite3.Row, *, message_row: int | None, checks:
     now = bot.now()
     asked = live_approvers(bot, request["id"])
     _set(bot, request["id"], state="withdrawn", next_lookup_at=None, next_escalation_at=None)
-    bot.store.execute("UPDATE approvers SET state = 'closed', next_reminder_at = NULL"
-                      " WHERE request_id = ? AND state IN ('asked', 'bounced', 'away')", (request["id"],))
-    bot.store.audit("request-withdrawn", at=now, actor=request["requester"], request_id=request["id"],
-                    message_row=message_row, checks=checks, told=[a["email"] for a in asked])
+    bot.store.execute(
+        "UPDATE approvers SET state = 'closed', next_reminder_at = NULL"
+        " WHERE request_id = ? AND state IN ('asked', 'bounced', 'away')",
+        (request["id"],),
+    )
+    bot.store.audit(
+        "request-withdrawn",
+        at=now,
+        actor=request["requester"],
+        request_id=request["id"],
+        message_row=message_row,
+        checks=checks,
+        told=[a["email"] for a in asked],
+    )
     request = get_request(bot, request["id"])
     context = request_context(bot, request)
-    bot.outbox.queue_mail(purpose="withdrawn-requester", template="withdrawn_requester.txt", context=context,
-                          to=[request["requester"]], request_id=request["id"])
-    bot.outbox.queue_mail(purpose="withdrawn-secretariat", template="withdrawn_notice.txt",
-                          context={**context, "approver": None, "asked": [a["email"] for a in asked],
-                                   "withdrawn_at": when(now)},
-                          to=[bot.secretariat], request_id=request["id"])
+    bot.outbox.queue_mail(
+        purpose="withdrawn-requester",
+        template="withdrawn_requester.txt",
+        context=context,
+        to=[request["requester"]],
+        request_id=request["id"],
+    )
+    bot.outbox.queue_mail(
+        purpose="withdrawn-secretariat",
+        template="withdrawn_notice.txt",
+        context={**context, "approver": None, "asked": [a["email"] for a in asked], "withdrawn_at": when(now)},
+        to=[bot.secretariat],
+        request_id=request["id"],
+    )
     for other in asked:
-        bot.outbox.queue_mail(purpose="withdrawn-approvers", template="withdrawn_notice.txt",
-                              context={**context, "approver": {"email": other["email"], "name": other["name"]},
-                                       "asked": [], "withdrawn_at": when(now)},
-                              to=[other["email"]], request_id=request["id"])
+        bot.outbox.queue_mail(
+            purpose="withdrawn-approvers",
+            template="withdrawn_notice.txt",
+            context={
+                **context,
+                "approver": {"email": other["email"], "name": other["name"]},
+                "asked": [],
+                "withdrawn_at": when(now),
+            },
+            to=[other["email"]],
+            request_id=request["id"],
+        )
 
 
 def snapshot_summary(bot: Bot, snapshot_id: int | None) -> dict[str, Any]:
@@ -407,23 +598,35 @@ def snapshot_summary(bot: Bot, snapshot_id: int | None) -> dict[str, Any]:
 
 # --- failures, expiry, reminders, escalation ------------------------------------------------------
 
+
 def delivery_failed(bot: Bot, row: sqlite3.Row, failed: list[str], error: str) -> None:
     """An outbox item could not be delivered (5xx, or given up): note dead approvers, tell the Secretariat."""
     now = bot.now()
     if row["request_id"] is not None and row["purpose"] in ("approval-request", "approval-reminder"):
         for address in failed:
-            approver = bot.store.one("SELECT * FROM approvers WHERE request_id = ? AND email_key = ?",
-                                     (row["request_id"], address_key(address)))
+            approver = bot.store.one(
+                "SELECT * FROM approvers WHERE request_id = ? AND email_key = ?",
+                (row["request_id"], address_key(address)),
+            )
             if approver is not None and approver["state"] in ("asked", "away"):
                 contact_unreachable(bot, approver, "bounced", f"delivery failed: {error}")
     if row["purpose"] in ("delivery-failed",) or [a.lower() for a in failed] == [bot.secretariat.lower()]:
         return  # never report a failed report; the audit and the log have it
     bot.outbox.queue_mail(
-        purpose="delivery-failed", template="delivery_failed.txt",
-        context={"purpose": row["purpose"], "failed": failed, "error": error, "message_id": row["message_id"],
-                 "request_id": row["request_id"], "bot": bot.bot_address, "secretariat": bot.secretariat,
-                 "when": when(now)},
-        to=[bot.secretariat], request_id=row["request_id"],
+        purpose="delivery-failed",
+        template="delivery_failed.txt",
+        context={
+            "purpose": row["purpose"],
+            "failed": failed,
+            "error": error,
+            "message_id": row["message_id"],
+            "request_id": row["request_id"],
+            "bot": bot.bot_address,
+            "secretariat": bot.secretariat,
+            "when": when(now),
+        },
+        to=[bot.secretariat],
+        request_id=row["request_id"],
     )
 
 
@@ -431,8 +634,7 @@ def contact_unreachable(bot: Bot, approver: sqlite3.Row, state: str, why: str) -
     """An approver bounced or is away: record it and, if the rules say so, escalate at once."""
     now = bot.now()
     bot.store.execute("UPDATE approvers SET state = ? WHERE id = ?", (state, approver["id"]))
-    bot.store.audit(f"approver-{state}", at=now, request_id=approver["request_id"], approver=approver["email"],
-                    why=why)
+    bot.store.audit(f"approver-{state}", at=now, request_id=approver["request_id"], approver=approver["email"], why=why)
     request = get_request(bot, approver["request_id"])
     if request["state"] != "pending":
         return
@@ -448,35 +650,66 @@ def escalate(bot: Bot, request: sqlite3.Row, why: str) -> None:
     stage = request["escalation_stage"] + 1
     record = load_snapshot(bot.store, request["snapshot_id"]) if request["snapshot_id"] else None
     asked = ask_approvers(bot, request, record, bot.rules.approvers.roles) if record else []
-    _set(bot, request["id"], escalation_stage=stage,
-         next_escalation_at=iso(now + bot.rules.escalation.after) if asked else None)
+    _set(
+        bot,
+        request["id"],
+        escalation_stage=stage,
+        next_escalation_at=iso(now + bot.rules.escalation.after) if asked else None,
+    )
     bot.store.audit("escalated", at=now, request_id=request["id"], stage=stage, why=why, asked=asked)
     if not asked:
         bot.outbox.queue_mail(
-            purpose="escalation", template="escalation_secretariat.txt",
-            context={**request_context(bot, request), "why": why,
-                     "approvers": [dict(a) for a in bot.store.all(
-                         "SELECT email, roles, state, asked_at, reminders_sent FROM approvers"
-                         " WHERE request_id = ?", (request["id"],))]},
-            to=[bot.secretariat], request_id=request["id"],
+            purpose="escalation",
+            template="escalation_secretariat.txt",
+            context={
+                **request_context(bot, request),
+                "why": why,
+                "approvers": [
+                    dict(a)
+                    for a in bot.store.all(
+                        "SELECT email, roles, state, asked_at, reminders_sent FROM approvers WHERE request_id = ?",
+                        (request["id"],),
+                    )
+                ],
+            },
+            to=[bot.secretariat],
+            request_id=request["id"],
         )
 
 
 def expire(bot: Bot, request: sqlite3.Row) -> None:
     now = bot.now()
     _set(bot, request["id"], state="expired", next_lookup_at=None, next_escalation_at=None)
-    bot.store.execute("UPDATE approvers SET state = 'closed', next_reminder_at = NULL"
-                      " WHERE request_id = ? AND state IN ('asked', 'bounced', 'away')", (request["id"],))
+    bot.store.execute(
+        "UPDATE approvers SET state = 'closed', next_reminder_at = NULL"
+        " WHERE request_id = ? AND state IN ('asked', 'bounced', 'away')",
+        (request["id"],),
+    )
     bot.store.audit("state-changed", at=now, request_id=request["id"], state="expired")
     request = get_request(bot, request["id"])
     context = request_context(bot, request)
-    bot.outbox.queue_mail(purpose="expired-requester", template="expired_requester.txt", context=context,
-                          to=[request["requester"]], request_id=request["id"])
-    bot.outbox.queue_mail(purpose="expired-secretariat", template="expired_secretariat.txt",
-                          context={**context, "approvers": [dict(a) for a in bot.store.all(
-                              "SELECT email, roles, state, reminders_sent FROM approvers WHERE request_id = ?",
-                              (request["id"],))]},
-                          to=[bot.secretariat], request_id=request["id"])
+    bot.outbox.queue_mail(
+        purpose="expired-requester",
+        template="expired_requester.txt",
+        context=context,
+        to=[request["requester"]],
+        request_id=request["id"],
+    )
+    bot.outbox.queue_mail(
+        purpose="expired-secretariat",
+        template="expired_secretariat.txt",
+        context={
+            **context,
+            "approvers": [
+                dict(a)
+                for a in bot.store.all(
+                    "SELECT email, roles, state, reminders_sent FROM approvers WHERE request_id = ?", (request["id"],)
+                )
+            ],
+        },
+        to=[bot.secretariat],
+        request_id=request["id"],
+    )
 
 
 def remind(bot: Bot, approver: sqlite3.Row) -> None:
@@ -485,18 +718,26 @@ def remind(bot: Bot, approver: sqlite3.Row) -> None:
     request = get_request(bot, approver["request_id"])
     sent = approver["reminders_sent"] + 1
     more = sent < bot.rules.reminders.max
-    bot.store.execute("UPDATE approvers SET reminders_sent = ?, next_reminder_at = ? WHERE id = ?",
-                      (sent, iso(now + bot.rules.reminders.every) if more else None, approver["id"]))
-    bot.store.audit("approver-reminded", at=now, request_id=request["id"], approver=approver["email"],
-                    reminder=sent)
+    bot.store.execute(
+        "UPDATE approvers SET reminders_sent = ?, next_reminder_at = ? WHERE id = ?",
+        (sent, iso(now + bot.rules.reminders.every) if more else None, approver["id"]),
+    )
+    bot.store.audit("approver-reminded", at=now, request_id=request["id"], approver=approver["email"], reminder=sent)
     record = load_snapshot(bot.store, request["snapshot_id"]) if request["snapshot_id"] else None
-    _mail_approval_request(bot, request, approver["id"], approver["email"], approver["name"],
-                           approver["roles"].split(","), record, reminder=sent)
+    _mail_approval_request(
+        bot,
+        request,
+        approver["id"],
+        approver["email"],
+        approver["name"],
+        approver["roles"].split(","),
+        record,
+        reminder=sent,
+    )
 
 
 def approver_rows(bot: Bot, request_id: int) -> list[dict[str, Any]]:
-    return [dict(r) for r in bot.store.all("SELECT * FROM approvers WHERE request_id = ? ORDER BY id",
-                                           (request_id,))]
+    return [dict(r) for r in bot.store.all("SELECT * FROM approvers WHERE request_id = ? ORDER BY id", (request_id,))]
 
 
 def audit_rows(bot: Bot, request_id: int) -> list[dict[str, Any]]:
@@ -510,6 +751,7 @@ def audit_rows(bot: Bot, request_id: int) -> list[dict[str, Any]]:
 
 # --- contacts that change --------------------------------------------------------------------------
 
+
 def contacts_checked(bot: Bot, cctld: str, resolution: Resolution) -> dict[str, Any]:
     """IANA was asked again about a ccTLD: re-send open requests to new contacts, close the tokens of
     contacts no longer listed, and tell the Secretariat about members vouched for by such contacts."""
@@ -521,45 +763,82 @@ def contacts_checked(bot: Bot, cctld: str, resolution: Resolution) -> dict[str, 
     for request in bot.store.all("SELECT * FROM requests WHERE cctld = ? AND state = 'pending'", (cctld,)):
         live = live_approvers(bot, request["id"])
         gone = [a for a in live if a["email_key"] not in listed]
-        known = {r["email_key"] for r in bot.store.all("SELECT email_key FROM approvers WHERE request_id = ?",
-                                                       (request["id"],))}
+        known = {
+            r["email_key"]
+            for r in bot.store.all("SELECT email_key FROM approvers WHERE request_id = ?", (request["id"],))
+        }
         # A request that already escalated asks every approving role, not only the first ones.
         roles = bot.rules.approvers.roles if request["escalation_stage"] else bot.rules.approvers.ask_first
         new = [a for a in eligible_approvers(bot, request, record, roles) if address_key(a.email) not in known]
         if not gone and not new:
             continue
         for approver in gone:
-            bot.store.execute("UPDATE approvers SET state = 'closed', next_reminder_at = NULL WHERE id = ?",
-                              (approver["id"],))
+            bot.store.execute(
+                "UPDATE approvers SET state = 'closed', next_reminder_at = NULL WHERE id = ?", (approver["id"],)
+            )
         _set(bot, request["id"], snapshot_id=resolution.snapshot_id)
         request = get_request(bot, request["id"])
         asked = ask_approvers(bot, request, record, roles)
         if not asked and not live_approvers(bot, request["id"]):
             escalate(bot, request, "the IANA contacts changed and none of the new ones was asked yet")
         if gone or asked:
-            bot.store.audit("contacts-changed", at=now, request_id=request["id"], cctld=cctld,
-                            snapshot_id=resolution.snapshot_id, removed=[a["email"] for a in gone], asked=asked)
-            changed_requests.append({"id": request["id"], "requester": request["requester"],
-                                     "removed": [a["email"] for a in gone], "asked": asked})
-    stale_members = [dict(r) for r in bot.store.all(
-        "SELECT id, requester, decided_by, decided_at FROM requests WHERE cctld = ? AND state = 'approved'"
-        " AND decided_via = 'mail' ORDER BY id", (cctld,)) if address_key(r["decided_by"]) not in listed]
+            bot.store.audit(
+                "contacts-changed",
+                at=now,
+                request_id=request["id"],
+                cctld=cctld,
+                snapshot_id=resolution.snapshot_id,
+                removed=[a["email"] for a in gone],
+                asked=asked,
+            )
+            changed_requests.append(
+                {
+                    "id": request["id"],
+                    "requester": request["requester"],
+                    "removed": [a["email"] for a in gone],
+                    "asked": asked,
+                }
+            )
+    stale_members = [
+        dict(r)
+        for r in bot.store.all(
+            "SELECT id, requester, decided_by, decided_at FROM requests WHERE cctld = ? AND state = 'approved'"
+            " AND decided_via = 'mail' ORDER BY id",
+            (cctld,),
+        )
+        if address_key(r["decided_by"]) not in listed
+    ]
     fingerprint = ",".join(sorted(f"{m['id']}:{m['decided_by'].lower()}" for m in stale_members))
-    already = bot.store.one("SELECT 1 FROM audit WHERE action = 'stale-approvers-reported' AND details LIKE ?",
-                            (f'%"fingerprint": "{cctld}|{fingerprint}"%',))
+    already = bot.store.one(
+        "SELECT 1 FROM audit WHERE action = 'stale-approvers-reported' AND details LIKE ?",
+        (f'%"fingerprint": "{cctld}|{fingerprint}"%',),
+    )
     report_members = bool(stale_members) and already is None
     if report_members:
-        bot.store.audit("stale-approvers-reported", at=now, cctld=cctld, fingerprint=f"{cctld}|{fingerprint}",
-                        members=[m["id"] for m in stale_members])
+        bot.store.audit(
+            "stale-approvers-reported",
+            at=now,
+            cctld=cctld,
+            fingerprint=f"{cctld}|{fingerprint}",
+            members=[m["id"] for m in stale_members],
+        )
     if changed_requests or report_members:
         name = parse_tld(cctld)
         bot.outbox.queue_mail(
-            purpose="contacts-changed", template="contacts_changed.txt",
-            context={"cctld_display": name.display(), "contacts": [
-                {"email": a.email, "roles": list(a.roles)} for a in record.approvers(tuple(bot.rules.approvers.roles))],
-                "requests": changed_requests, "members": stale_members if report_members else [],
-                "snapshot": snapshot_summary(bot, resolution.snapshot_id), "bot": bot.bot_address,
-                "secretariat": bot.secretariat},
+            purpose="contacts-changed",
+            template="contacts_changed.txt",
+            context={
+                "cctld_display": name.display(),
+                "contacts": [
+                    {"email": a.email, "roles": list(a.roles)}
+                    for a in record.approvers(tuple(bot.rules.approvers.roles))
+                ],
+                "requests": changed_requests,
+                "members": stale_members if report_members else [],
+                "snapshot": snapshot_summary(bot, resolution.snapshot_id),
+                "bot": bot.bot_address,
+                "secretariat": bot.secretariat,
+            },
             to=[bot.secretariat],
         )
     return {"requests": len(changed_requests), "stale_members": len(stale_members) if report_members else 0}

@@ -42,8 +42,9 @@ CLIENTS = {
 }
 
 
-def client_reply(client: str, original: EmailMessage, sender: str, text: str, *, to: str | None = None,
-                 date: str | None = None) -> bytes:
+def client_reply(
+    client: str, original: EmailMessage, sender: str, text: str, *, to: str | None = None, date: str | None = None
+) -> bytes:
     """`sender`'s reply to `original` (an approval request as the sink captured it), as `client` writes
     it, with `text` as the replier's own words. Sent to the original's Reply-To unless `to` is given."""
     builder = _BUILDERS[client]
@@ -80,64 +81,88 @@ def as_html(text: str) -> str:
 
 # --- the clients ---------------------------------------------------------------------------------------
 
+
 def _outlook(original: EmailMessage, text: str) -> bytes:
     approver = ", ".join(original.get_all("To") or [])
     subject = str(original["Subject"])
-    block = (f"From: {BOT_NAME} [mailto:{BOT}]\nSent: Thursday, November 26, 2026 10:00 AM\nTo: {approver}\n"
-             f"Subject: {subject}")
+    block = (
+        f"From: {BOT_NAME} [mailto:{BOT}]\nSent: Thursday, November 26, 2026 10:00 AM\nTo: {approver}\n"
+        f"Subject: {subject}"
+    )
     body = original_text(original)
-    plain = swap(("Hello\n", f"{text}\n"),
-                  ("re:From: xxx@xxx\\.mailgun\\.org.*?Subject: The manager has commented on your Loop", block),
-                  ("re:Hi dan\\.le@example\\.com.*", f"{body}\n"))
-    html_block = (f"<b>From:</b> {BOT_NAME} [mailto:{BOT}] <br><b>Sent:</b> Thursday, November 26, 2026 10:00 AM"
-                  f"<br><b>To:</b> {html.escape(approver)}<br><b>Subject:</b> {html.escape(subject)}<o:p></o:p>")
-    html_edit = swap(("Allo! Follow up MIME!", as_html(text)),
-                      ("re: xxx@xxx\\.mailgun\\.org \\[mailto:.*?your Loop<o:p></o:p>", " " + html_block),
-                      ("re:Hi <a href=\"mailto:dan\\.le@example\\.com\">.*?Unsubscribe</a> ", as_html(body)))
+    plain = swap(
+        ("Hello\n", f"{text}\n"),
+        ("re:From: xxx@xxx\\.mailgun\\.org.*?Subject: The manager has commented on your Loop", block),
+        ("re:Hi dan\\.le@example\\.com.*", f"{body}\n"),
+    )
+    html_block = (
+        f"<b>From:</b> {BOT_NAME} [mailto:{BOT}] <br><b>Sent:</b> Thursday, November 26, 2026 10:00 AM"
+        f"<br><b>To:</b> {html.escape(approver)}<br><b>Subject:</b> {html.escape(subject)}<o:p></o:p>"
+    )
+    html_edit = swap(
+        ("Allo! Follow up MIME!", as_html(text)),
+        ("re: xxx@xxx\\.mailgun\\.org \\[mailto:.*?your Loop<o:p></o:p>", " " + html_block),
+        ('re:Hi <a href="mailto:dan\\.le@example\\.com">.*?Unsubscribe</a> ', as_html(body)),
+    )
     return _rewrite("reply-outlook-iso8859-1.eml", plain, html_edit)
 
 
 def _gmail(original: EmailMessage, text: str) -> bytes:
     attribution = f"On Thu, Nov 26, 2026 at 10:00 AM {BOT_NAME} <{BOT}> wrote:"
     body = original_text(original)
-    plain = swap(("Hello\n", f"{text}\n"),
-                  ("On Mon, Apr 2, 2012 at 6:26 PM, Megan One <xxx@gmail.com> wrote:", attribution),
-                  ("> Hi", quoted(body)))
-    html_attr = (f'On Thu, Nov 26, 2026 at 10:00 AM {BOT_NAME} <span dir="ltr">&lt;<a href="mailto:{BOT}">{BOT}'
-                 "</a>&gt;</span> wrote:")
-    html_edit = swap(("Hello<br>", as_html(text) + "<br>"),
-                      ("re:On Mon, Apr 2, 2012 at 6:26 PM, Megan One <span.*?</span> wrote:", html_attr),
-                      ("\nHi\n", f"\n{as_html(body)}\n"))
+    plain = swap(
+        ("Hello\n", f"{text}\n"),
+        ("On Mon, Apr 2, 2012 at 6:26 PM, Megan One <xxx@gmail.com> wrote:", attribution),
+        ("> Hi", quoted(body)),
+    )
+    html_attr = (
+        f'On Thu, Nov 26, 2026 at 10:00 AM {BOT_NAME} <span dir="ltr">&lt;<a href="mailto:{BOT}">{BOT}'
+        "</a>&gt;</span> wrote:"
+    )
+    html_edit = swap(
+        ("Hello<br>", as_html(text) + "<br>"),
+        ("re:On Mon, Apr 2, 2012 at 6:26 PM, Megan One <span.*?</span> wrote:", html_attr),
+        ("\nHi\n", f"\n{as_html(body)}\n"),
+    )
     return _rewrite("reply-gmail-web-multipart.eml", plain, html_edit)
 
 
 def _apple_mail(original: EmailMessage, text: str) -> bytes:
     head = f"> On 26 Nov 2026, at 10:00, {BOT_NAME} <{BOT}> wrote:\n>\n"
-    plain = swap(("Hello\n", f"{text}\n"),
-                  ("re:> On 22 Aug 2015.*?> Hi there!", head + quoted(original_text(original))))
+    plain = swap(
+        ("Hello\n", f"{text}\n"), ("re:> On 22 Aug 2015.*?> Hi there!", head + quoted(original_text(original)))
+    )
     return _rewrite("reply-apple-mail-2.eml", plain)
 
 
 def _iphone_qp(original: EmailMessage, text: str) -> bytes:
-    plain = swap(("Hello\n", f"{text}\n"),
-                  ("On Apr 3, 2012, at 4:19 PM, bob <bob@example.com> wrote:",
-                   f"On Nov 26, 2026, at 10:00 AM, {BOT_NAME} <{BOT}> wrote:"),
-                  ("> Hi", quoted(original_text(original))))
+    plain = swap(
+        ("Hello\n", f"{text}\n"),
+        (
+            "On Apr 3, 2012, at 4:19 PM, bob <bob@example.com> wrote:",
+            f"On Nov 26, 2026, at 10:00 AM, {BOT_NAME} <{BOT}> wrote:",
+        ),
+        ("> Hi", quoted(original_text(original))),
+    )
     return _rewrite("reply-iphone-quoted-printable.eml", plain)
 
 
 def _iso_8859_1(original: EmailMessage, text: str) -> bytes:
-    plain = swap(("Hello\n", f"{text}\n"),
-                  ("On Apr 3, 2012, at 4:19 PM, bob wrote:", f"On Nov 26, 2026, at 10:00 AM, {BOT_NAME} wrote:"),
-                  ("> Hi", quoted(original_text(original))))
+    plain = swap(
+        ("Hello\n", f"{text}\n"),
+        ("On Apr 3, 2012, at 4:19 PM, bob wrote:", f"On Nov 26, 2026, at 10:00 AM, {BOT_NAME} wrote:"),
+        ("> Hi", quoted(original_text(original))),
+    )
     return _rewrite("reply-apple-mail-iso8859-1.eml", plain)
 
 
 def _thunderbird_flowed(original: EmailMessage, text: str) -> bytes:
     # Bottom-posted: the attribution, the whole original quoted, then the replier's text.
-    plain = swap(("On 04/02/2012 06:26 PM, Megan One wrote:", f"On 26/11/2026 10:00, {BOT_NAME} wrote:"),
-                  ("re:> Hi \n", quoted(original_text(original)) + "\n"),
-                  ("\nHello", "\n" + text))
+    plain = swap(
+        ("On 04/02/2012 06:26 PM, Megan One wrote:", f"On 26/11/2026 10:00, {BOT_NAME} wrote:"),
+        ("re:> Hi \n", quoted(original_text(original)) + "\n"),
+        ("\nHello", "\n" + text),
+    )
     return _rewrite("reply-thunderbird-format-flowed.eml", plain)
 
 
@@ -149,22 +174,32 @@ def _html_only(sample: str, edits: Callable[[EmailMessage, str], Edit]) -> Calla
         msg["MIME-Version"] = "1.0"
         msg.set_content(edits(original, text)(source), subtype="html", charset="utf-8", cte="quoted-printable")
         return msg.as_bytes()
+
     return build
 
 
 def _outlook_com_edits(original: EmailMessage, text: str) -> Edit:
-    header = (f"Date: Thu, 26 Nov 2026 10:00:00 +0000<br>Subject: {html.escape(str(original['Subject']))}<br>"
-              f"From: {BOT}<br>To: {html.escape(str(original['To']))}")
-    return swap(("Hi. I am fine.", as_html(text)),
-                 ("Date: Thu, 26 Jun 2014 13:53:45 +0400<br>Subject: Test message<br>From: abc@example.com<br>"
-                  "To: alex.l@example.com", header),
-                 ("re:Hello! How are you\\?.*?Sasha\\.", as_html(original_text(original))))
+    header = (
+        f"Date: Thu, 26 Nov 2026 10:00:00 +0000<br>Subject: {html.escape(str(original['Subject']))}<br>"
+        f"From: {BOT}<br>To: {html.escape(str(original['To']))}"
+    )
+    return swap(
+        ("Hi. I am fine.", as_html(text)),
+        (
+            "Date: Thu, 26 Jun 2014 13:53:45 +0400<br>Subject: Test message<br>From: abc@example.com<br>"
+            "To: alex.l@example.com",
+            header,
+        ),
+        ("re:Hello! How are you\\?.*?Sasha\\.", as_html(original_text(original))),
+    )
 
 
 def _thunderbird_html_edits(original: EmailMessage, text: str) -> Edit:
-    return swap(("Hi. I am fine.", as_html(text)),
-                 ("re:On 26\\.06\\.2014 14:41, Alexander L\\s+wrote:", f"On 26.11.2026 10:00, {BOT_NAME} wrote:"),
-                 ("re:Hello! How are you\\?.*?Sasha\\.", as_html(original_text(original))))
+    return swap(
+        ("Hi. I am fine.", as_html(text)),
+        ("re:On 26\\.06\\.2014 14:41, Alexander L\\s+wrote:", f"On 26.11.2026 10:00, {BOT_NAME} wrote:"),
+        ("re:Hello! How are you\\?.*?Sasha\\.", as_html(original_text(original))),
+    )
 
 
 _BUILDERS: dict[str, Callable[[EmailMessage, str], bytes]] = {
@@ -181,6 +216,7 @@ assert set(_BUILDERS) == set(CLIENTS)
 
 
 # --- editing a real message ----------------------------------------------------------------------------
+
 
 def _rewrite(sample: str, plain: Edit | None = None, html_edit: Edit | None = None) -> bytes:
     return rewrite((MESSAGES / sample).read_bytes(), plain, html_edit)

@@ -12,12 +12,15 @@ The rigs live in ``secirbot/sandbox`` (the sandbox and the demo run on them too)
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from secirbot.sandbox.dovecot import Dovecot, MailUser
 from secirbot.sandbox.iana_servers import DnsServer, RdapServer, WhoisServer
+from secirbot.sandbox.mailman import Mailman3, MailmanError, find_venv, mailman_binary
 from secirbot.sandbox.smtp_sink import SmtpSink
 from tests.iana.helpers import DATA, RDAP_FILES, WHOIS_FILES, whois_bytes
 
@@ -60,6 +63,7 @@ def smtp_sink() -> Iterator[SmtpSink]:
 # The servers live for the whole session (starting and stopping them per test cost more than the tests);
 # each test gets them reset: counts at zero, no modes, no delays.
 
+
 @pytest.fixture(scope="session")
 def _whois_server() -> Iterator[WhoisServer]:
     with WhoisServer({tld: whois_bytes(name) for tld, name in WHOIS_FILES.items()}) as server:
@@ -80,3 +84,32 @@ def _dns_server() -> Iterator[DnsServer]:
         yield server
 
 
+# One real Mailman 3 for the whole session (~600 MiB): tests/test_mailman3.py and tests/test_rest_url.py.
+@pytest.fixture(scope="session")
+def mailman3(request: pytest.FixtureRequest) -> Iterator[Mailman3]:
+    venv = find_venv()
+    try:
+        mailman_binary(venv)
+    except MailmanError as exc:
+        if os.environ.get("SECIRBOT_TEST_REQUIRE_MAILMAN") == "1":
+            pytest.fail(f"SECIRBOT_TEST_REQUIRE_MAILMAN=1, but: {exc}", pytrace=False)
+        pytest.skip(f"Mailman 3 end-to-end tests skipped: {exc}")
+    server = Mailman3(venv)
+    server.start()
+    try:
+        yield server
+    finally:
+        began = time.monotonic()
+        server.close()
+        stopped_in = time.monotonic() - began
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        line = (
+            f"Mailman 3: REST up {server.started_in:.1f} s after `mailman start`; stopped in "
+            f"{stopped_in:.1f} s; peak RSS {server.peak_rss / 2**20:.0f} MiB over "
+            f"{server.peak_processes} processes (PSS {server.peak_pss / 2**20:.0f} MiB)"
+        )
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line("")
+                reporter.write_line(line)

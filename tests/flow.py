@@ -72,15 +72,18 @@ class Opened:
     """A request that has been sent and processed: what went out for it."""
 
     sent: list[Captured]
-    approvals: dict[str, Captured]   # approver address (lower-case) -> its approval request
+    approvals: dict[str, Captured]  # approver address (lower-case) -> its approval request
 
     def token_address(self, approver: str) -> str:
         return str(self.approvals[approver.lower()].message["Reply-To"])
 
 
-def open_request(world: World, sender: str = f"Jan Jansen <{REQUESTER}>", subject_line: str = "subscribe .nl",
-                 text: str = "Name: Jan Jansen\nRole: CSIRT lead\nI handle incidents for the registry.\n"
-                 ) -> Opened:
+def open_request(
+    world: World,
+    sender: str = f"Jan Jansen <{REQUESTER}>",
+    subject_line: str = "subscribe .nl",
+    text: str = "Name: Jan Jansen\nRole: CSIRT lead\nI handle incidents for the registry.\n",
+) -> Opened:
     world.request(sender=sender, subject=subject_line, body=text)
     report = world.run_once()
     assert (report.processed, report.failed) == (1, 0)
@@ -94,14 +97,21 @@ def assert_undecided(world: World, sent: list[Captured], request_id: int = 1) ->
     data = request(world, request_id)
     assert data["state"] == "pending"
     assert (data["decision"], data["decided_by"], data["decided_at"], data["mailman_status"]) == (
-        None, None, None, None)
+        None,
+        None,
+        None,
+        None,
+    )
     assert all(a["state"] != "used" for a in data["approvers"])
     assert "request-decided" not in [t["action"] for t in data["timeline"]]
     assert COMMAND_ADDRESS not in by_rcpt(sent)
-    outbox = world.bot().store.all("SELECT purpose FROM outbox WHERE request_id = ? AND purpose IN"
-                                   " ('mailman-command', 'mailman-subscribe', 'decision-requester',"
-                                   " 'decision-secretariat', 'decision-approvers')", (request_id,))
+    outbox = world.bot().store.all(
+        "SELECT purpose FROM outbox WHERE request_id = ? AND purpose IN"
+        " ('mailman-command', 'mailman-subscribe', 'decision-requester',"
+        " 'decision-secretariat', 'decision-approvers')",
+        (request_id,),
+    )
     assert [r["purpose"] for r in outbox] == []
-    assert not [c for c in sent if subject(c).startswith(("Approved:", "Not approved:", "Decided:", "APPROVE:",
-                                                          "DENY:"))]
-
+    assert not [
+        c for c in sent if subject(c).startswith(("Approved:", "Not approved:", "Decided:", "APPROVE:", "DENY:"))
+    ]

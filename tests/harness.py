@@ -82,8 +82,14 @@ class World:
     def write_config(self) -> Path:
         server = self.mailbox.server
         data = {
-            "imap": {"host": server.host, "port": server.imap_port, "security": "none",
-                     "username": self.mailbox.name, "password": self.mailbox.password, "batch_size": 20},
+            "imap": {
+                "host": server.host,
+                "port": server.imap_port,
+                "security": "none",
+                "username": self.mailbox.name,
+                "password": self.mailbox.password,
+                "batch_size": 20,
+            },
             "smtp": {"host": self.sink.host, "port": self.sink.port, "security": "none"},
             "addresses": {"bot": BOT, "secretariat": SECRETARIAT},
             "mailman": {"dialect": "mailman3", "list": LIST},
@@ -138,8 +144,12 @@ class World:
     def sent_to(self, address: str, messages: list[Captured]) -> list[Captured]:
         return [m for m in messages if address.lower() in [r.lower() for r in m.rcpt_tos]]
 
-    def request(self, sender: str = "Jan Jansen <jan@registry.example>", subject: str = "subscribe .nl",
-                body: str = "Name: Jan Jansen\nRole: CSIRT lead\nI handle incidents for the registry.\n") -> int:
+    def request(
+        self,
+        sender: str = "Jan Jansen <jan@registry.example>",
+        subject: str = "subscribe .nl",
+        body: str = "Name: Jan Jansen\nRole: CSIRT lead\nI handle incidents for the registry.\n",
+    ) -> int:
         msg = new_message(sender, BOT, subject, body)
         return self.deliver(msg)
 
@@ -173,15 +183,27 @@ def reply_to(approval: Captured, sender: str, body: str, **headers: str) -> Emai
     """A plain reply as a mail client makes it: to the Reply-To, threaded, quoting the original with '>'."""
     original = approval.message
     quoted = "\n".join("> " + line for line in original.get_content().splitlines())
-    msg = new_message(sender, original["Reply-To"], "Re: " + original["Subject"],
-                      f"{body}\n\nOn Thu, 26 Nov 2026 at 09:00, {BOT} wrote:\n{quoted}\n",
-                      In_Reply_To=original["Message-ID"], References=original["Message-ID"], **headers)
+    msg = new_message(
+        sender,
+        original["Reply-To"],
+        "Re: " + original["Subject"],
+        f"{body}\n\nOn Thu, 26 Nov 2026 at 09:00, {BOT} wrote:\n{quoted}\n",
+        In_Reply_To=original["Message-ID"],
+        References=original["Message-ID"],
+        **headers,
+    )
     return msg
 
 
 @pytest.fixture
-def world(tmp_path_factory: pytest.TempPathFactory, mailbox: MailUser, smtp_sink: SmtpSink,
-          _whois_server: WhoisServer, _rdap_server: RdapServer, _dns_server: DnsServer) -> Iterator[World]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory,
+    mailbox: MailUser,
+    smtp_sink: SmtpSink,
+    _whois_server: WhoisServer,
+    _rdap_server: RdapServer,
+    _dns_server: DnsServer,
+) -> Iterator[World]:
     for server in (_whois_server, _rdap_server, _dns_server):
         server.reset()
     w = World(tmp_path_factory.mktemp("world"), mailbox, smtp_sink, _whois_server, _rdap_server, _dns_server)

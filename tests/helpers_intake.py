@@ -70,20 +70,38 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def secirbot(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`python -m secirbot ARGS` as a subprocess; returns the finished process with its output."""
-    return subprocess.run([sys.executable, "-m", "secirbot", *args], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "secirbot", *args],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def start_secirbot(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "secirbot", *args], cwd=REPO, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "secirbot", *args],
+        cwd=REPO,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def run_once_crashing(config: Path, patch: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """`secirbot --config CONFIG run --once` in a subprocess that SIGKILLs itself where `patch` says."""
     script = _CRASH_SCRIPT.format(patch=patch)
-    return subprocess.run([sys.executable, "-c", script, str(config)], cwd=REPO, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-c", script, str(config)],
+        cwd=REPO,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_killed(done: subprocess.CompletedProcess[str]) -> None:
@@ -109,23 +127,29 @@ def wait_until(condition: Callable[[], Any], timeout: float = 15.0, what: str = 
 
 # --- mail ----------------------------------------------------------------------------------------
 
-def note(sender: str, subject: str = "A question about the list",
-         body: str = "Hello, who runs this list and how often is it used?\n", **headers: str) -> EmailMessage:
+
+def note(
+    sender: str,
+    subject: str = "A question about the list",
+    body: str = "Hello, who runs this list and how often is it used?\n",
+    **headers: str,
+) -> EmailMessage:
     """A human's message that is not a request: it earns one help reply a day."""
     return new_message(sender, BOT, subject, body, **headers)
 
 
 def deep_multipart(sender: str = "Mallory <mallory@example.net>", depth: int = 1500) -> bytes:
     """A message whose multipart nesting is too deep for any MIME parser to read (a known DoS shape)."""
-    head = (f"From: {sender}\r\nTo: {BOT}\r\nSubject: nested\r\nMessage-ID: <deep@example.net>\r\n"
-            "MIME-Version: 1.0\r\n").encode()
-    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i)
-                       for i in range(depth))
+    head = (
+        f"From: {sender}\r\nTo: {BOT}\r\nSubject: nested\r\nMessage-ID: <deep@example.net>\r\nMIME-Version: 1.0\r\n"
+    ).encode()
+    opening = b"".join(b'Content-Type: multipart/mixed; boundary="b%d"\r\n\r\n--b%d\r\n' % (i, i) for i in range(depth))
     closing = b"".join(b"--b%d--\r\n" % i for i in reversed(range(depth)))
     return head + opening + b"Content-Type: text/plain\r\n\r\nhi\r\n" + closing
 
 
 # --- the store ----------------------------------------------------------------------------------
+
 
 def rows(store: Store, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
     return [dict(r) for r in store.all(sql, tuple(params))]

@@ -39,6 +39,7 @@ def rewrite(raw: bytes, plain: Edit | None = None, html_edit: Edit | None = None
 
 def swap(*pairs: tuple[str, str]) -> Edit:
     """Replace each old text (which must be there) once; a regex (DOTALL) when old starts with 're:'."""
+
     def edit(text: str) -> str:
         for old, new in pairs:
             if old.startswith("re:"):
@@ -48,4 +49,5 @@ def swap(*pairs: tuple[str, str]) -> Edit:
                 assert old in text, f"{old!r} not in the sample"
                 text = text.replace(old, new, 1)
         return text
+
     return edit

@@ -79,8 +79,14 @@ def test_requests_for_every_cctld_stay_within_the_hourly_limit(world: World) -> 
 
 def test_a_burst_of_guessed_tokens_decides_nothing_and_alerts_once(world: World) -> None:
     opened = open_request(world)
-    guesses = [bytes(new_message(f"G <g{i}@flood.example>", tokens.reply_address(BOT, tokens.mint()),
-                                 "Re: Approval needed", "APPROVE\n")) for i in range(30)]
+    guesses = [
+        bytes(
+            new_message(
+                f"G <g{i}@flood.example>", tokens.reply_address(BOT, tokens.mint()), "Re: Approval needed", "APPROVE\n"
+            )
+        )
+        for i in range(30)
+    ]
     deliver_many(world, guesses)
     world.run_once()
     sent = world.sent()

@@ -86,23 +86,27 @@ def test_reply_from_a_real_client_decides(world: World, client: str, verdict: st
     sent = world.sent()
 
     if verdict == "APPROVE":
-        assert summary(sent) == sorted([
-            (COMMAND_ADDRESS, ""),
-            (REQUESTER, "Approved: your request to join the ccTLD security list for .nl [#1]"),
-            (SECRETARIAT, "APPROVE: jan@registry.example for .nl [#1]"),
-            (NL_TECH, "Decided: jan@registry.example for .nl [#1]"),
-            (NL_ADMIN, "Recorded: your APPROVE for jan@registry.example (.nl) [#1]"),
-        ])
+        assert summary(sent) == sorted(
+            [
+                (COMMAND_ADDRESS, ""),
+                (REQUESTER, "Approved: your request to join the ccTLD security list for .nl [#1]"),
+                (SECRETARIAT, "APPROVE: jan@registry.example for .nl [#1]"),
+                (NL_TECH, "Decided: jan@registry.example for .nl [#1]"),
+                (NL_ADMIN, "Recorded: your APPROVE for jan@registry.example (.nl) [#1]"),
+            ]
+        )
         command = one(sent, COMMAND_ADDRESS)
         assert body(command).splitlines() == ["join address=jan@registry.example digest=no", "end"]
         assert "was approved by admin@sidn.nl on 2026-11-26 11:00 UTC" in flat(one(sent, REQUESTER))
     else:
-        assert summary(sent) == sorted([
-            (REQUESTER, "Not approved: your request to join the ccTLD security list for .nl [#1]"),
-            (SECRETARIAT, "DENY: jan@registry.example for .nl [#1]"),
-            (NL_TECH, "Decided: jan@registry.example for .nl [#1]"),
-            (NL_ADMIN, "Recorded: your DENY for jan@registry.example (.nl) [#1]"),
-        ])
+        assert summary(sent) == sorted(
+            [
+                (REQUESTER, "Not approved: your request to join the ccTLD security list for .nl [#1]"),
+                (SECRETARIAT, "DENY: jan@registry.example for .nl [#1]"),
+                (NL_TECH, "Decided: jan@registry.example for .nl [#1]"),
+                (NL_ADMIN, "Recorded: your DENY for jan@registry.example (.nl) [#1]"),
+            ]
+        )
         # The approver's reason goes to the Secretariat, decoded, and not to the requester (default rules).
         assert f"  | {REASON}" in body(one(sent, SECRETARIAT)).splitlines()
         assert "tätig" not in body(one(sent, REQUESTER))
@@ -111,7 +115,11 @@ def test_reply_from_a_real_client_decides(world: World, client: str, verdict: st
     assert f"Decision: {verdict} By: admin@sidn.nl (mail)" in secretariat
     data = request(world)
     assert (data["state"], data["decision"], data["decided_by"], data["decided_via"]) == (
-        "approved" if verdict == "APPROVE" else "denied", verdict, NL_ADMIN, "mail")
+        "approved" if verdict == "APPROVE" else "denied",
+        verdict,
+        NL_ADMIN,
+        "mail",
+    )
     # The reason is the text below DENY up to the quote (a client's sign-off included), never the quote.
     if verdict == "APPROVE":
         assert data["decision_reason"] is None
@@ -122,15 +130,27 @@ def test_reply_from_a_real_client_decides(world: World, client: str, verdict: st
     assert [a["state"] for a in data["approvers"]] == ["used", "closed"]
 
 
-@pytest.mark.parametrize("dialect, list_address, command_address, line", [
-    ("mailman2", LIST, "secir-request@lists.example.org", "subscribe address=jan@registry.example nodigest"),
-    ("mailman2", "cc-sec@lists.nic.example", "cc-sec-request@lists.nic.example",
-     "subscribe address=jan@registry.example nodigest"),
-    ("mailman3", "cc-sec@lists.nic.example", "cc-sec-request@lists.nic.example",
-     "join address=jan@registry.example digest=no"),
-])
-def test_mailman_command_mail_in_each_dialect(world: World, dialect: str, list_address: str,
-                                              command_address: str, line: str) -> None:
+@pytest.mark.parametrize(
+    "dialect, list_address, command_address, line",
+    [
+        ("mailman2", LIST, "secir-request@lists.example.org", "subscribe address=jan@registry.example nodigest"),
+        (
+            "mailman2",
+            "cc-sec@lists.nic.example",
+            "cc-sec-request@lists.nic.example",
+            "subscribe address=jan@registry.example nodigest",
+        ),
+        (
+            "mailman3",
+            "cc-sec@lists.nic.example",
+            "cc-sec-request@lists.nic.example",
+            "join address=jan@registry.example digest=no",
+        ),
+    ],
+)
+def test_mailman_command_mail_in_each_dialect(
+    world: World, dialect: str, list_address: str, command_address: str, line: str
+) -> None:
     world.settings.update({"mailman.dialect": dialect, "mailman.list": list_address})
     opened = open_request(world)
     world.deliver(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"))
@@ -154,24 +174,30 @@ def test_mailman_command_mail_in_each_dialect(world: World, dialect: str, list_a
 
 # --- who is asked -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("roles, ask_first, asked", [
-    (["administrative", "technical"], ["administrative", "technical"], [NL_ADMIN, NL_TECH]),
-    (["administrative"], ["administrative"], [NL_ADMIN]),
-    (["technical"], ["technical"], [NL_TECH]),
-    (["administrative", "technical"], ["administrative"], [NL_ADMIN]),
-])
-def test_exactly_the_iana_contacts_of_the_configured_roles_are_asked(world: World, roles: list[str],
-                                                                      ask_first: list[str],
-                                                                      asked: list[str]) -> None:
+
+@pytest.mark.parametrize(
+    "roles, ask_first, asked",
+    [
+        (["administrative", "technical"], ["administrative", "technical"], [NL_ADMIN, NL_TECH]),
+        (["administrative"], ["administrative"], [NL_ADMIN]),
+        (["technical"], ["technical"], [NL_TECH]),
+        (["administrative", "technical"], ["administrative"], [NL_ADMIN]),
+    ],
+)
+def test_exactly_the_iana_contacts_of_the_configured_roles_are_asked(
+    world: World, roles: list[str], ask_first: list[str], asked: list[str]
+) -> None:
     world.rules["approvers"] = {"roles": roles, "ask_first": ask_first}
     opened = open_request(world)
     assert sorted(opened.approvals) == asked
     approval_subject = "Approval needed: jan@registry.example asks to join the ccTLD security list for .nl [#1]"
-    assert summary(opened.sent) == sorted([
-        *[(a, approval_subject) for a in asked],
-        (SECRETARIAT, "New request #1: jan@registry.example for .nl"),
-        (REQUESTER, "Your request to join the ccTLD security list for .nl [#1]"),
-    ])
+    assert summary(opened.sent) == sorted(
+        [
+            *[(a, approval_subject) for a in asked],
+            (SECRETARIAT, "New request #1: jan@registry.example for .nl"),
+            (REQUESTER, "Your request to join the ccTLD security list for .nl [#1]"),
+        ]
+    )
     copy = body(one(opened.sent, SECRETARIAT))
     assert [ln.strip()[2:] for ln in copy.splitlines() if ln.startswith("  - ")] == asked
     assert [a["email"] for a in request(world)["approvers"]] == asked
@@ -198,15 +224,17 @@ def test_idn_cctld_end_to_end(world: World, subject_line: str) -> None:
     opened = open_request(world, sender="Ivan Petrov <ivan@cctld.example>", subject_line=subject_line)
     assert sorted(opened.approvals) == ["ru-adm@cctld.ru", "ru-tech@tcinet.ru"]
     approval = opened.approvals["ru-adm@cctld.ru"]
-    assert subject(approval) == ("Approval needed: ivan@cctld.example asks to join the ccTLD security list for"
-                                 " .рф (xn--p1ai) [#1]")
+    assert subject(approval) == (
+        "Approval needed: ivan@cctld.example asks to join the ccTLD security list for .рф (xn--p1ai) [#1]"
+    )
     assert "as the administrative contact of .рф (xn--p1ai) (Coordination Center for TLD RU)" in flat(approval)
     world.deliver(client_reply("gmail", approval.message, "CC RU <ru-adm@cctld.ru>", "APPROVE"))
     world.run_once()
     sent = world.sent()
     assert body(one(sent, COMMAND_ADDRESS)).splitlines()[0] == "join address=ivan@cctld.example digest=no"
     assert subject(one(sent, "ivan@cctld.example")) == (
-        "Approved: your request to join the ccTLD security list for .рф (xn--p1ai) [#1]")
+        "Approved: your request to join the ccTLD security list for .рф (xn--p1ai) [#1]"
+    )
     assert subject(one(sent, "ru-tech@tcinet.ru")) == "Decided: ivan@cctld.example for .рф (xn--p1ai) [#1]"
     data = request(world)
     assert (data["cctld"], data["state"], data["decided_by"]) == ("xn--p1ai", "approved", "ru-adm@cctld.ru")
@@ -224,12 +252,14 @@ def test_one_address_for_both_roles_gets_one_approval_request(world: World) -> N
     world.deliver(client_reply("outlook", opened.approvals[fi].message, f"Domain Names <{fi}>", "APPROVE"))
     world.run_once()
     sent = world.sent()
-    assert summary(sent) == sorted([
-        (COMMAND_ADDRESS, ""),
-        (REQUESTER, "Approved: your request to join the ccTLD security list for .fi [#1]"),
-        (SECRETARIAT, "APPROVE: jan@registry.example for .fi [#1]"),
-        (fi, "Recorded: your APPROVE for jan@registry.example (.fi) [#1]"),
-    ])
+    assert summary(sent) == sorted(
+        [
+            (COMMAND_ADDRESS, ""),
+            (REQUESTER, "Approved: your request to join the ccTLD security list for .fi [#1]"),
+            (SECRETARIAT, "APPROVE: jan@registry.example for .fi [#1]"),
+            (fi, "Recorded: your APPROVE for jan@registry.example (.fi) [#1]"),
+        ]
+    )
 
 
 def test_mixed_case_iana_address_is_written_as_iana_spells_it_and_answers_in_lower_case(world: World) -> None:
@@ -238,8 +268,11 @@ def test_mixed_case_iana_address_is_written_as_iana_spells_it_and_answers_in_low
     approvals = [c for c in opened.sent if c.message["Reply-To"] and c.rcpt_tos != [REQUESTER]]
     assert sorted(c.rcpt_tos[0] for c in approvals) == [admin, tech]  # IANA's spelling on the envelope
     assert sorted(str(c.message["To"]) for c in approvals) == [admin, tech]
-    world.deliver(client_reply("gmail", opened.approvals[admin.lower()].message,
-                               "Jordan Admin <admincctld@modee.gov.jo>", "APPROVE"))
+    world.deliver(
+        client_reply(
+            "gmail", opened.approvals[admin.lower()].message, "Jordan Admin <admincctld@modee.gov.jo>", "APPROVE"
+        )
+    )
     world.run_once()
     sent = world.sent()
     assert body(one(sent, COMMAND_ADDRESS)).splitlines()[0] == "join address=jan@registry.example digest=no"
@@ -252,6 +285,7 @@ def test_mixed_case_iana_address_is_written_as_iana_spells_it_and_answers_in_low
 
 # --- one decision, and answers that are no decision yet ---------------------------------------------------
 
+
 def test_first_valid_decision_wins_and_later_replies_are_told_who_decided(world: World) -> None:
     opened = open_request(world)
     world.clock.advance(hours=2)
@@ -262,8 +296,10 @@ def test_first_valid_decision_wins_and_later_replies_are_told_who_decided(world:
     sent = world.sent()
     assert len([c for c in sent if c.rcpt_tos == [COMMAND_ADDRESS]]) == 1
     tech_mails = sorted(subject(c) for c in by_rcpt(sent)[NL_TECH])
-    assert tech_mails == ["Already decided: jan@registry.example for .nl [#1]",
-                          "Decided: jan@registry.example for .nl [#1]"]
+    assert tech_mails == [
+        "Already decided: jan@registry.example for .nl [#1]",
+        "Decided: jan@registry.example for .nl [#1]",
+    ]
     already = next(c for c in by_rcpt(sent)[NL_TECH] if subject(c).startswith("Already"))
     assert "was already decided: APPROVE by admin@sidn.nl on 2026-11-26 11:00 UTC" in flat(already)
     assert "Your answer changes nothing" in flat(already)
@@ -279,13 +315,17 @@ def test_first_valid_decision_wins_and_later_replies_are_told_who_decided(world:
     assert audit_actions(world).count("reply-after-decision") == 2
 
 
-@pytest.mark.parametrize("client, text, why", [
-    ("outlook", "approved?", "the first line of your reply was 'approved?'"),
-    ("gmail", "", "your reply contained no new text above the quoted message"),
-    ("iphone-qp", "Yes, approve.", "the first line of your reply was 'Yes, approve.'"),
-])
-def test_unclear_reply_gets_a_clarification_and_a_later_clear_reply_decides(world: World, client: str,
-                                                                             text: str, why: str) -> None:
+@pytest.mark.parametrize(
+    "client, text, why",
+    [
+        ("outlook", "approved?", "the first line of your reply was 'approved?'"),
+        ("gmail", "", "your reply contained no new text above the quoted message"),
+        ("iphone-qp", "Yes, approve.", "the first line of your reply was 'Yes, approve.'"),
+    ],
+)
+def test_unclear_reply_gets_a_clarification_and_a_later_clear_reply_decides(
+    world: World, client: str, text: str, why: str
+) -> None:
     opened = open_request(world)
     reply = client_reply(client, opened.approvals[NL_ADMIN].message, ADMIN_FROM, text)
     world.deliver(reply)
@@ -315,7 +355,8 @@ def test_requester_who_is_an_iana_contact_is_not_asked_to_approve_themselves(wor
     assert list(opened.approvals) == [NL_ADMIN]
     assert NL_TECH in by_rcpt(opened.sent)  # their acknowledgement, nothing more
     assert [subject(c) for c in by_rcpt(opened.sent)[NL_TECH]] == [
-        "Your request to join the ccTLD security list for .nl [#1]"]
+        "Your request to join the ccTLD security list for .nl [#1]"
+    ]
     assert [a["email"] for a in request(world)["approvers"]] == [NL_ADMIN]
 
 
@@ -324,19 +365,19 @@ def test_requester_who_is_the_only_iana_contact_leaves_the_decision_to_the_secre
     opened = open_request(world, sender=f"Domain Names <{fi}>", subject_line="subscribe .fi")
     assert opened.approvals == {}
     copy = flat(one(opened.sent, SECRETARIAT))
-    assert ("The requester is the only IANA contact of this ccTLD who may approve: nobody was asked. "
-            "Decide with: secirbot approve 1 or secirbot deny 1 --reason ...") in copy
+    assert (
+        "The requester is the only IANA contact of this ccTLD who may approve: nobody was asked. "
+        "Decide with: secirbot approve 1 or secirbot deny 1 --reason ..."
+    ) in copy
     data = request(world)
     assert (data["state"], data["approvers"]) == ("pending", [])
 
 
 @pytest.mark.parametrize("tell", [False, True])
-def test_deny_tells_requester_and_secretariat_and_the_reason_only_if_configured(world: World,
-                                                                               tell: bool) -> None:
+def test_deny_tells_requester_and_secretariat_and_the_reason_only_if_configured(world: World, tell: bool) -> None:
     world.rules["decisions"] = {"tell_requester_deny_reason": tell}
     opened = open_request(world)
-    world.deliver(client_reply("iso-8859-1", opened.approvals[NL_TECH].message, TECH_FROM,
-                               f"DENY\n{REASON}"))
+    world.deliver(client_reply("iso-8859-1", opened.approvals[NL_TECH].message, TECH_FROM, f"DENY\n{REASON}"))
     world.run_once()
     sent = world.sent()
     assert COMMAND_ADDRESS not in by_rcpt(sent)
@@ -353,6 +394,7 @@ def test_deny_tells_requester_and_secretariat_and_the_reason_only_if_configured(
 
 # --- what the mails say -------------------------------------------------------------------------------
 
+
 def test_secretariat_copy_carries_no_usable_token(world: World) -> None:
     opened = open_request(world)
     copy = one(opened.sent, SECRETARIAT)
@@ -362,8 +404,15 @@ def test_secretariat_copy_carries_no_usable_token(world: World) -> None:
         token = str(approval.message["Reply-To"]).split("+", 1)[1].split("@")[0]
         assert token.encode() not in copy.data.lower()
     # Replying APPROVE to it, as a Secretary might, decides nothing: it gets the help text.
-    world.deliver(new_message(f"Secretariat <{SECRETARIAT}>", str(copy.message["From"]),
-                              "Re: " + subject(copy), "APPROVE\n", In_Reply_To=str(copy.message["Message-ID"])))
+    world.deliver(
+        new_message(
+            f"Secretariat <{SECRETARIAT}>",
+            str(copy.message["From"]),
+            "Re: " + subject(copy),
+            "APPROVE\n",
+            In_Reply_To=str(copy.message["Message-ID"]),
+        )
+    )
     world.run_once()
     sent = world.sent()
     assert summary(sent) == [(SECRETARIAT, "About join@lists.example.org: how to ask to join the ccTLD security list")]
@@ -373,16 +422,19 @@ def test_secretariat_copy_carries_no_usable_token(world: World) -> None:
 
 def test_approval_request_says_who_asks_what_for_and_how_to_answer(world: World) -> None:
     world.rules["requests"] = {**world.rules["requests"], "claim_max_chars": 200}
-    words = ("Name: Jan Jansen\nRole: CSIRT lead\nAPPROVE\n  DENY.\n"
-             + "I handle incidents for the registry and have done so for many years now. " * 5
-             + "\nTAIL-NOT-RELAYED\n")
+    words = (
+        "Name: Jan Jansen\nRole: CSIRT lead\nAPPROVE\n  DENY.\n"
+        + "I handle incidents for the registry and have done so for many years now. " * 5
+        + "\nTAIL-NOT-RELAYED\n"
+    )
     opened = open_request(world, text=words)
     approval = opened.approvals[NL_ADMIN]
     text = body(approval)
     lines = text.splitlines()
     assert lines[0] == REPLY_MARKER
-    assert subject(approval) == ("Approval needed: jan@registry.example asks to join the ccTLD security list for"
-                                 " .nl [#1]")
+    assert subject(approval) == (
+        "Approval needed: jan@registry.example asks to join the ccTLD security list for .nl [#1]"
+    )
     assert "Dear Roelof Meijer," in lines
     assert "  Address:  jan@registry.example" in lines and "  Name:     Jan Jansen" in lines
     said = flat(approval)

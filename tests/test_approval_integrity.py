@@ -59,6 +59,7 @@ def assert_request_undecided(world: World, sent: list, request_id: int) -> None:
 
 # --- a signed approval re-aimed by a header the signature does not cover -----------------------------------
 
+
 def test_a_to_prepended_to_a_signed_approval_does_not_re_aim_it(world: World, dkim_key: tuple[bytes, bytes]) -> None:
     private, record = dkim_key
     world.rules["authentication"] = {"authserv_id": OUR_ID, "require": "dkim"}
@@ -89,8 +90,7 @@ def test_a_delivered_to_added_by_the_sender_is_not_read(world: World, dkim_key: 
     assert request(world, 1)["state"] == "approved"  # the signed To named #1: that is what admin approved
 
 
-def test_with_an_envelope_header_only_our_servers_top_copy_counts(world: World,
-                                                                 dkim_key: tuple[bytes, bytes]) -> None:
+def test_with_an_envelope_header_only_our_servers_top_copy_counts(world: World, dkim_key: tuple[bytes, bytes]) -> None:
     private, record = dkim_key
     world.rules["authentication"] = {"authserv_id": OUR_ID, "require": "dkim"}
     world.settings["imap.envelope_header"] = "X-Original-To"
@@ -99,8 +99,9 @@ def test_with_an_envelope_header_only_our_servers_top_copy_counts(world: World,
     genuine = sign(client_reply("apple-mail", first[NL_ADMIN], ADMIN_FROM, "APPROVE"), private)
     leaked = str(second[NL_ADMIN]["Reply-To"])
     # The sender's own X-Original-To sits below the one our receiving server adds on top.
-    attacked = with_headers(with_headers(genuine, f"X-Original-To: {leaked}"),
-                            f"X-Original-To: {first[NL_ADMIN]['Reply-To']}")
+    attacked = with_headers(
+        with_headers(genuine, f"X-Original-To: {leaked}"), f"X-Original-To: {first[NL_ADMIN]['Reply-To']}"
+    )
     world.deliver(attacked)
     world.run_once()
     sent = world.sent()
@@ -108,14 +109,16 @@ def test_with_an_envelope_header_only_our_servers_top_copy_counts(world: World,
     assert request(world, 1)["state"] == "approved"
 
 
-def test_under_dkim_the_to_that_carries_the_token_must_be_signed(world: World,
-                                                                 dkim_key: tuple[bytes, bytes]) -> None:
+def test_under_dkim_the_to_that_carries_the_token_must_be_signed(world: World, dkim_key: tuple[bytes, bytes]) -> None:
     private, record = dkim_key
     world.rules["authentication"] = {"authserv_id": OUR_ID, "require": "dkim"}
     first, _ = two_requests(world)
     world.bot().dnsfunc = serve_key(record)
-    unsigned_to = sign(client_reply("apple-mail", first[NL_ADMIN], ADMIN_FROM, "APPROVE"), private,
-                       headers=(b"from", b"subject", b"date"))
+    unsigned_to = sign(
+        client_reply("apple-mail", first[NL_ADMIN], ADMIN_FROM, "APPROVE"),
+        private,
+        headers=(b"from", b"subject", b"date"),
+    )
     world.deliver(unsigned_to)
     world.run_once()
     sent = world.sent()
@@ -126,6 +129,7 @@ def test_under_dkim_the_to_that_carries_the_token_must_be_signed(world: World,
 
 
 # --- a decision in the wrong thread -------------------------------------------------------------------------
+
 
 def test_a_reply_in_one_requests_thread_with_anothers_token_asks_which_is_meant(world: World) -> None:
     first, second = two_requests(world)
@@ -155,6 +159,7 @@ def body_of(captured: object) -> str:
 
 # --- WITHDRAW --------------------------------------------------------------------------------------------
 
+
 def acknowledgement(opened_sent: list) -> EmailMessage:
     return one(opened_sent, REQUESTER).message
 
@@ -167,12 +172,14 @@ def test_the_requester_withdraws_and_a_later_approval_counts_for_nothing(world: 
     world.run_once()
     sent = world.sent()
     assert request(world)["state"] == "withdrawn"
-    assert summary(sent) == sorted([
-        (NL_ADMIN, "Withdrawn: jan@registry.example for .nl [#1]"),
-        (NL_TECH, "Withdrawn: jan@registry.example for .nl [#1]"),
-        (SECRETARIAT, "Withdrawn: jan@registry.example for .nl [#1]"),
-        (REQUESTER, "Withdrawn: your request to join the ccTLD security list for .nl [#1]"),
-    ])
+    assert summary(sent) == sorted(
+        [
+            (NL_ADMIN, "Withdrawn: jan@registry.example for .nl [#1]"),
+            (NL_TECH, "Withdrawn: jan@registry.example for .nl [#1]"),
+            (SECRETARIAT, "Withdrawn: jan@registry.example for .nl [#1]"),
+            (REQUESTER, "Withdrawn: your request to join the ccTLD security list for .nl [#1]"),
+        ]
+    )
     world.deliver(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"))
     world.run_once()
     sent = world.sent()
@@ -199,14 +206,17 @@ def test_an_approver_cannot_withdraw_and_a_requester_cannot_approve(world: World
     world.run_once()
     sent = world.sent()
     assert_undecided(world, sent)
-    assert summary(sent) == sorted([
-        (NL_ADMIN, "Please answer APPROVE or DENY: jan@registry.example for .nl [#1]"),
-        (REQUESTER, "Your answer could not be accepted"),
-    ])
+    assert summary(sent) == sorted(
+        [
+            (NL_ADMIN, "Please answer APPROVE or DENY: jan@registry.example for .nl [#1]"),
+            (REQUESTER, "Your answer could not be accepted"),
+        ]
+    )
     assert "the single word WITHDRAW on the first line" in flat(one(sent, REQUESTER))
 
 
 # --- no alarm and no answer where nobody decided ------------------------------------------------------------
+
 
 def test_a_colleagues_question_on_a_token_address_is_no_forgery_alert(world: World) -> None:
     opened = open_request(world)
@@ -226,8 +236,9 @@ def test_a_colleagues_question_on_a_token_address_is_no_forgery_alert(world: Wor
 def test_no_clarification_to_an_approver_who_auto_replied(world: World) -> None:
     opened = open_request(world)
     approval = opened.approvals[NL_ADMIN].message
-    away = email.message_from_bytes(client_reply("gmail", approval, ADMIN_FROM, "I am away until Monday."),
-                                    policy=email.policy.default)
+    away = email.message_from_bytes(
+        client_reply("gmail", approval, ADMIN_FROM, "I am away until Monday."), policy=email.policy.default
+    )
     away["Auto-Submitted"] = "auto-replied"
     world.deliver(away.as_bytes(policy=email.policy.SMTP))
     world.run_once()
@@ -257,6 +268,7 @@ def test_a_clarification_goes_once_per_request(world: World) -> None:
 
 # --- a hanging IANA never holds up other mail --------------------------------------------------------------
 
+
 def test_a_hanging_iana_does_not_delay_an_approval(world: World) -> None:
     from tests.helpers_intake import wait_until
     from tests.test_daemon import idle, running  # the in-process daemon rig
@@ -270,8 +282,11 @@ def test_a_hanging_iana_does_not_delay_an_approval(world: World) -> None:
         time.sleep(0.5)  # the .fi request is in, its lookup hanging
         start = time.monotonic()
         world.deliver(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"))
-        wait_until(lambda: any(c.rcpt_tos == [COMMAND_ADDRESS] for c in world.sink.messages), timeout=10,
-                   what="the Mailman command")
+        wait_until(
+            lambda: any(c.rcpt_tos == [COMMAND_ADDRESS] for c in world.sink.messages),
+            timeout=10,
+            what="the Mailman command",
+        )
         took = time.monotonic() - start
     assert request(world, 1)["state"] == "approved"
     # With iana.timeout_seconds 2, a lookup on the message path would hold the approval up by 4 s or more.

@@ -45,19 +45,26 @@ MESSAGES = Path(__file__).parent / "messages"
 OUR_ID = "mx.lists.example.org"
 APPROVER = "admin@nic.nl"
 SELECTOR = b"sel2025"
-REPLY_TEXT = ("APPROVE\n\nOn Mon, 3 Mar 2025 at 10:00, SECIR join bot <join+tok@lists.example.org> wrote:\n\n"
-              "> ##- Please type your reply above this line -##\n> Jane Doe asks to join SECIR for .NL.\n")
+REPLY_TEXT = (
+    "APPROVE\n\nOn Mon, 3 Mar 2025 at 10:00, SECIR join bot <join+tok@lists.example.org> wrote:\n\n"
+    "> ##- Please type your reply above this line -##\n> Jane Doe asks to join SECIR for .NL.\n"
+)
 
 KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-PRIVATE_PEM = KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
+PRIVATE_PEM = KEY.private_bytes(
+    serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+)
 KEY_RECORD = b"v=DKIM1; k=rsa; p=" + base64.b64encode(
-    KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo))
+    KEY.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+)
 SIGNED_HEADERS = [b"from", b"to", b"subject", b"date", b"message-id"]
 
 
-def reply(from_header: str = f"Registry Admin <{APPROVER}>", text: str = REPLY_TEXT,
-          sample: str = "reply-gmail-web-multipart.eml") -> bytes:
+def reply(
+    from_header: str = f"Registry Admin <{APPROVER}>",
+    text: str = REPLY_TEXT,
+    sample: str = "reply-gmail-web-multipart.eml",
+) -> bytes:
     """A real reply (tests/messages; Gmail multipart by default) turned into an approver's answer, with CRLF
     line ends as it travels."""
     msg = email.message_from_bytes((MESSAGES / sample).read_bytes(), policy=email.policy.default)
@@ -72,10 +79,19 @@ def reply(from_header: str = f"Registry Admin <{APPROVER}>", text: str = REPLY_T
     return msg.as_bytes(policy=email.policy.SMTP)
 
 
-def signed(raw: bytes, domain: bytes = b"nic.nl", *, length: bool = False,
-           algorithm: bytes = b"rsa-sha256") -> bytes:
-    return dkim.sign(raw, SELECTOR, domain, PRIVATE_PEM, include_headers=SIGNED_HEADERS, length=length,
-                     signature_algorithm=algorithm) + raw
+def signed(raw: bytes, domain: bytes = b"nic.nl", *, length: bool = False, algorithm: bytes = b"rsa-sha256") -> bytes:
+    return (
+        dkim.sign(
+            raw,
+            SELECTOR,
+            domain,
+            PRIVATE_PEM,
+            include_headers=SIGNED_HEADERS,
+            length=length,
+            signature_algorithm=algorithm,
+        )
+        + raw
+    )
 
 
 def signed_without_from(raw: bytes, domain: bytes = b"nic.nl") -> bytes:
@@ -85,8 +101,16 @@ def signed_without_from(raw: bytes, domain: bytes = b"nic.nl") -> bytes:
     signer.hasher = hashlib.sha256
     include = (b"to", b"subject", b"date", b"message-id")
     body_hash = base64.b64encode(hashlib.sha256(canon.canonicalize_body(signer.body)).digest())
-    fields = [(b"v", b"1"), (b"a", b"rsa-sha256"), (b"c", b"relaxed/simple"), (b"d", domain), (b"s", SELECTOR),
-              (b"h", b" : ".join(include)), (b"bh", body_hash), (b"b", b"0" * 60)]
+    fields = [
+        (b"v", b"1"),
+        (b"a", b"rsa-sha256"),
+        (b"c", b"relaxed/simple"),
+        (b"d", domain),
+        (b"s", SELECTOR),
+        (b"h", b" : ".join(include)),
+        (b"bh", body_hash),
+        (b"b", b"0" * 60),
+    ]
     value = signer.gen_header(fields, include, canon, b"DKIM-Signature", parse_pem_private_key(PRIVATE_PEM))
     return b"DKIM-Signature: " + value + raw
 
@@ -101,18 +125,33 @@ def keys_for(*domains: str) -> Callable[[bytes], bytes]:
     return lambda name: records.get(name, b"")
 
 
-def check(raw: bytes, *, require: str = "dkim", expected: str = APPROVER, authserv_id: str | None = OUR_ID,
-          dnsfunc: Callable[[bytes], bytes] | None = None) -> SenderCheck:
-    return check_sender(parse_mail(raw), expected_from=expected, authserv_id=authserv_id, require=require,
-                        dnsfunc=dnsfunc if dnsfunc is not None else keys_for("nic.nl"))
+def check(
+    raw: bytes,
+    *,
+    require: str = "dkim",
+    expected: str = APPROVER,
+    authserv_id: str | None = OUR_ID,
+    dnsfunc: Callable[[bytes], bytes] | None = None,
+) -> SenderCheck:
+    return check_sender(
+        parse_mail(raw),
+        expected_from=expected,
+        authserv_id=authserv_id,
+        require=require,
+        dnsfunc=dnsfunc if dnsfunc is not None else keys_for("nic.nl"),
+    )
 
 
 # --- passing ----------------------------------------------------------------------------------------------
 
+
 def test_signed_reply_from_the_approver_passes_dkim() -> None:
     result = check(signed(reply()))
-    assert result == SenderCheck(ok=True, failure=None, checks={
-        "from": "matches", "authres": f"no Authentication-Results from {OUR_ID}", "dkim": "pass d=nic.nl"})
+    assert result == SenderCheck(
+        ok=True,
+        failure=None,
+        checks={"from": "matches", "authres": f"no Authentication-Results from {OUR_ID}", "dkim": "pass d=nic.nl"},
+    )
 
 
 def test_from_comparison_ignores_case_and_display_name() -> None:
@@ -134,8 +173,11 @@ def test_require_none_without_authserv_id_trusts_no_header() -> None:
 
 
 def test_require_dmarc_accepts_our_dmarc_pass() -> None:
-    raw = with_authres(reply(), f"{OUR_ID}; spf=pass smtp.mailfrom=nic.nl; dkim=pass header.d=nic.nl; "
-                                "dmarc=pass (p=reject dis=none) header.from=nic.nl")
+    raw = with_authres(
+        reply(),
+        f"{OUR_ID}; spf=pass smtp.mailfrom=nic.nl; dkim=pass header.d=nic.nl; "
+        "dmarc=pass (p=reject dis=none) header.from=nic.nl",
+    )
     result = check(raw, require="dmarc", dnsfunc=keys_for())
     assert result.ok
     assert result.checks["authres"] == "dmarc=pass header.from=nic.nl"
@@ -153,6 +195,7 @@ def test_parent_domain_signature_aligns_with_a_subdomain_from() -> None:
 
 
 # --- From -------------------------------------------------------------------------------------------------
+
 
 def test_forwarded_by_someone_else_fails_even_with_a_good_signature() -> None:
     result = check(signed(reply("Colleague <colleague@nic.nl>")))
@@ -172,20 +215,27 @@ def test_encoded_word_display_name_holding_the_approvers_address_is_not_the_addr
     # RFC 2047 decoding must come after address parsing, or "<admin@nic.nl>" appears out of a display name.
     # Set as raw bytes: the stdlib's header folding would decode the encoded word when serialising.
     genuine = reply("Evil <evil@evil.example>")
-    raw = signed(genuine.replace(b"From: Evil <evil@evil.example>",
-                                 b"From: =?utf-8?q?=3Cadmin=40nic.nl=3E?= <evil@evil.example>", 1), b"evil.example")
+    raw = signed(
+        genuine.replace(
+            b"From: Evil <evil@evil.example>", b"From: =?utf-8?q?=3Cadmin=40nic.nl=3E?= <evil@evil.example>", 1
+        ),
+        b"evil.example",
+    )
     result = check(raw, require="none", dnsfunc=keys_for("evil.example"))
     assert not result.ok
     assert result.checks["from"] == f"evil@evil.example is not {APPROVER}"
 
 
-@pytest.mark.parametrize("from_header", [
-    f"{APPROVER}, evil@evil.example",
-    f"{APPROVER} <evil@evil.example>",      # parsers disagree about which one is meant
-    f"Approvers: {APPROVER}, evil@evil.example;",
-    "undisclosed-recipients:;",
-    "admin",
-])
+@pytest.mark.parametrize(
+    "from_header",
+    [
+        f"{APPROVER}, evil@evil.example",
+        f"{APPROVER} <evil@evil.example>",  # parsers disagree about which one is meant
+        f"Approvers: {APPROVER}, evil@evil.example;",
+        "undisclosed-recipients:;",
+        "admin",
+    ],
+)
 def test_from_must_name_exactly_one_address(from_header: str) -> None:
     result = check(signed(reply(from_header)), require="none")
     assert not result.ok
@@ -201,6 +251,7 @@ def test_two_from_headers_fail() -> None:
 
 
 # --- Authentication-Results -------------------------------------------------------------------------------
+
 
 def test_our_dmarc_fail_rejects_whatever_else_passes() -> None:
     raw = with_authres(signed(reply()), f"{OUR_ID}; dkim=pass header.d=nic.nl; dmarc=fail header.from=nic.nl")
@@ -232,22 +283,21 @@ def test_authentication_results_of_another_server_are_ignored() -> None:
 
 
 def test_lower_header_claiming_our_id_cannot_override_a_fail_above() -> None:
-    raw = with_authres(reply(), f"{OUR_ID}; dmarc=fail header.from=nic.nl",
-                       f"{OUR_ID}; dmarc=pass header.from=nic.nl")
+    raw = with_authres(reply(), f"{OUR_ID}; dmarc=fail header.from=nic.nl", f"{OUR_ID}; dmarc=pass header.from=nic.nl")
     assert not check(raw, require="dmarc", dnsfunc=keys_for()).ok
 
 
 def test_lower_header_claiming_our_id_cannot_add_a_pass() -> None:
-    raw = with_authres(reply(), f"{OUR_ID}; spf=pass smtp.mailfrom=nic.nl",
-                       f"{OUR_ID}; dmarc=pass header.from=nic.nl")
+    raw = with_authres(reply(), f"{OUR_ID}; spf=pass smtp.mailfrom=nic.nl", f"{OUR_ID}; dmarc=pass header.from=nic.nl")
     result = check(raw, require="dmarc", dnsfunc=keys_for())
     assert not result.ok
     assert result.checks["authres"] == f"no dmarc result from {OUR_ID}"
 
 
 def test_our_header_below_a_foreign_one_is_still_ours() -> None:
-    raw = with_authres(reply(), "mx.evil.example; dmarc=fail header.from=nic.nl",
-                       f"{OUR_ID}; dmarc=pass header.from=nic.nl")
+    raw = with_authres(
+        reply(), "mx.evil.example; dmarc=fail header.from=nic.nl", f"{OUR_ID}; dmarc=pass header.from=nic.nl"
+    )
     assert check(raw, require="dmarc", dnsfunc=keys_for()).ok
 
 
@@ -264,6 +314,7 @@ def test_unreadable_trusted_header_fails_closed() -> None:
 
 
 # --- DKIM -------------------------------------------------------------------------------------------------
+
 
 def test_body_length_limit_lets_approve_be_appended_and_is_refused() -> None:
     # An Apple Mail reply (text/plain only) whose signature's l= covers only its empty body.
@@ -298,21 +349,24 @@ def test_public_suffix_signature_never_aligns() -> None:
     assert result.checks["dkim"] == "fail d=co.uk: not aligned with registry.co.uk"
 
 
-@pytest.mark.parametrize("signing, author, aligned", [
-    ("nic.nl", "nic.nl", True),
-    ("NIC.NL.", "nic.nl", True),
-    ("nic.nl", "mail.nic.nl", True),
-    ("mail.nic.nl", "nic.nl", True),
-    ("a.nic.nl", "b.nic.nl", True),
-    ("nl", "nic.nl", False),
-    ("evil.example", "nic.nl", False),
-    ("evilnic.nl", "nic.nl", False),
-    ("co.uk", "registry.co.uk", False),
-    ("other.co.uk", "registry.co.uk", False),
-    ("co.uk", "co.uk", True),               # strict equality, even of a public suffix
-    ("nic.xn--p1ai", "nic.рф", True),
-    ("", "nic.nl", False),
-])
+@pytest.mark.parametrize(
+    "signing, author, aligned",
+    [
+        ("nic.nl", "nic.nl", True),
+        ("NIC.NL.", "nic.nl", True),
+        ("nic.nl", "mail.nic.nl", True),
+        ("mail.nic.nl", "nic.nl", True),
+        ("a.nic.nl", "b.nic.nl", True),
+        ("nl", "nic.nl", False),
+        ("evil.example", "nic.nl", False),
+        ("evilnic.nl", "nic.nl", False),
+        ("co.uk", "registry.co.uk", False),
+        ("other.co.uk", "registry.co.uk", False),
+        ("co.uk", "co.uk", True),  # strict equality, even of a public suffix
+        ("nic.xn--p1ai", "nic.рф", True),
+        ("", "nic.nl", False),
+    ],
+)
 def test_is_aligned(signing: str, author: str, aligned: bool) -> None:
     assert is_aligned(signing, author) is aligned
 
@@ -366,8 +420,9 @@ def test_garbage_signature_does_not_escape() -> None:
 
 
 def test_without_dns_function_dkim_cannot_pass() -> None:
-    result = check_sender(parse_mail(signed(reply())), expected_from=APPROVER, authserv_id=OUR_ID,
-                          require="dkim", dnsfunc=None)
+    result = check_sender(
+        parse_mail(signed(reply())), expected_from=APPROVER, authserv_id=OUR_ID, require="dkim", dnsfunc=None
+    )
     assert (result.ok, result.checks["dkim"]) == (False, "not checked: no DNS function for DKIM keys")
 
 
@@ -377,6 +432,7 @@ def test_unknown_require_fails_closed() -> None:
 
 
 # --- make_dnsfunc against a DNS server on localhost ---------------------------------------------------------
+
 
 class TinyDns:
     """Answers TXT queries from a dict over UDP on 127.0.0.1; NXDOMAIN for everything else."""
@@ -417,7 +473,7 @@ class TinyDns:
 @pytest.fixture
 def tiny_dns() -> Iterator[TinyDns]:
     # A 2048-bit key record is longer than one TXT string (255 bytes): served split, as in real zones.
-    chunks = [KEY_RECORD[i:i + 255] for i in range(0, len(KEY_RECORD), 255)]
+    chunks = [KEY_RECORD[i : i + 255] for i in range(0, len(KEY_RECORD), 255)]
     server = TinyDns({"sel2025._domainkey.nic.nl.": chunks})
     yield server
     server.close()

@@ -40,7 +40,7 @@ def build(body: str | None = "Hello.\n", **headers: str) -> InboundMail:
 # --- Every real message -----------------------------------------------------------------------------------
 
 AUTO_REPLIES = [
-    "autoreply-apple-icloud-auto-reply.eml",                     # subject "Auto reply:" only
+    "autoreply-apple-icloud-auto-reply.eml",  # subject "Auto reply:" only
     "autoreply-exchange-automatic-reply-no-auto-submitted.eml",  # subject + X-Auto-Response-Suppress
     "autoreply-exchange-windows-1252.eml",
     "autoreply-minimal-auto-submitted.eml",
@@ -60,8 +60,8 @@ BOUNCES: dict[str, tuple[str, ...]] = {
     "bounce-flanker-mailbox-full.eml": ("user@aol.com",),
     "bounce-flanker-office365.eml": ("noname@example.com",),
     "bounce-flufl-dsn-01.eml": ("userx@example.com",),
-    "bounce-flufl-groupwise-01.eml": ("userx@example.edu",),   # upstream "userx@example.EDU"
-    "bounce-flufl-microsoft-01.eml": ("userx@example.com",),   # upstream "userx@example.COM"
+    "bounce-flufl-groupwise-01.eml": ("userx@example.edu",),  # upstream "userx@example.EDU"
+    "bounce-flufl-microsoft-01.eml": ("userx@example.com",),  # upstream "userx@example.COM"
     "bounce-flufl-postfix-01.eml": ("xxxxx@local.ie",),
     "bounce-flufl-precedence-bulk.eml": ("userx@example.com",),
     "bounce-flufl-qmail-01.eml": ("userx@example.de",),
@@ -92,9 +92,9 @@ BOUNCES: dict[str, tuple[str, ...]] = {
 
 # Machine mail that is neither an auto-reply nor a final bounce.
 OTHER_AUTOMATED: dict[str, str] = {
-    "bounce-transient-422-report.eml": "delay-notice",        # Action: delayed only
+    "bounce-transient-422-report.eml": "delay-notice",  # Action: delayed only
     "bounce-flufl-mdn-auto-rejected.eml": "feedback-report",  # MDN, report-type=disposition-notification
-    "report-arf-feedback-report.eml": "feedback-report",      # ARF, report-type=feedback-report
+    "report-arf-feedback-report.eml": "feedback-report",  # ARF, report-type=feedback-report
 }
 
 # People's mail. None of these say subscribe/join; the "Re:" ones are threaded (rule 8).
@@ -115,12 +115,12 @@ HUMAN: dict[str, str] = {
     "reply-hotmail-multipart.eml": "threaded-without-token",
     "reply-iphone-quoted-printable.eml": "threaded-without-token",
     "reply-mikel-raw-email-reply.eml": "threaded-without-token",
-    "reply-outlook-iso8859-1.eml": "help",                    # Subject "Test", no threading headers
+    "reply-outlook-iso8859-1.eml": "help",  # Subject "Test", no threading headers
     "reply-sparrow.eml": "threaded-without-token",
     "reply-talon-quotations-share-block.eml": "threaded-without-token",
     "reply-thunderbird-format-flowed.eml": "threaded-without-token",
     "reply-yahoo-webservice.eml": "threaded-without-token",
-    "reply-zimbra-comcast.eml": "threaded-without-token",      # flufl.bounce would call it a bounce
+    "reply-zimbra-comcast.eml": "threaded-without-token",  # flufl.bounce would call it a bounce
 }
 
 
@@ -186,17 +186,28 @@ def test_classification_is_fast() -> None:
     assert time.perf_counter() - start < 5.0
 
 
-@pytest.mark.parametrize("raw", [
-    # Long runs that make naive regexes backtrack quadratically.
-    b"From: ana@nic.example\r\nTo: join@lists.example.org\r\nSubject: " + b"a" * 30_000
-    + b"\r\n\r\n" + b"b" * 200_000 + b"\r\n",
-    b"From: secir-owner@lists.example.org\r\nTo: join@lists.example.org\r\nSubject: "
-    + b"subscription disabled on " * 1_200 + b"\r\n\r\nx\r\n",
-    b"From: ana@nic.example\r\nTo: join@lists.example.org\r\nSubject: hi\r\n"
-    b"Content-Type: text/html\r\n\r\n" + b"<" * 200_000 + b"\r\n",
-    b"From: Mailer-Daemon@mx.example\r\nTo: join@lists.example.org\r\nSubject: "
-    + b"[" * 20_000 + b"\r\n\r\n" + b"<" * 100_000 + b"\r\n",
-], ids=["long-subject-and-line", "repeated-mailman-subject", "html-of-angle-brackets", "bounce-brackets"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Long runs that make naive regexes backtrack quadratically.
+        b"From: ana@nic.example\r\nTo: join@lists.example.org\r\nSubject: "
+        + b"a" * 30_000
+        + b"\r\n\r\n"
+        + b"b" * 200_000
+        + b"\r\n",
+        b"From: secir-owner@lists.example.org\r\nTo: join@lists.example.org\r\nSubject: "
+        + b"subscription disabled on " * 1_200
+        + b"\r\n\r\nx\r\n",
+        b"From: ana@nic.example\r\nTo: join@lists.example.org\r\nSubject: hi\r\n"
+        b"Content-Type: text/html\r\n\r\n" + b"<" * 200_000 + b"\r\n",
+        b"From: Mailer-Daemon@mx.example\r\nTo: join@lists.example.org\r\nSubject: "
+        + b"[" * 20_000
+        + b"\r\n\r\n"
+        + b"<" * 100_000
+        + b"\r\n",
+    ],
+    ids=["long-subject-and-line", "repeated-mailman-subject", "html-of-angle-brackets", "bounce-brackets"],
+)
 def test_hostile_input_stays_fast(raw: bytes) -> None:
     mail = parse_mail(raw)
     start = time.perf_counter()
@@ -205,6 +216,7 @@ def test_hostile_input_stays_fast(raw: bytes) -> None:
 
 
 # --- Requests ---------------------------------------------------------------------------------------------
+
 
 def test_subscribe_subject_is_a_request() -> None:
     result = run(build(From="Ana <ana@nic.example>", To=BOT, Subject="Subscribe"))
@@ -239,8 +251,7 @@ def test_html_only_request() -> None:
 
 
 def test_postmaster_can_be_a_person() -> None:
-    result = run(build("I'd like to join the list.\n", From="postmaster@nic.example", To=BOT,
-                       Subject="Request"))
+    result = run(build("I'd like to join the list.\n", From="postmaster@nic.example", To=BOT, Subject="Request"))
     assert result.kind == Kind.REQUEST
 
 
@@ -248,29 +259,38 @@ def test_forward_subject_is_not_the_senders_own() -> None:
     fwd = "---------- Forwarded message ---------\nFrom: Bo <bo@nic.example>\nSubject: join\n\nadd me\n"
     bare = run(build(fwd, From="ana@nic.example", To=BOT, Subject="Fwd: Request to join SECIR"))
     assert (bare.kind, bare.detail) == (Kind.OTHER, "help")
-    asked = run(build("Please subscribe my colleague Bo.\n\n" + fwd, From="ana@nic.example", To=BOT,
-                      Subject="Fwd: Request to join SECIR"))
+    asked = run(
+        build(
+            "Please subscribe my colleague Bo.\n\n" + fwd,
+            From="ana@nic.example",
+            To=BOT,
+            Subject="Fwd: Request to join SECIR",
+        )
+    )
     assert asked.kind == Kind.REQUEST
 
 
-@pytest.mark.parametrize(("subject", "text", "expected"), [
-    ("subscribe", None, True),
-    ("Membership request", None, True),
-    ("[SECIR] Subscription", "", True),
-    ("unsubscribe", "please unsubscribe me", False),
-    ("Re: Your request to join SECIR", "Thanks!", False),
-    ("AW: Your request to join SECIR", "Danke!", False),
-    ("SV: Your request to join SECIR", None, False),
-    ("Hello", "a\nb\nc\nd\ne\nand now let me join", False),                 # sixth non-empty line
-    ("Hello", "a\n\n\nb\nc\nd\nplease let me join", True),                 # fifth non-empty line
-    ("Hello", "Write to join@lists.example.org", False),                   # an address is not a word
-    ("Hello", "See https://example.org/join", False),
-    ("Hello", "Thanks\n> You asked to join the list", False),              # quoted text
-    ("Hello", "Thanks\n\nOn Mon, 1 Jan 2024 at 10:00, SECIR Join Bot <\njoin@lists.example.org> wrote:\n", False),
-    ("Hello", "Thanks\n\nFrom: SECIR\nSent: Monday\nSubject: join request\n", False),
-    ("Hello", "Thanks\n-- \nJoin us at the meeting", False),               # signature
-    ("Hello", "Joining the list would help our CSIRT.", True),
-])
+@pytest.mark.parametrize(
+    ("subject", "text", "expected"),
+    [
+        ("subscribe", None, True),
+        ("Membership request", None, True),
+        ("[SECIR] Subscription", "", True),
+        ("unsubscribe", "please unsubscribe me", False),
+        ("Re: Your request to join SECIR", "Thanks!", False),
+        ("AW: Your request to join SECIR", "Danke!", False),
+        ("SV: Your request to join SECIR", None, False),
+        ("Hello", "a\nb\nc\nd\ne\nand now let me join", False),  # sixth non-empty line
+        ("Hello", "a\n\n\nb\nc\nd\nplease let me join", True),  # fifth non-empty line
+        ("Hello", "Write to join@lists.example.org", False),  # an address is not a word
+        ("Hello", "See https://example.org/join", False),
+        ("Hello", "Thanks\n> You asked to join the list", False),  # quoted text
+        ("Hello", "Thanks\n\nOn Mon, 1 Jan 2024 at 10:00, SECIR Join Bot <\njoin@lists.example.org> wrote:\n", False),
+        ("Hello", "Thanks\n\nFrom: SECIR\nSent: Monday\nSubject: join request\n", False),
+        ("Hello", "Thanks\n-- \nJoin us at the meeting", False),  # signature
+        ("Hello", "Joining the list would help our CSIRT.", True),
+    ],
+)
 def test_is_request_text(subject: str, text: str | None, expected: bool) -> None:
     """Through the one reader of new text, as classify reads a mail."""
     assert is_request_text(subject, cut_quote(text) if text is not None else None) is expected
@@ -278,51 +298,89 @@ def test_is_request_text(subject: str, text: str | None, expected: bool) -> None
 
 # --- Replies and threading ----------------------------------------------------------------------------------
 
+
 def test_reply_to_a_token_address() -> None:
     token = tokens.mint()
-    result = run(build("APPROVE\n", From="admin@nic.example", To=tokens.reply_address(BOT, token),
-                       Subject="Re: Approval needed: ana@nic.example wants to join SECIR"))
+    result = run(
+        build(
+            "APPROVE\n",
+            From="admin@nic.example",
+            To=tokens.reply_address(BOT, token),
+            Subject="Re: Approval needed: ana@nic.example wants to join SECIR",
+        )
+    )
     assert (result.kind, result.detail, result.token) == (Kind.REPLY, "token-reply", token)
 
 
 def test_token_reply_wins_over_request_words() -> None:
     token = tokens.mint()
-    result = run(build("subscribe\n", From="admin@nic.example", Cc=tokens.reply_address(BOT, token),
-                       To="ana@nic.example", Subject="subscribe"))
+    result = run(
+        build(
+            "subscribe\n",
+            From="admin@nic.example",
+            Cc=tokens.reply_address(BOT, token),
+            To="ana@nic.example",
+            Subject="subscribe",
+        )
+    )
     assert (result.kind, result.token) == (Kind.REPLY, token)
 
 
 def test_out_of_office_to_a_token_address_keeps_the_token() -> None:
     token = tokens.mint()
     to = tokens.reply_address(BOT, token)
-    by_subject = run(build("I am away.\n", From="admin@nic.example", To=to,
-                           Subject="Automatic reply: Approval needed"))
-    by_header = run(build("I am away.\n", From="admin@nic.example", To=to, Subject="Re: Approval needed",
-                          Auto_Submitted="auto-replied"))
+    by_subject = run(build("I am away.\n", From="admin@nic.example", To=to, Subject="Automatic reply: Approval needed"))
+    by_header = run(
+        build(
+            "I am away.\n",
+            From="admin@nic.example",
+            To=to,
+            Subject="Re: Approval needed",
+            Auto_Submitted="auto-replied",
+        )
+    )
     for result in (by_subject, by_header):
         assert (result.kind, result.detail, result.token) == (Kind.AUTOMATED, "auto-reply", token)
 
 
-@pytest.mark.parametrize("subject", [
-    "Out of Office: Approval needed", "Abwesenheitsnotiz: x", "Réponse automatique : x",
-    "Respuesta automática: x", "Automatisch antwoord: x", "Risposta automatica: x", "Autosvar: x",
-    "Automaattinen vastaus: x", "Frånvaro: x", "Automatyczna odpowiedź: x", "Автоответ: x", "自動応答: x",
-    "Fuori sede", "Out of the office until Monday", "AUTO: Ana is out of the office", "[Auto-Reply] x",
-])
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Out of Office: Approval needed",
+        "Abwesenheitsnotiz: x",
+        "Réponse automatique : x",
+        "Respuesta automática: x",
+        "Automatisch antwoord: x",
+        "Risposta automatica: x",
+        "Autosvar: x",
+        "Automaattinen vastaus: x",
+        "Frånvaro: x",
+        "Automatyczna odpowiedź: x",
+        "Автоответ: x",
+        "自動応答: x",
+        "Fuori sede",
+        "Out of the office until Monday",
+        "AUTO: Ana is out of the office",
+        "[Auto-Reply] x",
+    ],
+)
 def test_out_of_office_subjects(subject: str) -> None:
     result = run(build("Away.\n", From="someone@nic.example", To=BOT, Subject=subject))
     assert (result.kind, result.detail) == (Kind.AUTOMATED, "auto-reply")
 
 
-@pytest.mark.parametrize(("headers", "detail"), [
-    ({"Precedence": "junk"}, "auto-reply"),
-    ({"X-Autoreply": "yes"}, "auto-reply"),
-    ({"X-Autorespond": "Away"}, "auto-reply"),
-    ({"Auto-Submitted": "auto-generated"}, "auto-reply"),
-    ({"List-Id": "<other.lists.example.net>"}, "list-traffic"),
-    ({"List-Unsubscribe": "<mailto:leave@news.example.net>"}, "list-traffic"),
-    ({"X-Mailman-Version": "3.3.10", "List-Id": "<other.lists.example.net>"}, "list-traffic"),
-])
+@pytest.mark.parametrize(
+    ("headers", "detail"),
+    [
+        ({"Precedence": "junk"}, "auto-reply"),
+        ({"X-Autoreply": "yes"}, "auto-reply"),
+        ({"X-Autorespond": "Away"}, "auto-reply"),
+        ({"Auto-Submitted": "auto-generated"}, "auto-reply"),
+        ({"List-Id": "<other.lists.example.net>"}, "list-traffic"),
+        ({"List-Unsubscribe": "<mailto:leave@news.example.net>"}, "list-traffic"),
+        ({"X-Mailman-Version": "3.3.10", "List-Id": "<other.lists.example.net>"}, "list-traffic"),
+    ],
+)
 def test_automated_headers(headers: dict[str, str], detail: str) -> None:
     msg = EmailMessage()
     msg["From"] = "robot@service.example"
@@ -335,8 +393,9 @@ def test_automated_headers(headers: dict[str, str], detail: str) -> None:
     assert (result.kind, result.detail) == (Kind.AUTOMATED, detail)
 
 
-@pytest.mark.parametrize("subject", ["Absence of an answer: please let me join", "Automation team: join request",
-                                     "Outreach: subscribe us"])
+@pytest.mark.parametrize(
+    "subject", ["Absence of an answer: please let me join", "Automation team: join request", "Outreach: subscribe us"]
+)
 def test_subjects_that_only_look_automatic(subject: str) -> None:
     assert run(build("Hi\n", From="ana@nic.example", To=BOT, Subject=subject)).kind == Kind.REQUEST
 
@@ -347,22 +406,31 @@ def test_auto_submitted_no_is_a_person() -> None:
 
 
 def test_re_without_token_is_threaded_not_a_request() -> None:
-    body = ("Thanks!\n\nOn Mon, 1 Jan 2024 at 10:00, SECIR <join@lists.example.org> wrote:\n"
-            "> You asked to join SECIR. Reply to the approval mail.\n")
+    body = (
+        "Thanks!\n\nOn Mon, 1 Jan 2024 at 10:00, SECIR <join@lists.example.org> wrote:\n"
+        "> You asked to join SECIR. Reply to the approval mail.\n"
+    )
     result = run(build(body, From="ana@nic.example", To=BOT, Subject="Re: Your request to join SECIR"))
     assert (result.kind, result.detail, result.token) == (Kind.OTHER, "threaded-without-token", None)
 
 
 def test_in_reply_to_our_message_id_is_threaded() -> None:
-    result = run(build("ok\n", From="ana@nic.example", To=BOT, Subject="approval",
-                       In_Reply_To="<1700000000.1.abc@lists.example.org>"))
+    result = run(
+        build(
+            "ok\n",
+            From="ana@nic.example",
+            To=BOT,
+            Subject="approval",
+            In_Reply_To="<1700000000.1.abc@lists.example.org>",
+        )
+    )
     assert (result.kind, result.detail) == (Kind.OTHER, "threaded-without-token")
-    other = run(build("ok\n", From="ana@nic.example", To=BOT, Subject="approval",
-                      In_Reply_To="<abc@mail.gmail.com>"))
+    other = run(build("ok\n", From="ana@nic.example", To=BOT, Subject="approval", In_Reply_To="<abc@mail.gmail.com>"))
     assert (other.kind, other.detail) == (Kind.OTHER, "help")
 
 
 # --- Own mail, senders --------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("sender", [BOT, "SECIR <Join@Lists.Example.ORG>", "join+bounce-42@lists.example.org"])
 def test_own_mail(sender: str) -> None:
@@ -371,8 +439,7 @@ def test_own_mail(sender: str) -> None:
 
 
 def test_loop_header() -> None:
-    result = run(build("subscribe\n", From="ana@nic.example", To=BOT, Subject="subscribe",
-                       X_Secirbot_Loop=BOT))
+    result = run(build("subscribe\n", From="ana@nic.example", To=BOT, Subject="subscribe", X_Secirbot_Loop=BOT))
     assert (result.kind, result.detail) == (Kind.AUTOMATED, "loop")
 
 
@@ -387,12 +454,15 @@ def test_a_similar_but_foreign_address_is_not_own_mail() -> None:
     assert result.kind == Kind.REQUEST
 
 
-@pytest.mark.parametrize("raw", [
-    b"To: join@lists.example.org\r\nSubject: subscribe\r\n\r\nsubscribe\r\n",
-    b"From: \r\nTo: join@lists.example.org\r\nSubject: subscribe\r\n\r\nsubscribe\r\n",
-    b"From: Mail Delivery Subsystem <MAILER-DAEMON>\r\nTo: join@lists.example.org\r\nSubject: x\r\n\r\nx\r\n",
-    b"From: undisclosed-recipients:;\r\nTo: join@lists.example.org\r\nSubject: subscribe\r\n\r\nx\r\n",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"To: join@lists.example.org\r\nSubject: subscribe\r\n\r\nsubscribe\r\n",
+        b"From: \r\nTo: join@lists.example.org\r\nSubject: subscribe\r\n\r\nsubscribe\r\n",
+        b"From: Mail Delivery Subsystem <MAILER-DAEMON>\r\nTo: join@lists.example.org\r\nSubject: x\r\n\r\nx\r\n",
+        b"From: undisclosed-recipients:;\r\nTo: join@lists.example.org\r\nSubject: subscribe\r\n\r\nx\r\n",
+    ],
+)
 def test_no_usable_sender(raw: bytes) -> None:
     result = run(parse_mail(raw))
     assert (result.kind, result.detail) == (Kind.AUTOMATED, "no-sender")
@@ -478,79 +548,124 @@ def test_translated_results_subject_is_recognised_by_its_body() -> None:
 def test_mailman3_confirmation_notice() -> None:
     # app/subscriptions.py: From LIST-confirm+TOKEN@, Auto-Submitted: auto-generated, no Precedence: bulk
     # (cook-headers then adds "list"). Rule 3 must see it before the Auto-Submitted rule does.
-    mail = mailman("Email Address Registration Confirmation\n",
-                   "secir-confirm+0123456789abcdef@lists.example.org", BOT,
-                   "Your confirmation is needed to join the secir@lists.example.org mailing list.",
-                   Auto_Submitted="auto-generated", Precedence="list")
+    mail = mailman(
+        "Email Address Registration Confirmation\n",
+        "secir-confirm+0123456789abcdef@lists.example.org",
+        BOT,
+        "Your confirmation is needed to join the secir@lists.example.org mailing list.",
+        Auto_Submitted="auto-generated",
+        Precedence="list",
+    )
     result = run(mail)
     assert (result.kind, result.detail) == (Kind.MAILMAN, "confirmation-notice")
 
 
 def test_mailman3_owner_notice_for_held_subscription() -> None:
     # app/subscriptions.py _step_get_moderator_approval: From and To LIST-owner@.
-    mail = mailman("Your authorization is required for a mailing list subscription request approval:\n",
-                   "secir-owner@lists.example.org", "secir-owner@lists.example.org",
-                   "New subscription request to SECIR from ana@nic.example")
+    mail = mailman(
+        "Your authorization is required for a mailing list subscription request approval:\n",
+        "secir-owner@lists.example.org",
+        "secir-owner@lists.example.org",
+        "New subscription request to SECIR from ana@nic.example",
+    )
     result = run(mail)
     assert (result.kind, result.detail) == (Kind.MAILMAN, "owner-notice")
 
 
 def test_mailman3_owner_notification_from_the_site_owner() -> None:
     # email/message.py OwnerNotification: From is the site owner (any address), To LIST-owner@.
-    mail = mailman("ana@nic.example has been successfully subscribed to SECIR.\n",
-                   "postmaster@example.org", "secir-owner@lists.example.org", "SECIR subscription notification")
+    mail = mailman(
+        "ana@nic.example has been successfully subscribed to SECIR.\n",
+        "postmaster@example.org",
+        "secir-owner@lists.example.org",
+        "SECIR subscription notification",
+    )
     result = run(mail)
     assert (result.kind, result.detail) == (Kind.MAILMAN, "owner-notice")
 
 
 def test_mailman3_welcome_is_a_user_notice() -> None:
-    mail = mailman("Welcome to the \"SECIR\" mailing list!\n", "secir-request@lists.example.org",
-                   "ana@nic.example", 'Welcome to the "SECIR" mailing list')
+    mail = mailman(
+        'Welcome to the "SECIR" mailing list!\n',
+        "secir-request@lists.example.org",
+        "ana@nic.example",
+        'Welcome to the "SECIR" mailing list',
+    )
     result = run(mail)
     assert (result.kind, result.detail) == (Kind.MAILMAN, "user-notice")
 
 
 def test_mailman3_held_post_notice_to_the_owner() -> None:
-    mail = mailman("As list administrator, your authorization is requested\n",
-                   "secir-owner@lists.example.org", "secir-owner@lists.example.org",
-                   "secir@lists.example.org post from ana@nic.example requires approval")
+    mail = mailman(
+        "As list administrator, your authorization is requested\n",
+        "secir-owner@lists.example.org",
+        "secir-owner@lists.example.org",
+        "secir@lists.example.org post from ana@nic.example requires approval",
+    )
     assert run(mail).detail == "owner-notice"
 
 
 def test_list_post_is_list_traffic_even_when_it_says_join() -> None:
-    mail = mailman("Please join the call on Monday.\n", "ana@nic.example", LIST, "[SECIR] join the call",
-                   List_Post="<mailto:secir@lists.example.org>", Precedence="list")
+    mail = mailman(
+        "Please join the call on Monday.\n",
+        "ana@nic.example",
+        LIST,
+        "[SECIR] join the call",
+        List_Post="<mailto:secir@lists.example.org>",
+        Precedence="list",
+    )
     result = run(mail)
     assert (result.kind, result.detail) == (Kind.AUTOMATED, "list-traffic")
 
 
 def test_dmarc_munged_list_post_is_list_traffic() -> None:
-    result = run(build("Hello all\n", From="Ana via SECIR <secir@lists.example.org>", To=LIST,
-                       Subject="[SECIR] subscribe this"))
+    result = run(
+        build("Hello all\n", From="Ana via SECIR <secir@lists.example.org>", To=LIST, Subject="[SECIR] subscribe this")
+    )
     assert (result.kind, result.detail) == (Kind.AUTOMATED, "list-traffic")
 
 
 def test_another_lists_mailman_notice_is_not_ours() -> None:
-    mail = mailman(MM3_RESULTS_BODY, "other-bounces@lists.example.net", BOT, "The results of your email commands",
-                   List_Id="<other.lists.example.net>")
+    mail = mailman(
+        MM3_RESULTS_BODY,
+        "other-bounces@lists.example.net",
+        BOT,
+        "The results of your email commands",
+        List_Id="<other.lists.example.net>",
+    )
     result = run(mail)
     assert (result.kind, result.detail) == (Kind.AUTOMATED, "list-traffic")
 
 
 # --- Synthetic bounces --------------------------------------------------------------------------------------
 
+
 def test_delay_warning_without_a_report() -> None:
-    result = run(build("Your message has not been delivered yet. We will retry.\n",
-                       From="Mail Delivery Subsystem <mailer-daemon@mx.example>", To=BOT,
-                       Subject="Delivery Status Notification (Delay)"))
+    result = run(
+        build(
+            "Your message has not been delivered yet. We will retry.\n",
+            From="Mail Delivery Subsystem <mailer-daemon@mx.example>",
+            To=BOT,
+            Subject="Delivery Status Notification (Delay)",
+        )
+    )
     assert (result.kind, result.detail, result.bounced) == (Kind.AUTOMATED, "delay-notice", ())
 
 
 def test_exim_header_bounce_to_a_token_address() -> None:
     token = tokens.mint()
-    result = run(build("A message that you sent could not be delivered.\n",
-                       From="Mail Delivery System <Mailer-Daemon@mx.example>",
-                       To=tokens.reply_address(BOT, token), Subject="Mail delivery failed",
-                       X_Failed_Recipients="Dead@NIC.example"))
+    result = run(
+        build(
+            "A message that you sent could not be delivered.\n",
+            From="Mail Delivery System <Mailer-Daemon@mx.example>",
+            To=tokens.reply_address(BOT, token),
+            Subject="Mail delivery failed",
+            X_Failed_Recipients="Dead@NIC.example",
+        )
+    )
     assert (result.kind, result.detail, result.bounced, result.token) == (
-        Kind.AUTOMATED, "bounce", ("dead@nic.example",), token)
+        Kind.AUTOMATED,
+        "bounce",
+        ("dead@nic.example",),
+        token,
+    )

@@ -62,6 +62,7 @@ def cli(world: World, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[i
 
 # --- reading ------------------------------------------------------------------------------------------
 
+
 def test_requests_lists_every_request_and_filters_by_state(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     nl = open_request(world)
     open_request(world, sender="Ivan <ivan@cctld.example>", subject_line="subscribe .рф")
@@ -81,7 +82,8 @@ def test_requests_lists_every_request_and_filters_by_state(world: World, capsys:
     assert code == 0
     rows = json.loads(out)
     assert [(r["id"], r["state"], r["cctld"], r["cctld_display"], r["requester"], r["decided_by"]) for r in rows] == [
-        (2, "pending", "xn--p1ai", ".рф (xn--p1ai)", "ivan@cctld.example", None)]
+        (2, "pending", "xn--p1ai", ".рф (xn--p1ai)", "ivan@cctld.example", None)
+    ]
 
     code, out, _ = cli(world, capsys, "requests", "--state", "denied")
     assert (code, out.strip()) == (0, "no requests in state denied")
@@ -104,14 +106,21 @@ def test_show_tells_the_whole_story_of_a_request(world: World, capsys: pytest.Ca
     assert "  mailman:   queued" in lines
     assert "  their words (unverified):" in lines and "    | Role: CSIRT lead" in lines
     approvers = [ln.split() for ln in lines if ln.startswith("    ") and "reminders:" in ln]
-    assert [(a[0], a[1], a[2]) for a in approvers] == [(NL_ADMIN, "administrative", "used"),
-                                                      (NL_TECH, "technical", "closed")]
-    timeline = lines[lines.index("  timeline:") + 1:]
+    assert [(a[0], a[1], a[2]) for a in approvers] == [
+        (NL_ADMIN, "administrative", "used"),
+        (NL_TECH, "technical", "closed"),
+    ]
+    timeline = lines[lines.index("  timeline:") + 1 :]
     labels = [" ".join(ln.split()[1:]) for ln in timeline]
     # In order: opened, both asked, the unclear answer, the decision, the Mailman command sent.
-    order = ["request opened", "approval requested bot approver=admin@sidn.nl",
-             "approval requested bot approver=tech@sidn.nl", "unclear answer, clarification asked",
-             "DECIDED admin@sidn.nl", "purpose=mailman-command"]
+    order = [
+        "request opened",
+        "approval requested bot approver=admin@sidn.nl",
+        "approval requested bot approver=tech@sidn.nl",
+        "unclear answer, clarification asked",
+        "DECIDED admin@sidn.nl",
+        "purpose=mailman-command",
+    ]
     positions = [next(i for i, label in enumerate(labels) if label.startswith(o) or o in label) for o in order]
     assert positions == sorted(positions)
     decided = next(ln for ln in timeline if "DECIDED" in ln)
@@ -134,21 +143,25 @@ def test_show_tells_the_whole_story_of_a_request(world: World, capsys: pytest.Ca
 
 # --- deciding -----------------------------------------------------------------------------------------
 
-def test_approve_by_cli_is_audited_and_notifies_like_a_mail_decision(world: World,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_approve_by_cli_is_audited_and_notifies_like_a_mail_decision(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     opened = open_request(world)
     code, out, err = cli(world, capsys, "approve", "1")
     assert code == 0
     assert out.strip() == f"request 1: APPROVE recorded by {ACTOR}"
     assert "notices: 5 sent, 0 deferred, 0 failed" in err
     sent = world.sent()
-    assert summary(sent) == sorted([
-        (COMMAND_ADDRESS, ""),
-        (REQUESTER, "Approved: your request to join the ccTLD security list for .nl [#1]"),
-        (SECRETARIAT, "APPROVE: jan@registry.example for .nl [#1]"),
-        (NL_ADMIN, "Decided: jan@registry.example for .nl [#1]"),
-        (NL_TECH, "Decided: jan@registry.example for .nl [#1]"),
-    ])
+    assert summary(sent) == sorted(
+        [
+            (COMMAND_ADDRESS, ""),
+            (REQUESTER, "Approved: your request to join the ccTLD security list for .nl [#1]"),
+            (SECRETARIAT, "APPROVE: jan@registry.example for .nl [#1]"),
+            (NL_ADMIN, "Decided: jan@registry.example for .nl [#1]"),
+            (NL_TECH, "Decided: jan@registry.example for .nl [#1]"),
+        ]
+    )
     assert body(one(sent, COMMAND_ADDRESS)).splitlines() == ["join address=jan@registry.example digest=no", "end"]
     assert re.search(rf"was approved by the Secretariat on {WHEN}", flat(one(sent, REQUESTER)))
     secretariat = flat(one(sent, SECRETARIAT))
@@ -159,14 +172,24 @@ def test_approve_by_cli_is_audited_and_notifies_like_a_mail_decision(world: Worl
 
     data = request(world)
     assert (data["state"], data["decision"], data["decided_by"], data["decided_via"], data["mailman_status"]) == (
-        "approved", "APPROVE", ACTOR, "cli", "queued")
+        "approved",
+        "APPROVE",
+        ACTOR,
+        "cli",
+        "queued",
+    )
     assert [a["state"] for a in data["approvers"]] == ["closed", "closed"]
     decided = [t for t in data["timeline"] if t["action"] == "request-decided"]
     assert len(decided) == 1
     assert decided[0]["actor"] == ACTOR
     details = decided[0]["details"]
     assert (details["decision"], details["via"], details["rule"], details["checks"], details["snapshot_id"]) == (
-        "APPROVE", "cli", "secretariat-cli", {"operator": ACTOR}, data["snapshot_id"])
+        "APPROVE",
+        "cli",
+        "secretariat-cli",
+        {"operator": ACTOR},
+        data["snapshot_id"],
+    )
 
     # An approver who answers afterwards hears who decided, and nothing else happens.
     world.clock.advance(hours=1)
@@ -179,25 +202,32 @@ def test_approve_by_cli_is_audited_and_notifies_like_a_mail_decision(world: Worl
 
 
 @pytest.mark.parametrize("tell", [False, True])
-def test_deny_by_cli_tells_everyone_and_the_reason_as_configured(world: World, capsys: pytest.CaptureFixture[str],
-                                                                 tell: bool) -> None:
+def test_deny_by_cli_tells_everyone_and_the_reason_as_configured(
+    world: World, capsys: pytest.CaptureFixture[str], tell: bool
+) -> None:
     world.rules["decisions"] = {"tell_requester_deny_reason": tell}
     open_request(world)
     reason = "Not known to the registry's security team."
     code, out, _ = cli(world, capsys, "deny", "1", "--reason", reason)
     assert (code, out.strip()) == (0, f"request 1: DENY recorded by {ACTOR}")
     sent = world.sent()
-    assert summary(sent) == sorted([
-        (REQUESTER, "Not approved: your request to join the ccTLD security list for .nl [#1]"),
-        (SECRETARIAT, "DENY: jan@registry.example for .nl [#1]"),
-        (NL_ADMIN, "Decided: jan@registry.example for .nl [#1]"),
-        (NL_TECH, "Decided: jan@registry.example for .nl [#1]"),
-    ])
+    assert summary(sent) == sorted(
+        [
+            (REQUESTER, "Not approved: your request to join the ccTLD security list for .nl [#1]"),
+            (SECRETARIAT, "DENY: jan@registry.example for .nl [#1]"),
+            (NL_ADMIN, "Decided: jan@registry.example for .nl [#1]"),
+            (NL_TECH, "Decided: jan@registry.example for .nl [#1]"),
+        ]
+    )
     assert f"  | {reason}" in body(one(sent, SECRETARIAT)).splitlines()
     assert (f"  | {reason}" in body(one(sent, REQUESTER)).splitlines()) is tell
     data = request(world)
     assert (data["state"], data["decided_by"], data["decision_reason"], data["mailman_status"]) == (
-        "denied", ACTOR, reason, None)
+        "denied",
+        ACTOR,
+        reason,
+        None,
+    )
 
 
 def test_cli_refuses_what_cannot_be_decided(world: World, capsys: pytest.CaptureFixture[str]) -> None:
@@ -236,16 +266,19 @@ def test_cli_decides_a_request_nobody_could_be_asked_about(world: World, capsys:
     code, _, _ = cli(world, capsys, "approve", "1")
     assert code == 0
     sent = world.sent()
-    assert summary(sent) == sorted([
-        (COMMAND_ADDRESS, ""),
-        (fi, "Approved: your request to join the ccTLD security list for .fi [#1]"),
-        (SECRETARIAT, "APPROVE: firootadmin@traficom.fi for .fi [#1]"),
-    ])
+    assert summary(sent) == sorted(
+        [
+            (COMMAND_ADDRESS, ""),
+            (fi, "Approved: your request to join the ccTLD security list for .fi [#1]"),
+            (SECRETARIAT, "APPROVE: firootadmin@traficom.fi for .fi [#1]"),
+        ]
+    )
     assert body(one(sent, COMMAND_ADDRESS)).splitlines()[0] == f"join address={fi} digest=no"
 
 
-def test_cli_deny_of_a_request_waiting_for_iana_stops_its_retries(world: World,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_deny_of_a_request_waiting_for_iana_stops_its_retries(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
     world.whois.modes["nl"] = "empty"
     world.rdap.modes["nl"] = "500"
     open_request(world)

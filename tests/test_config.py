@@ -60,20 +60,24 @@ imap:
 
 # --- environment overrides -------------------------------------------------------------------------
 
+
 def test_every_key_can_be_overridden_from_the_environment(tmp_path: Path) -> None:
     path = bot_config(tmp_path, MAIL)
-    config = load_config(path, environ={
-        "SECIRBOT_IMAP_PASSWORD": SECRET,
-        "SECIRBOT_IMAP_PORT": "1143",
-        "SECIRBOT_IMAP_SECURITY": "starttls",
-        "SECIRBOT_IMAP_TLS_VERIFY": "false",
-        "SECIRBOT_SMTP_HOST": "relay.example.net",
-        "SECIRBOT_ADDRESSES_SECRETARIAT": "sec@example.com",
-        "SECIRBOT_DNS_NAMESERVERS": "192.0.2.1, 192.0.2.2",
-        "SECIRBOT_STORE_PATH": "data/bot.sqlite3",
-        "SECIRBOT_RULES": "policy.yaml",
-        "UNRELATED": "ignored",
-    })
+    config = load_config(
+        path,
+        environ={
+            "SECIRBOT_IMAP_PASSWORD": SECRET,
+            "SECIRBOT_IMAP_PORT": "1143",
+            "SECIRBOT_IMAP_SECURITY": "starttls",
+            "SECIRBOT_IMAP_TLS_VERIFY": "false",
+            "SECIRBOT_SMTP_HOST": "relay.example.net",
+            "SECIRBOT_ADDRESSES_SECRETARIAT": "sec@example.com",
+            "SECIRBOT_DNS_NAMESERVERS": "192.0.2.1, 192.0.2.2",
+            "SECIRBOT_STORE_PATH": "data/bot.sqlite3",
+            "SECIRBOT_RULES": "policy.yaml",
+            "UNRELATED": "ignored",
+        },
+    )
     assert config.imap.password == SECRET
     assert (config.imap.port, config.imap.security, config.imap.tls_verify) == (1143, "starttls", False)
     assert config.imap.host == "mail.example.net"  # what is not overridden stays as in the file
@@ -109,8 +113,10 @@ def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path) -> 
 
 # --- where the configuration comes from ---------------------------------------------------------------
 
+
 def test_the_file_is_config_option_else_environment_else_local_secirbot_yaml(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     local = bot_config(tmp_path / "cwd", "bogus_local: 1\n")
     from_env = bot_config(tmp_path / "env", "bogus_env: 1\n")
     explicit = bot_config(tmp_path / "explicit", "bogus_explicit: 1\n")
@@ -129,20 +135,35 @@ def test_the_file_is_config_option_else_environment_else_local_secirbot_yaml(
 
 # --- errors name file, line and dotted key ------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "line", "expected"), [
-    ("imap:\n  host: mail.example.net\n  hots: mail2.example.net\n", 5, "unknown key 'imap.hots'"),
-    ("imapp:\n  host: mail.example.net\n", 3, "unknown key 'imapp'"),
-    ("smtp:\n  port: submission\n", 4, "smtp.port: expected an integer, got 'submission'"),
-    ("imap:\n  batch_size: -1\n", 4, "imap.batch_size: expected a number >= 0"),
-    ("imap:\n  tls_verify: perhaps\n", 4, "imap.tls_verify: expected true or false, got 'perhaps'"),
-    ("smtp:\n  security: ssl\n", 4, "smtp.security: expected one of tls | starttls | none, got 'ssl'"),
-    ("mailman:\n  dialect: mailman4\n", 4, "mailman.dialect: expected one of mailman3 | mailman2 | mailman3-rest"),
-    ("addresses:\n  bot: join+x@lists.example.org\n", 4, "addresses.bot: must not contain '+'"),
-    ("dns:\n  nameservers: {a: 1}\n", 4, "dns.nameservers: expected a list"),
-], ids=["unknown-key", "unknown-section", "bad-int", "negative", "bad-bool", "bad-enum", "bad-dialect",
-        "plus-address", "bad-list"])
-def test_an_error_names_the_file_the_line_and_the_dotted_key(tmp_path: Path, text: str, line: int,
-                                                               expected: str) -> None:
+
+@pytest.mark.parametrize(
+    ("text", "line", "expected"),
+    [
+        ("imap:\n  host: mail.example.net\n  hots: mail2.example.net\n", 5, "unknown key 'imap.hots'"),
+        ("imapp:\n  host: mail.example.net\n", 3, "unknown key 'imapp'"),
+        ("smtp:\n  port: submission\n", 4, "smtp.port: expected an integer, got 'submission'"),
+        ("imap:\n  batch_size: -1\n", 4, "imap.batch_size: expected a number >= 0"),
+        ("imap:\n  tls_verify: perhaps\n", 4, "imap.tls_verify: expected true or false, got 'perhaps'"),
+        ("smtp:\n  security: ssl\n", 4, "smtp.security: expected one of tls | starttls | none, got 'ssl'"),
+        ("mailman:\n  dialect: mailman4\n", 4, "mailman.dialect: expected one of mailman3 | mailman2 | mailman3-rest"),
+        ("addresses:\n  bot: join+x@lists.example.org\n", 4, "addresses.bot: must not contain '+'"),
+        ("dns:\n  nameservers: {a: 1}\n", 4, "dns.nameservers: expected a list"),
+    ],
+    ids=[
+        "unknown-key",
+        "unknown-section",
+        "bad-int",
+        "negative",
+        "bad-bool",
+        "bad-enum",
+        "bad-dialect",
+        "plus-address",
+        "bad-list",
+    ],
+)
+def test_an_error_names_the_file_the_line_and_the_dotted_key(
+    tmp_path: Path, text: str, line: int, expected: str
+) -> None:
     path = bot_config(tmp_path, "# comment\n" + text)
     (problem,) = problems(path)
     assert problem.startswith(f"{path}:{line}: "), problem
@@ -161,14 +182,18 @@ def test_not_yaml_names_the_file_and_line(tmp_path: Path) -> None:
     assert problem.startswith(f"{path}:") and "not valid YAML" in problem
 
 
-@pytest.mark.parametrize("text", [
-    f"imap:\n  password:\n    - {SECRET}\n",
-    f"imap:\n  password: {{nested: {SECRET}}}\n",
-    f"smtp:\n  password: [{SECRET}]\n",
-    f"mailman:\n  rest_password: [{SECRET}]\n",
-    f"imap:\n  pasword: {SECRET}\n",
-    f'imap:\n  password: "{SECRET}\n',
-], ids=["list", "mapping", "smtp", "mailman-rest", "misspelt-key", "unterminated-quote"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"imap:\n  password:\n    - {SECRET}\n",
+        f"imap:\n  password: {{nested: {SECRET}}}\n",
+        f"smtp:\n  password: [{SECRET}]\n",
+        f"mailman:\n  rest_password: [{SECRET}]\n",
+        f"imap:\n  pasword: {SECRET}\n",
+        f'imap:\n  password: "{SECRET}\n',
+    ],
+    ids=["list", "mapping", "smtp", "mailman-rest", "misspelt-key", "unterminated-quote"],
+)
 def test_a_password_is_never_shown_in_an_error(tmp_path: Path, text: str) -> None:
     path = bot_config(tmp_path, text)
     found = problems(path)
@@ -180,11 +205,13 @@ def test_a_password_is_never_shown_in_an_error(tmp_path: Path, text: str) -> Non
 
 # --- paths ----------------------------------------------------------------------------------------
 
+
 def test_relative_paths_are_relative_to_the_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "etc" / "secirbot"
     write(folder / "certs" / "ca.pem", "not checked here\n")
-    path = bot_config(folder, MAIL + "  ca_file: certs/ca.pem\nstore:\n  path: var/db.sqlite3\n"
-                      "rules: policy/rules.yaml\n")
+    path = bot_config(
+        folder, MAIL + "  ca_file: certs/ca.pem\nstore:\n  path: var/db.sqlite3\nrules: policy/rules.yaml\n"
+    )
     path.rename(folder / "bot.yaml")
     monkeypatch.chdir(tmp_path)
 
@@ -207,9 +234,17 @@ def test_a_missing_ca_file_is_named(tmp_path: Path) -> None:
 
 # --- security: none ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("host", "warned"), [
-    ("mail.example.net", True), ("192.0.2.7", True), ("127.0.0.1", False), ("localhost", False), ("::1", False),
-])
+
+@pytest.mark.parametrize(
+    ("host", "warned"),
+    [
+        ("mail.example.net", True),
+        ("192.0.2.7", True),
+        ("127.0.0.1", False),
+        ("localhost", False),
+        ("::1", False),
+    ],
+)
 def test_security_none_warns_unless_the_host_is_loopback(tmp_path: Path, host: str, warned: bool) -> None:
     path = bot_config(tmp_path, MAIL.replace("mail.example.net", host) + "  security: none\n")
     warnings = [w for w in load_config(path, environ={}).warnings() if w.startswith("imap.security")]
@@ -239,7 +274,8 @@ def test_check_of_a_good_configuration_says_ok(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_check_prints_each_problem_with_file_and_line_and_exits_2(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = bot_config(tmp_path, BROKEN)
     assert main(["--config", str(path), "check"]) == 2
     err = capsys.readouterr().err
@@ -255,14 +291,22 @@ def test_check_as_a_process_prints_the_problems_and_exits_2(tmp_path: Path) -> N
     assert done.stdout == ""
 
 
-@pytest.mark.parametrize(("rules_text", "line", "expected"), [
-    ("pilot:\n  enabled: true\n  cctlds: [nl]\napprovers:\n  roles: [billing]\n  ask_first: [billing]\n", 5,
-     "approvers.roles: unknown role(s) billing"),
-    ("pilot:\n  cctlds: [nl]\nrequests:\n  seats: 3\n", 4, "unknown key 'requests.seats'"),
-    ("pilot:\n  cctlds: [nl]\noutbox:\n  retry_first: soon\n", 4, "outbox.retry_first: expected a duration"),
-], ids=["bad-role", "unknown-key", "bad-duration"])
-def test_check_names_rules_yaml_and_the_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], rules_text: str,
-                                            line: int, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("rules_text", "line", "expected"),
+    [
+        (
+            "pilot:\n  enabled: true\n  cctlds: [nl]\napprovers:\n  roles: [billing]\n  ask_first: [billing]\n",
+            5,
+            "approvers.roles: unknown role(s) billing",
+        ),
+        ("pilot:\n  cctlds: [nl]\nrequests:\n  seats: 3\n", 4, "unknown key 'requests.seats'"),
+        ("pilot:\n  cctlds: [nl]\noutbox:\n  retry_first: soon\n", 4, "outbox.retry_first: expected a duration"),
+    ],
+    ids=["bad-role", "unknown-key", "bad-duration"],
+)
+def test_check_names_rules_yaml_and_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], rules_text: str, line: int, expected: str
+) -> None:
     path = bot_config(tmp_path)
     write(tmp_path / "rules.yaml", rules_text)
     assert main(["--config", str(path), "check"]) == 2
@@ -272,12 +316,24 @@ def test_check_names_rules_yaml_and_the_line(tmp_path: Path, capsys: pytest.Capt
 
 # --- secirbot check --connect against the real servers ---------------------------------------------------
 
-def connect_config(folder: Path, mailbox: MailUser, sink: SmtpSink, imap: dict[str, Any] | None = None,
-                   smtp: dict[str, Any] | None = None) -> Path:
+
+def connect_config(
+    folder: Path,
+    mailbox: MailUser,
+    sink: SmtpSink,
+    imap: dict[str, Any] | None = None,
+    smtp: dict[str, Any] | None = None,
+) -> Path:
     server = mailbox.server
     settings = {
-        "imap": {"host": server.host, "port": server.imap_port, "security": "none", "username": mailbox.name,
-                 "password": mailbox.password, **(imap or {})},
+        "imap": {
+            "host": server.host,
+            "port": server.imap_port,
+            "security": "none",
+            "username": mailbox.name,
+            "password": mailbox.password,
+            **(imap or {}),
+        },
         "smtp": {"host": sink.host, "port": sink.port, "security": "none", **(smtp or {})},
     }
     return bot_config(folder, yaml.safe_dump(settings))
@@ -289,8 +345,9 @@ def check_connect(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     return code, captured.out, captured.err
 
 
-def test_check_connect_logs_in_to_imap_and_smtp(tmp_path: Path, mailbox: MailUser, smtp_sink: SmtpSink,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_connect_logs_in_to_imap_and_smtp(
+    tmp_path: Path, mailbox: MailUser, smtp_sink: SmtpSink, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, out, _ = check_connect(connect_config(tmp_path, mailbox, smtp_sink), capsys)
     assert code == 0, out
     assert f"imap: ok, logged in to 127.0.0.1:{mailbox.server.imap_port} as {mailbox.name}" in out
@@ -298,7 +355,8 @@ def test_check_connect_logs_in_to_imap_and_smtp(tmp_path: Path, mailbox: MailUse
 
 
 def test_check_connect_with_a_wrong_imap_password_says_login_failed_without_the_password(
-        tmp_path: Path, mailbox: MailUser, smtp_sink: SmtpSink, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, mailbox: MailUser, smtp_sink: SmtpSink, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = connect_config(tmp_path, mailbox, smtp_sink, imap={"password": SECRET})
     code, out, err = check_connect(path, capsys)
     assert code == 1
@@ -309,10 +367,12 @@ def test_check_connect_with_a_wrong_imap_password_says_login_failed_without_the_
 
 
 def test_check_connect_with_a_wrong_smtp_password_says_login_failed_without_the_password(
-        tmp_path: Path, mailbox: MailUser, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, mailbox: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
     with SmtpSink(credentials=("relay-user", "the-right-one")) as sink:
-        path = connect_config(tmp_path, mailbox, sink, smtp={"username": "relay-user", "password": SECRET,
-                                                               "timeout_seconds": 2})
+        path = connect_config(
+            tmp_path, mailbox, sink, smtp={"username": "relay-user", "password": SECRET, "timeout_seconds": 2}
+        )
         code, out, err = check_connect(path, capsys)
     assert code == 1
     (line,) = [x for x in out.splitlines() if x.startswith("smtp:")]
@@ -320,17 +380,33 @@ def test_check_connect_with_a_wrong_smtp_password_says_login_failed_without_the_
     assert SECRET not in out + err
 
 
-@pytest.mark.parametrize(("imap", "ok", "expected"), [
-    ({"security": "tls", "port": "imaps", "ca_file": "CA"}, True, "imap: ok"),
-    ({"security": "starttls", "ca_file": "CA"}, True, "imap: ok"),
-    ({"security": "tls", "port": "imaps"}, False, "certificate verify failed"),
-    ({"security": "starttls"}, False, "certificate verify failed"),
-    ({"security": "tls", "port": "imaps", "tls_verify": False}, True, "imap: ok"),
-], ids=["tls-with-ca-file", "starttls-with-ca-file", "tls-default-verification", "starttls-default-verification",
-        "tls-verify-false"])
+@pytest.mark.parametrize(
+    ("imap", "ok", "expected"),
+    [
+        ({"security": "tls", "port": "imaps", "ca_file": "CA"}, True, "imap: ok"),
+        ({"security": "starttls", "ca_file": "CA"}, True, "imap: ok"),
+        ({"security": "tls", "port": "imaps"}, False, "certificate verify failed"),
+        ({"security": "starttls"}, False, "certificate verify failed"),
+        ({"security": "tls", "port": "imaps", "tls_verify": False}, True, "imap: ok"),
+    ],
+    ids=[
+        "tls-with-ca-file",
+        "starttls-with-ca-file",
+        "tls-default-verification",
+        "starttls-default-verification",
+        "tls-verify-false",
+    ],
+)
 def test_imap_tls_verifies_the_certificate_unless_told_not_to(
-        tmp_path: Path, dovecot: Dovecot, mailbox: MailUser, smtp_sink: SmtpSink,
-        capsys: pytest.CaptureFixture[str], imap: dict[str, Any], ok: bool, expected: str) -> None:
+    tmp_path: Path,
+    dovecot: Dovecot,
+    mailbox: MailUser,
+    smtp_sink: SmtpSink,
+    capsys: pytest.CaptureFixture[str],
+    imap: dict[str, Any],
+    ok: bool,
+    expected: str,
+) -> None:
     imap = dict(imap)
     if imap.get("port") == "imaps":
         imap["port"] = dovecot.imaps_port
@@ -345,12 +421,14 @@ def test_imap_tls_verifies_the_certificate_unless_told_not_to(
 
 
 @pytest.mark.parametrize("security", ["tls", "starttls"])
-def test_smtp_tls_verifies_the_certificate(tmp_path: Path, dovecot: Dovecot, mailbox: MailUser,
-                                           capsys: pytest.CaptureFixture[str], security: str) -> None:
+def test_smtp_tls_verifies_the_certificate(
+    tmp_path: Path, dovecot: Dovecot, mailbox: MailUser, capsys: pytest.CaptureFixture[str], security: str
+) -> None:
     certs = dovecot.certs
     with SmtpSink(security=security, tls_cert=certs.cert_file, tls_key=certs.key_file) as sink:  # type: ignore[arg-type]
-        verified = connect_config(tmp_path / "a", mailbox, sink,
-                                  smtp={"security": security, "ca_file": str(certs.ca_file)})
+        verified = connect_config(
+            tmp_path / "a", mailbox, sink, smtp={"security": security, "ca_file": str(certs.ca_file)}
+        )
         default = connect_config(tmp_path / "b", mailbox, sink, smtp={"security": security})
         code, out, _ = check_connect(verified, capsys)
         assert code == 0 and f"smtp: ok, 127.0.0.1:{sink.port} ({security})" in out
@@ -359,12 +437,18 @@ def test_smtp_tls_verifies_the_certificate(tmp_path: Path, dovecot: Dovecot, mai
     assert "smtp: FAILED" in out and "certificate verify failed" in out
 
 
-def test_check_connect_says_which_server_cannot_be_reached(tmp_path: Path, mailbox: MailUser,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_connect_says_which_server_cannot_be_reached(
+    tmp_path: Path, mailbox: MailUser, capsys: pytest.CaptureFixture[str]
+) -> None:
     closed_imap, closed_smtp = free_ports(2)  # nothing listens there
     sink = SmtpSink()  # never started
-    path = connect_config(tmp_path, mailbox, sink, imap={"port": closed_imap, "timeout_seconds": 2},
-                          smtp={"port": closed_smtp, "timeout_seconds": 2})
+    path = connect_config(
+        tmp_path,
+        mailbox,
+        sink,
+        imap={"port": closed_imap, "timeout_seconds": 2},
+        smtp={"port": closed_smtp, "timeout_seconds": 2},
+    )
     code, out, _ = check_connect(path, capsys)
     assert code == 1
     assert f"imap: FAILED: IMAP 127.0.0.1:{closed_imap}" in out and f"smtp: FAILED: SMTP 127.0.0.1:{closed_smtp}" in out

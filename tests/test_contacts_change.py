@@ -21,7 +21,7 @@ BEFORE = (HISTORY / "whois-jo-2023-08-07_b8ee37e674.txt").read_bytes()
 AFTER = (HISTORY / "whois-jo-2024-11-22_b2cabcb1f1.txt").read_bytes()
 
 OLD_ADMIN, OLD_TECH = "nabil.abusall@modee.gov.jo", "dns@modee.gov.jo"
-NEW_ADMIN, NEW_TECH = "AdminCCtld@modee.gov.jo", "TechCCtld@modee.gov.jo"   # as IANA writes them
+NEW_ADMIN, NEW_TECH = "AdminCCtld@modee.gov.jo", "TechCCtld@modee.gov.jo"  # as IANA writes them
 REQUESTER = "ahmad@registry.example"
 APPROVAL = f"Approval needed: {REQUESTER} asks to join the ccTLD security list for .jo [#1]"
 CHANGED = "IANA contacts of .jo changed"
@@ -52,8 +52,12 @@ def run_at(world: World, **delta: float) -> list:
 
 
 def ask_jo(world: World, sender: str = f"Ahmad Saleh <{REQUESTER}>") -> dict:
-    opened = open_request(world, sender=sender, subject_line="subscribe .jo",
-                          text="Name: Ahmad Saleh\nRole: CERT\nI handle abuse and incidents for .jo.\n")
+    opened = open_request(
+        world,
+        sender=sender,
+        subject_line="subscribe .jo",
+        text="Name: Ahmad Saleh\nRole: CERT\nI handle abuse and incidents for .jo.\n",
+    )
     return opened.approvals
 
 
@@ -69,19 +73,23 @@ def test_an_open_request_is_sent_again_to_the_new_contacts_and_the_old_ones_no_l
     assert sorted(old) == [OLD_TECH, OLD_ADMIN]
     iana_changes(world)
 
-    assert run_at(world, hours=23) == []                              # the re-check is daily
+    assert run_at(world, hours=23) == []  # the re-check is daily
     sent = run_at(world, hours=1, minutes=1)
-    assert summary(sent) == sorted([(NEW_ADMIN.lower(), APPROVAL), (NEW_TECH.lower(), APPROVAL),
-                                    (SECRETARIAT, CHANGED)])
+    assert summary(sent) == sorted(
+        [(NEW_ADMIN.lower(), APPROVAL), (NEW_TECH.lower(), APPROVAL), (SECRETARIAT, CHANGED)]
+    )
     new = world.approval_requests(sent)
     assert "lists AdminCCtld@modee.gov.jo as the administrative contact of .jo" in flat(new[NEW_ADMIN.lower()])
     report = flat(one(sent, SECRETARIAT))
     assert f"- {NEW_ADMIN} (administrative)" in report and f"- {NEW_TECH} (technical)" in report
-    assert (f"#1 {REQUESTER}: no longer asked: {OLD_ADMIN}, {OLD_TECH}; now asked: {NEW_ADMIN}, {NEW_TECH}"
-            in report)
+    assert f"#1 {REQUESTER}: no longer asked: {OLD_ADMIN}, {OLD_TECH}; now asked: {NEW_ADMIN}, {NEW_TECH}" in report
     assert {a["email"]: a["state"] for a in request(world)["approvers"]} == {
-        OLD_ADMIN: "closed", OLD_TECH: "closed", NEW_ADMIN: "asked", NEW_TECH: "asked"}
-    assert run_at(world, days=1) == []                                # nothing changed since: no news
+        OLD_ADMIN: "closed",
+        OLD_TECH: "closed",
+        NEW_ADMIN: "asked",
+        NEW_TECH: "asked",
+    }
+    assert run_at(world, days=1) == []  # nothing changed since: no news
 
     # The old administrative contact answers its (still perfectly formed) approval request: it does not count.
     world.deliver(reply_to(old[OLD_ADMIN], f"Eng. Nabil Abu-Sall <{OLD_ADMIN}>", "APPROVE"))
@@ -90,7 +98,7 @@ def test_an_open_request_is_sent_again_to_the_new_contacts_and_the_old_ones_no_l
     assert request(world)["state"] == "pending" and COMMAND_ADDRESS not in by_rcpt(sent)
 
     # The reminders go to the new contacts only, counted from when they were asked.
-    sent = run_at(world, days=2)                                      # 4 days + 6 minutes after the request
+    sent = run_at(world, days=2)  # 4 days + 6 minutes after the request
     assert sorted(by_rcpt(sent)) == [NEW_ADMIN.lower(), NEW_TECH.lower()]
     assert all(subject(m).startswith("Reminder: ") for m in sent)
 
@@ -100,8 +108,11 @@ def test_an_open_request_is_sent_again_to_the_new_contacts_and_the_old_ones_no_l
     assert COMMAND_ADDRESS in by_rcpt(sent)
     data = request(world)
     assert (data["state"], data["decided_by"]) == ("approved", NEW_ADMIN)
-    assert data["snapshot"] is not None and "2024-03-04" in world.bot().store.one(
-        "SELECT raw FROM iana_snapshots WHERE id = ?", (data["snapshot_id"],))["raw"]
+    assert (
+        data["snapshot"] is not None
+        and "2024-03-04"
+        in world.bot().store.one("SELECT raw FROM iana_snapshots WHERE id = ?", (data["snapshot_id"],))["raw"]
+    )
 
 
 def test_the_secretariat_learns_which_members_were_approved_by_contacts_no_longer_listed(jo: World) -> None:
@@ -122,7 +133,7 @@ def test_the_secretariat_learns_which_members_were_approved_by_contacts_no_longe
     assert [request(world, i)["state"] for i in (1, 2, 3)] == ["approved", "approved", "denied"]
     world.sent()
     iana_changes(world)
-    world.whois.reset()                                               # count the re-check's queries only
+    world.whois.reset()  # count the re-check's queries only
     world.whois.answers["jo"] = AFTER
 
     sent = run_at(world, days=1, minutes=1)
@@ -130,11 +141,11 @@ def test_the_secretariat_learns_which_members_were_approved_by_contacts_no_longe
     text = body(one(sent, SECRETARIAT))
     assert "These members were approved by contacts that IANA no longer lists for .jo" in text
     assert f"  - {REQUESTER} (request #1), approved by {OLD_ADMIN} on" in text
-    assert "jan@registry.example" not in text                         # .nl's contacts did not change
+    assert "jan@registry.example" not in text  # .nl's contacts did not change
     # Only ccTLDs with members or open requests are asked again; a denied .fi request is not a member.
     assert (world.whois.counts["jo"], world.whois.counts["nl"], world.whois.counts["fi"]) == (1, 1, 0)
 
-    assert run_at(world, days=1) == []                                # told once, not every day
+    assert run_at(world, days=1) == []  # told once, not every day
     member = request(world, 1)
     assert (member["state"], member["decided_by"]) == ("approved", OLD_ADMIN)  # the record of who vouched stays
 
@@ -142,10 +153,10 @@ def test_the_secretariat_learns_which_members_were_approved_by_contacts_no_longe
 def test_iana_unreachable_at_the_recheck_is_not_taken_for_contacts_removed(jo: World) -> None:
     world = jo
     old = ask_jo(world)
-    world.whois.modes["jo"] = "empty"                                 # whois closes at once ...
-    world.rdap.modes["jo"] = "500"                                    # ... and RDAP fails
-    assert run_at(world, days=1, minutes=1) == []                     # no news is not "nobody is listed"
-    assert world.whois.counts["jo"] >= 2                              # (it did ask)
+    world.whois.modes["jo"] = "empty"  # whois closes at once ...
+    world.rdap.modes["jo"] = "500"  # ... and RDAP fails
+    assert run_at(world, days=1, minutes=1) == []  # no news is not "nobody is listed"
+    assert world.whois.counts["jo"] >= 2  # (it did ask)
     assert {a["state"] for a in request(world)["approvers"]} == {"asked"}
     world.whois.modes.clear()
     world.rdap.modes.clear()
@@ -159,10 +170,10 @@ def test_a_request_escalated_to_the_technical_contact_goes_to_the_new_technical_
     world.rules["approvers"] = {"roles": ["administrative", "technical"], "ask_first": ["administrative"]}
     world.rules["reminders"] = {"max": 0}
     assert sorted(ask_jo(world)) == [OLD_ADMIN]
-    sent = run_at(world, days=7, minutes=1)                           # a week of silence: technical asked
+    sent = run_at(world, days=7, minutes=1)  # a week of silence: technical asked
     assert sorted(world.approval_requests(sent)) == [OLD_TECH]
     iana_changes(world)
-    sent = run_at(world, days=1)                                      # the next daily re-check
+    sent = run_at(world, days=1)  # the next daily re-check
     assert subject(one(sent, SECRETARIAT)) == CHANGED
     # Both roles had the request before IANA changed them; both new contacts must have it now (else the
     # new technical contact is asked only at the next escalation, i.e. at expiry: never).

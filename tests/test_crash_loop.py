@@ -99,8 +99,15 @@ def test_kill_9_at_every_boundary_loses_nothing_and_decides_nothing_twice(world:
             requesters.append(address)
             world.deliver(new_message(f"P {round_}{i} <{address}>", BOT, "subscribe .nl", "Name: P\nCSIRT.\n"))
         world.deliver(note(f"Bob <bob{round_}@example.org>"))
-        world.deliver(new_message(f"Away <away{round_}@example.net>", BOT, "Automatic reply: out of office",
-                                  "Back Monday.\n", Auto_Submitted="auto-replied"))
+        world.deliver(
+            new_message(
+                f"Away <away{round_}@example.net>",
+                BOT,
+                "Automatic reply: out of office",
+                "Back Monday.\n",
+                Auto_Submitted="auto-replied",
+            )
+        )
         assert crash_runs(world, name) >= 1, name  # the boundary really was crossed, and killed
     clean_run(world)
 
@@ -110,8 +117,10 @@ def test_kill_9_at_every_boundary_loses_nothing_and_decides_nothing_twice(world:
     rows = store.all("SELECT requester, state FROM requests ORDER BY id")
     assert sorted(r["requester"] for r in rows) == sorted(requesters) and {r["state"] for r in rows} == {"pending"}
     # one acknowledgement, one Secretariat copy and two approval requests per request: composed once each
-    purposes = Counter((r["request_id"], r["purpose"]) for r in store.all(
-        "SELECT request_id, purpose FROM outbox WHERE request_id IS NOT NULL"))
+    purposes = Counter(
+        (r["request_id"], r["purpose"])
+        for r in store.all("SELECT request_id, purpose FROM outbox WHERE request_id IS NOT NULL")
+    )
     assert {p for _, p in purposes} == {"request-received", "request-copy", "approval-request"}, purposes
     assert all(n == (2 if p == "approval-request" else 1) for (_, p), n in purposes.items()), purposes
     assert len({request_id for request_id, _ in purposes}) == 10
@@ -137,9 +146,15 @@ def test_kill_9_at_every_boundary_loses_nothing_and_decides_nothing_twice(world:
         for i, word in enumerate(("APPROVE", "DENY")):
             address = requesters[2 * round_ + i]
             approval = approvals[address]
-            world.deliver(new_message("Roelof Meijer <admin@sidn.nl>", str(approval["Reply-To"]),
-                                      "Re: " + str(approval["Subject"]), f"{word}\n",
-                                      In_Reply_To=str(approval["Message-ID"])))
+            world.deliver(
+                new_message(
+                    "Roelof Meijer <admin@sidn.nl>",
+                    str(approval["Reply-To"]),
+                    "Re: " + str(approval["Subject"]),
+                    f"{word}\n",
+                    In_Reply_To=str(approval["Message-ID"]),
+                )
+            )
             expected[address] = "approved" if word == "APPROVE" else "denied"
         killed = crash_runs(world, name)
         assert killed >= 1 or name == "inside-lookup", name  # no IANA lookup is left to kill in phase 2
@@ -148,8 +163,9 @@ def test_kill_9_at_every_boundary_loses_nothing_and_decides_nothing_twice(world:
     world.restart()
     store = world.bot().store
     assert {r["requester"]: r["state"] for r in store.all("SELECT requester, state FROM requests")} == expected
-    decided = Counter(r["request_id"] for r in store.all(
-        "SELECT request_id FROM audit WHERE action = 'request-decided'"))
+    decided = Counter(
+        r["request_id"] for r in store.all("SELECT request_id FROM audit WHERE action = 'request-decided'")
+    )
     assert len(decided) == 10 and set(decided.values()) == {1}  # each decided exactly once
     assert len(store.all("SELECT id FROM outbox WHERE purpose = 'mailman-command'")) == 5
     sent_commands = {str(c.message["Message-ID"]) for c in world.sink.messages if c.rcpt_tos == [COMMAND]}

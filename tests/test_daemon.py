@@ -60,8 +60,9 @@ def answered(world: World, count: int, timeout: float = 20) -> float:
 
 # --- IDLE ------------------------------------------------------------------------------------------
 
+
 def test_a_new_message_is_answered_through_idle_without_polling(world: World) -> None:
-    world.settings["imap.poll_seconds"] = 600      # were it polling, nothing would happen for ten minutes
+    world.settings["imap.poll_seconds"] = 600  # were it polling, nothing would happen for ten minutes
     delays = []
     with running(world) as daemon:
         idle(daemon)
@@ -73,12 +74,15 @@ def test_a_new_message_is_answered_through_idle_without_polling(world: World) ->
             delays.append(answered(world, i + 1, timeout=10) - start)
     assert rcpts(world) == [f"person{i:02d}@example.net" for i in range(IDLE_SAMPLES)]
     assert world.mailbox.uids("INBOX") == [] and len(world.mailbox.uids("Processed")) == IDLE_SAMPLES
-    print(f"\nIDLE reaction delay (APPEND to Dovecot -> the bot's reply accepted by the SMTP sink), "
-          f"{IDLE_SAMPLES} messages: median {statistics.median(delays):.3f} s, min {min(delays):.3f} s, "
-          f"max {max(delays):.3f} s; all: {' '.join(f'{d:.3f}' for d in delays)}")
+    print(
+        f"\nIDLE reaction delay (APPEND to Dovecot -> the bot's reply accepted by the SMTP sink), "
+        f"{IDLE_SAMPLES} messages: median {statistics.median(delays):.3f} s, min {min(delays):.3f} s, "
+        f"max {max(delays):.3f} s; all: {' '.join(f'{d:.3f}' for d in delays)}"
+    )
 
 
 # --- the server goes away ---------------------------------------------------------------------------
+
 
 def test_the_daemon_reconnects_after_dovecot_is_restarted(world: World) -> None:
     dovecot = world.mailbox.server
@@ -86,7 +90,7 @@ def test_the_daemon_reconnects_after_dovecot_is_restarted(world: World) -> None:
         world.deliver(note("Ann <ann@example.net>"))
         answered(world, 1)
         idle(daemon)
-        dovecot.restart()                           # clients get "* BYE Server shutting down"
+        dovecot.restart()  # clients get "* BYE Server shutting down"
         restarted = time.monotonic()
         world.deliver(note("Bob <bob@example.org>"))
         delay = answered(world, 2) - restarted
@@ -122,12 +126,14 @@ def test_a_connection_dropped_during_idle_is_noticed_without_busy_looping_and_se
         back = time.monotonic()
         world.deliver(note("Bob <bob@example.org>"))
         delay = answered(world, 2, timeout=30) - back
-    print(f"\nDovecot killed during IDLE: reconnect attempts at {', '.join(f'{t:.2f}' for t in attempts)} s "
-          f"while down for {down_for:.1f} s; process CPU in that time {cpu:.2f} s; "
-          f"answered {delay:.2f} s after it was back")
+    print(
+        f"\nDovecot killed during IDLE: reconnect attempts at {', '.join(f'{t:.2f}' for t in attempts)} s "
+        f"while down for {down_for:.1f} s; process CPU in that time {cpu:.2f} s; "
+        f"answered {delay:.2f} s after it was back"
+    )
     assert attempts, "the dropped connection was not noticed: no reconnect attempt while the server was down"
-    assert attempts[0] < down_for                   # noticed at once (first backoff 1-2 s), not after IDLE's 10 min
-    assert len(attempts) <= 3                       # exponential backoff, no busy loop
+    assert attempts[0] < down_for  # noticed at once (first backoff 1-2 s), not after IDLE's 10 min
+    assert len(attempts) <= 3  # exponential backoff, no busy loop
     assert cpu < 0.5 * down_for
     assert rcpts(world) == ["ann@example.net", "bob@example.org"]
     assert world.mailbox.uids("INBOX") == [] and len(world.mailbox.uids("Processed")) == 2
@@ -137,7 +143,7 @@ def test_a_graceful_stop_while_idle_logs_no_warning(world: World, caplog: pytest
     caplog.set_level(logging.INFO)
     with running(world) as daemon:
         idle(daemon)
-        time.sleep(0.2)                             # let it settle in IDLE's select()
+        time.sleep(0.2)  # let it settle in IDLE's select()
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == []
 
@@ -154,14 +160,17 @@ def test_a_stop_while_the_smtp_server_hangs_still_ends_within_seconds(world: Wor
     try:
         world.deliver(note("Ann <ann@example.net>"))
         # Filed, then the outbox is flushed: that is where it waits for the greeting.
-        wait_until(lambda: "Processed" in world.mailbox.folders() and world.mailbox.uids("Processed"),
-                   timeout=20, what="the message to be filed")
+        wait_until(
+            lambda: "Processed" in world.mailbox.folders() and world.mailbox.uids("Processed"),
+            timeout=20,
+            what="the message to be filed",
+        )
         time.sleep(0.3)
-        daemon.stop()                               # what SIGTERM does
+        daemon.stop()  # what SIGTERM does
         thread.join(3)
         assert not thread.is_alive(), "still flushing the outbox 3 s after stop()"
     finally:
-        silent.close()                              # resets the waiting connection: the thread ends
+        silent.close()  # resets the waiting connection: the thread ends
         daemon.stop()
         thread.join(15)
     assert world.bot().outbox.pending_count() == 1  # the reply stays queued for the next start
@@ -174,12 +183,16 @@ BURST = 20
 
 def test_sigterm_during_a_burst_finishes_the_current_message_flushes_and_exits_0(world: World) -> None:
     world.rules["requests"] = {"seats_per_cctld": 100, "max_per_cctld_per_hour": 100, "max_per_hour": 100}
-    world.whois.delay["nl"] = 0.15                  # each request takes a real IANA round trip, slowly
+    world.whois.delay["nl"] = 0.15  # each request takes a real IANA round trip, slowly
     requesters = [f"person{i:02d}@example.net" for i in range(BURST)]
     with world.mailbox.session() as client:
         for i, address in enumerate(requesters):
-            msg = new_message(f"Person {i} <{address}>", "join@lists.example.org", "subscribe .nl",
-                              f"Name: Person {i}\nRole: CSIRT\nI handle incidents for the .nl registry.\n")
+            msg = new_message(
+                f"Person {i} <{address}>",
+                "join@lists.example.org",
+                "subscribe .nl",
+                f"Name: Person {i}\nRole: CSIRT\nI handle incidents for the .nl registry.\n",
+            )
             client.append("INBOX", msg.as_bytes())
     config = world.write_config()
     proc = start_secirbot("--config", str(config), "run")
@@ -204,10 +217,9 @@ def test_sigterm_during_a_burst_finishes_the_current_message_flushes_and_exits_0
     assert processed + waiting == BURST
     store = Store(world.root / "var" / "secirbot.sqlite3")
     try:
-        assert store.one("SELECT COUNT(*) AS n FROM messages")["n"] == processed   # filed all it processed
+        assert store.one("SELECT COUNT(*) AS n FROM messages")["n"] == processed  # filed all it processed
         # IANA is asked off the message path: the lookups stopped midway, the rest wait in the store.
-        states = {r["state"]: r["n"] for r in store.all("SELECT state, COUNT(*) AS n FROM requests"
-                                                        " GROUP BY state")}
+        states = {r["state"]: r["n"] for r in store.all("SELECT state, COUNT(*) AS n FROM requests GROUP BY state")}
         assert sum(states.values()) == processed and 0 < states.get("pending", 0) < processed, states
         assert store.one("SELECT COUNT(*) AS n FROM outbox WHERE state = 'queued'")["n"] == 0  # outbox flushed
     finally:
@@ -233,6 +245,7 @@ def test_sigterm_during_a_burst_finishes_the_current_message_flushes_and_exits_0
 
 # --- one instance per mailbox ----------------------------------------------------------------------
 
+
 def _stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -244,16 +257,19 @@ def test_two_instances_started_together_on_one_mailbox_one_refuses_and_mail_is_a
     # A second deployment: its own configuration and store, the same mailbox.
     second_config = world.root / "second.yaml"
     second_config.write_text(first_config.read_text().replace("var/secirbot.sqlite3", "var2/secirbot.sqlite3"))
-    procs = [start_secirbot("--config", str(first_config), "run"),
-             start_secirbot("--config", str(second_config), "run")]
+    procs = [
+        start_secirbot("--config", str(first_config), "run"),
+        start_secirbot("--config", str(second_config), "run"),
+    ]
     try:
-        loser = wait_until(lambda: next((p for p in procs if p.poll() is not None), None), timeout=20,
-                           what="one of the two to refuse")
+        loser = wait_until(
+            lambda: next((p for p in procs if p.poll() is not None), None), timeout=20, what="one of the two to refuse"
+        )
         winner = next(p for p in procs if p is not loser)
         assert loser.returncode == 1
         message = loser.stderr.read() if loser.stderr else ""
         assert f"another secirbot (pid {winner.pid}) is already running on this mailbox" in message
-        assert message.count("\n") <= 2, message    # one clear line (plus at most a log line)
+        assert message.count("\n") <= 2, message  # one clear line (plus at most a log line)
 
         for i in range(3):
             world.deliver(note(f"P{i} <p{i}@example.net>"))
@@ -264,8 +280,9 @@ def test_two_instances_started_together_on_one_mailbox_one_refuses_and_mail_is_a
         # mailbox has minutes to run). The other deployment still may not take the mailbox ...
         winner.kill()
         winner.wait(10)
-        winner_config, loser_config = ((first_config, second_config) if winner is procs[0]
-                                       else (second_config, first_config))
+        winner_config, loser_config = (
+            (first_config, second_config) if winner is procs[0] else (second_config, first_config)
+        )
         other = start_secirbot("--config", str(loser_config), "run")
         procs.append(other)
         assert other.wait(20) == 1
@@ -297,13 +314,20 @@ def test_a_second_container_on_the_same_mailbox_refuses_to_start(world: World) -
     try:
         world.deliver(note("Ann <ann@example.net>"))
         answered(world, 1)
-        second = subprocess.Popen([sys.executable, "-m", "secirbot", "--config", str(second_config), "run"],
-                                  env=cli_env(TMPDIR=str(other_tmp)), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True)
+        second = subprocess.Popen(
+            [sys.executable, "-m", "secirbot", "--config", str(second_config), "run"],
+            env=cli_env(TMPDIR=str(other_tmp)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         second_store = world.root / "var2" / "secirbot.sqlite3"
         # Either it refuses (and exits), or it gets as far as its main loop (its first heartbeat).
-        wait_until(lambda: second.poll() is not None or _heartbeat(second_store), timeout=20,
-                   what="the second instance to refuse or to run")
+        wait_until(
+            lambda: second.poll() is not None or _heartbeat(second_store),
+            timeout=20,
+            what="the second instance to refuse or to run",
+        )
         assert second.poll() is not None, "a second instance runs on the same mailbox"
         assert second.returncode != 0
     finally:
@@ -323,21 +347,23 @@ def _heartbeat(path: Path) -> str | None:
         finally:
             conn.close()
     except sqlite3.Error:
-        return None                                 # not created yet
+        return None  # not created yet
     return row[0] if row else None
 
 
 # --- due work at start ----------------------------------------------------------------------------
 
+
 def test_the_scheduler_runs_a_reminder_that_fell_due_during_downtime_once_and_a_restart_does_not_repeat_it(
-        world: World) -> None:
+    world: World,
+) -> None:
     world.rules["approvers"] = {"roles": ["administrative", "technical"], "ask_first": ["administrative"]}
     world.rules["digest"] = {"enabled": False}
     open_request(world)
     world.restart()
-    world.clock.advance(days=3, hours=2)            # down over the day the first reminder was due
+    world.clock.advance(days=3, hours=2)  # down over the day the first reminder was due
 
-    for start in range(2):                          # start, stop, start again
+    for start in range(2):  # start, stop, start again
         world.restart()
         ticks: list[float] = []
         daemon = Daemon(world.bot())
@@ -347,7 +373,7 @@ def test_the_scheduler_runs_a_reminder_that_fell_due_during_downtime_once_and_a_
             real_tick()
             ticks.append(time.monotonic())
 
-        daemon.tick = counted_tick                  # type: ignore[method-assign]
+        daemon.tick = counted_tick  # type: ignore[method-assign]
         thread = threading.Thread(target=daemon.run, daemon=True)
         thread.start()
         try:
@@ -358,6 +384,9 @@ def test_the_scheduler_runs_a_reminder_that_fell_due_during_downtime_once_and_a_
             thread.join(15)
         assert not thread.is_alive()
         sent = world.sink.messages
-        assert [(m.rcpt_tos, subject(m)) for m in sent] == [(
-            [NL_ADMIN], "Reminder: Approval needed: jan@registry.example asks to join the ccTLD security list"
-                        " for .nl [#1]")], f"after start {start + 1}"
+        assert [(m.rcpt_tos, subject(m)) for m in sent] == [
+            (
+                [NL_ADMIN],
+                "Reminder: Approval needed: jan@registry.example asks to join the ccTLD security list for .nl [#1]",
+            )
+        ], f"after start {start + 1}"

@@ -41,7 +41,7 @@ from tests.flow import (
 from tests.harness import BOT, SECRETARIAT, World, new_message
 
 MESSAGES = Path(__file__).parent / "messages"
-OUR_ID = "mx.lists.example.org"   # the authserv-id tests/harness.py configures
+OUR_ID = "mx.lists.example.org"  # the authserv-id tests/harness.py configures
 NOT_ACCEPTED = "Your answer could not be accepted"
 CLARIFY = "Please answer APPROVE or DENY: jan@registry.example for .nl [#1]"
 REJECTED = "Rejected answer to request #1 (.nl): {rule}"
@@ -60,6 +60,7 @@ def with_headers(raw: bytes, *headers: str) -> bytes:
 
 
 # --- no token, or not a reply to one --------------------------------------------------------------------
+
 
 def test_control_genuine_reply_decides(world: World) -> None:
     opened = open_request(world)
@@ -83,16 +84,24 @@ def test_reply_threaded_only_by_in_reply_to_and_references_decides_nothing(world
     opened = open_request(world)
     approval = opened.approvals[NL_ADMIN].message
     if how == "in-reply-to-only":
-        mail = new_message(ADMIN_FROM, BOT, "Approval for jan", "APPROVE\n",
-                           In_Reply_To=str(approval["Message-ID"]), References=str(approval["Message-ID"]))
+        mail = new_message(
+            ADMIN_FROM,
+            BOT,
+            "Approval for jan",
+            "APPROVE\n",
+            In_Reply_To=str(approval["Message-ID"]),
+            References=str(approval["Message-ID"]),
+        )
         world.deliver(mail)
     else:  # the client answered the From address instead of the Reply-To: a whole real reply, no token
         world.deliver(client_reply("gmail", approval, ADMIN_FROM, "APPROVE", to=BOT))
     world.run_once()
     sent = world.sent()
     assert summary(sent) == [(NL_ADMIN, "About join@lists.example.org: how to ask to join the ccTLD security list")]
-    assert ("Your message looks like an answer to one of our messages, but it did not reach us through the"
-            " personal reply address of that message") in flat(sent[0])
+    assert (
+        "Your message looks like an answer to one of our messages, but it did not reach us through the"
+        " personal reply address of that message"
+    ) in flat(sent[0])
     assert_undecided(world, sent)
 
 
@@ -133,12 +142,21 @@ def test_token_of_another_request_decides_neither(world: World) -> None:
     second = open_request(world)  # request #2: jan for .nl
     assert sorted(first.approvals) == ["adm-iana@nic.mx", "tech-iana@nic.mx"]
     # admin@sidn.nl answers request #2's mail, but to the reply address of request #1's approver.
-    world.deliver(client_reply("gmail", second.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE",
-                               to=first.token_address("adm-iana@nic.mx")))
+    world.deliver(
+        client_reply(
+            "gmail",
+            second.approvals[NL_ADMIN].message,
+            ADMIN_FROM,
+            "APPROVE",
+            to=first.token_address("adm-iana@nic.mx"),
+        )
+    )
     world.run_once()
     sent = world.sent()
-    assert summary(sent) == [(NL_ADMIN, NOT_ACCEPTED),
-                             (SECRETARIAT, "Rejected answer to request #1 (.mx): from-mismatch")]
+    assert summary(sent) == [
+        (NL_ADMIN, NOT_ACCEPTED),
+        (SECRETARIAT, "Rejected answer to request #1 (.mx): from-mismatch"),
+    ]
     assert_undecided(world, sent, request_id=1)
     assert_undecided(world, sent, request_id=2)
 
@@ -170,7 +188,8 @@ def test_expired_token_decides_nothing(world: World, late: dict[str, int], rule:
         world.run_once()  # the bot notices the expiry before the answer arrives
         assert sorted(s for _, s in summary(world.sent()) if s.startswith("Expired")) == [
             "Expired: request #1, jan@registry.example for .nl",
-            "Expired: your request to join the ccTLD security list for .nl [#1]"]
+            "Expired: your request to join the ccTLD security list for .nl [#1]",
+        ]
     else:
         world.clock.advance(**late)  # the answer arrives at the very second the request expires
     world.deliver(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"))
@@ -182,20 +201,27 @@ def test_expired_token_decides_nothing(world: World, late: dict[str, int], rule:
     assert COMMAND_ADDRESS not in by_rcpt(sent)
     data = request(world)
     assert (data["state"], data["decision"], data["decided_by"], data["mailman_status"]) == (
-        "expired", None, None, None)
+        "expired",
+        None,
+        None,
+        None,
+    )
     rejected = [t["details"]["rule"] for t in data["timeline"] if t["action"] == "reply-rejected"]
     assert rejected == [rule]
 
 
 # --- Authentication-Results ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("require", ["none", "dmarc"])
 def test_trusted_dmarc_fail_decides_nothing(world: World, require: str) -> None:
     world.rules["authentication"] = {"authserv_id": OUR_ID, "require": require}
     opened = open_request(world)
-    raw = with_headers(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"),
-                       f"Authentication-Results: {OUR_ID}; spf=pass smtp.mailfrom=sidn.nl;"
-                       " dkim=pass header.d=sidn.nl; dmarc=fail (p=reject) header.from=sidn.nl")
+    raw = with_headers(
+        client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"),
+        f"Authentication-Results: {OUR_ID}; spf=pass smtp.mailfrom=sidn.nl;"
+        " dkim=pass header.d=sidn.nl; dmarc=fail (p=reject) header.from=sidn.nl",
+    )
     world.deliver(raw)
     world.run_once()
     sent = world.sent()
@@ -211,9 +237,13 @@ def test_control_trusted_dmarc_pass_decides_when_dmarc_is_required(world: World)
     world.settings["imap.envelope_header"] = "Delivered-To"
     opened = open_request(world)
     token_address = opened.token_address(NL_ADMIN)
-    world.deliver(with_headers(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"),
-                               f"Delivered-To: {token_address}",
-                               f"Authentication-Results: {OUR_ID}; dmarc=pass header.from=sidn.nl"))
+    world.deliver(
+        with_headers(
+            client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"),
+            f"Delivered-To: {token_address}",
+            f"Authentication-Results: {OUR_ID}; dmarc=pass header.from=sidn.nl",
+        )
+    )
     world.run_once()
     decided_by_admin(world, world.sent())
 
@@ -222,27 +252,36 @@ def test_trusted_dmarc_pass_does_not_vouch_for_a_token_in_an_unsigned_to(world: 
     # DMARC may pass on a DKIM signature that does not cover To: the To could have been re-aimed.
     world.rules["authentication"] = {"authserv_id": OUR_ID, "require": "dmarc"}
     opened = open_request(world)
-    world.deliver(with_headers(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"),
-                               f"Authentication-Results: {OUR_ID}; dmarc=pass header.from=sidn.nl"))
+    world.deliver(
+        with_headers(
+            client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"),
+            f"Authentication-Results: {OUR_ID}; dmarc=pass header.from=sidn.nl",
+        )
+    )
     world.run_once()
     sent = world.sent()
     assert_undecided(world, sent)
     assert (SECRETARIAT, REJECTED.format(rule="token-header-unsigned")) in summary(sent)
 
 
-@pytest.mark.parametrize("top, require, rule", [
-    (f"{OUR_ID}; dmarc=fail header.from=sidn.nl", "none", "dmarc-fail"),  # a lower pass cannot override a fail
-    (f"{OUR_ID}; spf=pass smtp.mailfrom=sidn.nl", "dmarc", "dmarc-required"),  # nor add a pass never written
-    (f"{OUR_ID}; dmarc=none header.from=sidn.nl", "dmarc", "dmarc-required"),
-])
+@pytest.mark.parametrize(
+    "top, require, rule",
+    [
+        (f"{OUR_ID}; dmarc=fail header.from=sidn.nl", "none", "dmarc-fail"),  # a lower pass cannot override a fail
+        (f"{OUR_ID}; spf=pass smtp.mailfrom=sidn.nl", "dmarc", "dmarc-required"),  # nor add a pass never written
+        (f"{OUR_ID}; dmarc=none header.from=sidn.nl", "dmarc", "dmarc-required"),
+    ],
+)
 def test_second_authentication_results_claiming_our_id_below_the_top_one_is_ignored(
-        world: World, top: str, require: str, rule: str) -> None:
+    world: World, top: str, require: str, rule: str
+) -> None:
     world.rules["authentication"] = {"authserv_id": OUR_ID, "require": require}
     opened = open_request(world)
     forged = client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE")
     # The sender wrote this one into the message; our server added its own above it on arrival.
-    forged = with_headers(forged, f"Authentication-Results: {OUR_ID}; dkim=pass header.d=sidn.nl;"
-                                  " dmarc=pass header.from=sidn.nl")
+    forged = with_headers(
+        forged, f"Authentication-Results: {OUR_ID}; dkim=pass header.d=sidn.nl; dmarc=pass header.from=sidn.nl"
+    )
     world.deliver(with_headers(forged, f"Authentication-Results: {top}"))
     world.run_once()
     sent = world.sent()
@@ -260,10 +299,10 @@ def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
     """(PKCS#1 private key PEM, DNS TXT record) made by openssl (which CI installs for Dovecot anyway)."""
     folder = tmp_path_factory.mktemp("dkim")
     key = folder / "key.pem"
-    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(key), "2048"], check=True,
-                   capture_output=True)
-    public = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True,
-                            capture_output=True).stdout
+    subprocess.run(["openssl", "genrsa", "-traditional", "-out", str(key), "2048"], check=True, capture_output=True)
+    public = subprocess.run(
+        ["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"], check=True, capture_output=True
+    ).stdout
     return key.read_bytes(), b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
@@ -273,8 +312,17 @@ def serve_key(record: bytes, domain: str = "sidn.nl") -> Callable[[bytes], bytes
 
 
 def sign(raw: bytes, private: bytes, *, length: bool = False) -> bytes:
-    return dkim.sign(raw, SELECTOR, b"sidn.nl", private, length=length,
-                     include_headers=[b"from", b"to", b"subject", b"date", b"message-id"]) + raw
+    return (
+        dkim.sign(
+            raw,
+            SELECTOR,
+            b"sidn.nl",
+            private,
+            length=length,
+            include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
+        )
+        + raw
+    )
 
 
 def empty_reply(to: str) -> bytes:
@@ -305,8 +353,7 @@ def test_dkim_l_tag_with_approve_appended_decides_nothing(world: World, dkim_key
     assert checks[0]["dkim"] == "fail d=sidn.nl: l= limits the signed body, text may be appended"
 
 
-def test_control_dkim_signed_approve_decides_when_dkim_is_required(world: World,
-                                                                    dkim_key: tuple[bytes, bytes]) -> None:
+def test_control_dkim_signed_approve_decides_when_dkim_is_required(world: World, dkim_key: tuple[bytes, bytes]) -> None:
     private, record = dkim_key
     world.rules["authentication"] = {"authserv_id": OUR_ID, "require": "dkim"}
     opened = open_request(world)
@@ -318,13 +365,13 @@ def test_control_dkim_signed_approve_decides_when_dkim_is_required(world: World,
     assert summary(sent) == [(NL_ADMIN, NOT_ACCEPTED), (SECRETARIAT, REJECTED.format(rule="dkim-required"))]
     assert_undecided(world, sent)
     world.clock.advance(days=1)  # past the once-a-day limit on "not accepted" answers
-    world.deliver(sign(client_reply("apple-mail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"),
-                       private))
+    world.deliver(sign(client_reply("apple-mail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE"), private))
     world.run_once()
     decided_by_admin(world, world.sent())
 
 
 # --- the words themselves -------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("client", ["outlook", "gmail", "iphone-qp", "thunderbird-flowed", "html-only-outlook-com"])
 def test_the_word_only_in_the_quoted_part_decides_nothing(world: World, client: str) -> None:
@@ -352,8 +399,10 @@ def test_both_words_decide_nothing(world: World, text: str) -> None:
 
 # --- machines answering ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("sample", ["autoreply-rfc3834-auto-submitted-away.eml",
-                                    "autoreply-exchange-automatic-reply-no-auto-submitted.eml"])
+
+@pytest.mark.parametrize(
+    "sample", ["autoreply-rfc3834-auto-submitted-away.eml", "autoreply-exchange-automatic-reply-no-auto-submitted.eml"]
+)
 def test_out_of_office_from_the_approver_decides_nothing(world: World, sample: str) -> None:
     opened = open_request(world)
     approval = opened.approvals[NL_ADMIN].message

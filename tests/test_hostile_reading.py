@@ -35,16 +35,24 @@ def requests_in_store(world: World) -> list[str]:
 
 # --- whose words: never an attachment's or an embedded message's --------------------------------------
 
+
 def _requesters_mail() -> EmailMessage:
     """The requester's own request, as an approver might attach it: its text says APPROVE."""
-    return new_message(f"Jan Jansen <{REQUESTER}>", BOT, "subscribe .nl",
-                       "APPROVE\n\nPlease approve me, I run the registry's CSIRT.\n")
+    return new_message(
+        f"Jan Jansen <{REQUESTER}>", BOT, "subscribe .nl", "APPROVE\n\nPlease approve me, I run the registry's CSIRT.\n"
+    )
 
 
 def _reply_with_attached_request(approval: EmailMessage, own: tuple[str, str]) -> EmailMessage:
     """An approver's reply whose own body is `own` (subtype, text), with the requester's mail attached."""
-    msg = new_message(ADMIN_FROM, str(approval["Reply-To"]), "Re: " + str(approval["Subject"]), "x",
-                      In_Reply_To=str(approval["Message-ID"]), References=str(approval["Message-ID"]))
+    msg = new_message(
+        ADMIN_FROM,
+        str(approval["Reply-To"]),
+        "Re: " + str(approval["Subject"]),
+        "x",
+        In_Reply_To=str(approval["Message-ID"]),
+        References=str(approval["Message-ID"]),
+    )
     subtype, text = own
     msg.set_content(text, subtype=subtype)
     msg.make_mixed()
@@ -94,8 +102,13 @@ def test_approve_only_inside_an_attachment_decides_nothing(world: World) -> None
 def test_genuine_html_only_approve_with_an_attachment_still_decides(world: World) -> None:
     opened = open_request(world)
     approval = opened.approvals[NL_ADMIN].message
-    msg = new_message(ADMIN_FROM, str(approval["Reply-To"]), "Re: " + str(approval["Subject"]), "x",
-                      In_Reply_To=str(approval["Message-ID"]))
+    msg = new_message(
+        ADMIN_FROM,
+        str(approval["Reply-To"]),
+        "Re: " + str(approval["Subject"]),
+        "x",
+        In_Reply_To=str(approval["Message-ID"]),
+    )
     msg.set_content("<div>APPROVE</div><div>Roelof</div>", subtype="html")
     msg.add_attachment(b"%PDF-1.4 APPROVE", maintype="application", subtype="pdf", filename="x.pdf")
     world.deliver(msg)
@@ -107,21 +120,27 @@ def test_genuine_html_only_approve_with_an_attachment_still_decides(world: World
 
 def test_html_reply_quoting_an_invitation_in_a_blockquote_is_not_a_request(world: World) -> None:
     msg = new_message("Piet <piet@registry.example>", BOT, "Re: Invitation: the ccTLD security list", "x")
-    msg.set_content("<p>Thanks, I will pass this on.</p><blockquote><p>To join, write to "
-                    "join@lists.example.org with the subject: subscribe .nl</p></blockquote>", subtype="html")
+    msg.set_content(
+        "<p>Thanks, I will pass this on.</p><blockquote><p>To join, write to "
+        "join@lists.example.org with the subject: subscribe .nl</p></blockquote>",
+        subtype="html",
+    )
     world.deliver(msg)
     world.run_once()
     sent = world.sent()
     assert requests_in_store(world) == []
-    assert [s for _, s in summary(sent)] == ["About join@lists.example.org: how to ask to join the ccTLD "
-                                             "security list"]
+    assert [s for _, s in summary(sent)] == ["About join@lists.example.org: how to ask to join the ccTLD security list"]
 
 
 # --- which address: one strict reading of From, one canonical form -------------------------------------
 
+
 def test_a_display_name_never_chooses_the_requesters_address(world: World) -> None:
-    world.deliver(b"From: Eve Bcc: x5@evil.example <bad4@example.org>\r\nTo: " + BOT.encode()
-                  + b"\r\nSubject: subscribe .nl\r\nMessage-ID: <e1@example.org>\r\n\r\nName: Eve\r\n")
+    world.deliver(
+        b"From: Eve Bcc: x5@evil.example <bad4@example.org>\r\nTo: "
+        + BOT.encode()
+        + b"\r\nSubject: subscribe .nl\r\nMessage-ID: <e1@example.org>\r\n\r\nName: Eve\r\n"
+    )
     world.run_once()
     assert world.sent() == []  # no answer to anyone, no IANA contact asked
     assert requests_in_store(world) == []
@@ -129,9 +148,12 @@ def test_a_display_name_never_chooses_the_requesters_address(world: World) -> No
 
 
 def test_an_encoded_line_break_in_the_display_name_gets_no_answer(world: World) -> None:
-    world.deliver(b"From: =?utf-8?q?Eve=0D=0ABcc:_x5@evil.example?= <bad4@example.org>\r\nTo: "
-                  + BOT.encode() + b"\r\nSubject: subscribe .nl\r\nMessage-ID: <e2@example.org>\r\n\r\n"
-                  b"I work on .nl security.\r\n")
+    world.deliver(
+        b"From: =?utf-8?q?Eve=0D=0ABcc:_x5@evil.example?= <bad4@example.org>\r\nTo: "
+        + BOT.encode()
+        + b"\r\nSubject: subscribe .nl\r\nMessage-ID: <e2@example.org>\r\n\r\n"
+        b"I work on .nl security.\r\n"
+    )
     world.run_once()
     assert world.sent() == []
     assert requests_in_store(world) == []
@@ -162,9 +184,13 @@ def test_an_iana_contact_in_other_case_is_not_asked_about_himself(world: World) 
 
 # --- which Message-ID ------------------------------------------------------------------------------------
 
+
 def test_a_folded_message_id_opens_the_request_and_threads_the_answer(world: World) -> None:
-    world.deliver(b"From: Jan Jansen <jan@registry.example>\r\nTo: " + BOT.encode()
-                  + b"\r\nSubject: subscribe .nl\r\nMessage-ID: <fold.x@\r\n example.org>\r\n\r\nName: Jan\r\n")
+    world.deliver(
+        b"From: Jan Jansen <jan@registry.example>\r\nTo: "
+        + BOT.encode()
+        + b"\r\nSubject: subscribe .nl\r\nMessage-ID: <fold.x@\r\n example.org>\r\n\r\nName: Jan\r\n"
+    )
     report = world.run_once()
     sent = world.sent()
     assert (report.processed, report.failed) == (1, 0)
@@ -175,12 +201,16 @@ def test_a_folded_message_id_opens_the_request_and_threads_the_answer(world: Wor
 
 # --- one message never blocks the mailbox ------------------------------------------------------------------
 
+
 def test_a_poison_subject_on_an_oversize_mail_does_not_stop_the_mailbox(world: World) -> None:
     world.settings["imap.max_message_size"] = 4000
     world.request()  # a genuine request, processed in the same batch before the poison
-    world.deliver(b"From: Mal <mal@example.net>\r\nTo: " + BOT.encode()
-                  + b"\r\nSubject: =?utf-8?q?logs_for_you=0D=0ABcc:_x@evil.example?=\r\n"
-                  b"Message-ID: <poison@example.net>\r\n\r\n" + b"x" * 70 + b"\r\n" * 200 + b"y" * 5000 + b"\r\n")
+    world.deliver(
+        b"From: Mal <mal@example.net>\r\nTo: "
+        + BOT.encode()
+        + b"\r\nSubject: =?utf-8?q?logs_for_you=0D=0ABcc:_x@evil.example?=\r\n"
+        b"Message-ID: <poison@example.net>\r\n\r\n" + b"x" * 70 + b"\r\n" * 200 + b"y" * 5000 + b"\r\n"
+    )
     world.request(sender="Ann <ann@registry.example>")  # and one after it
     report = world.run_once()
     sent = world.sent()
@@ -199,8 +229,15 @@ def test_a_poison_subject_on_an_oversize_mail_does_not_stop_the_mailbox(world: W
 def test_eighty_thousand_encoded_words_are_quarantined_quickly(world: World) -> None:
     words = b" ".join([b"=?utf-8?q?a?="] * 80_000)
     names = b" ".join([b"=?utf-8?q?b?="] * 20_000)
-    world.deliver(b"From: " + names + b" <mal@example.net>\r\nTo: " + BOT.encode() + b"\r\nSubject: " + words
-                  + b"\r\n\r\nsubscribe .nl\r\n")
+    world.deliver(
+        b"From: "
+        + names
+        + b" <mal@example.net>\r\nTo: "
+        + BOT.encode()
+        + b"\r\nSubject: "
+        + words
+        + b"\r\n\r\nsubscribe .nl\r\n"
+    )
     world.request()
     start = time.monotonic()
     report = world.run_once()

@@ -21,18 +21,21 @@ def mail(subject: str, body: str, sender: str = "Jan Jansen <jan@sidn.example>")
     return parsed, parsed.text or ""
 
 
-@pytest.mark.parametrize(("subject", "body", "expected"), [
-    ("subscribe .nl", "", "nl"),
-    ("subscribe nl", "", "nl"),
-    ("Join .NL", "", "nl"),
-    ("join nl.", "", "nl"),
-    ("Subscribe", "Hello, I work for the .dk registry, please add me.", "dk"),
-    ("Please subscribe me", "ccTLD: ca\nName: Jane Doe", "ca"),
-    ("subscribe .рф", "", "xn--p1ai"),
-    ("subscribe .xn--p1ai", "", "xn--p1ai"),
-    ("subscribe XN--P1AI", "", "xn--p1ai"),
-    ("Request to join (.nl)", "I also look after example.com and .org domains.", "nl"),
-])
+@pytest.mark.parametrize(
+    ("subject", "body", "expected"),
+    [
+        ("subscribe .nl", "", "nl"),
+        ("subscribe nl", "", "nl"),
+        ("Join .NL", "", "nl"),
+        ("join nl.", "", "nl"),
+        ("Subscribe", "Hello, I work for the .dk registry, please add me.", "dk"),
+        ("Please subscribe me", "ccTLD: ca\nName: Jane Doe", "ca"),
+        ("subscribe .рф", "", "xn--p1ai"),
+        ("subscribe .xn--p1ai", "", "xn--p1ai"),
+        ("subscribe XN--P1AI", "", "xn--p1ai"),
+        ("Request to join (.nl)", "I also look after example.com and .org domains.", "nl"),
+    ],
+)
 def test_the_cctld_named(subject: str, body: str, expected: str) -> None:
     parsed, text = mail(subject, body)
     claim = read_claim(parsed, text, 600)
@@ -45,14 +48,17 @@ def test_addresses_and_urls_do_not_name_a_cctld() -> None:
     assert read_claim(parsed, text, 600) == ClaimProblem("no-cctld")
 
 
-@pytest.mark.parametrize(("subject", "body", "reason"), [
-    ("subscribe", "please add me to the list", "no-cctld"),
-    ("subscribe me", "", "no-cctld"),  # "me" is Montenegro, but here it is English
-    ("subscribe .nl", "and also .be", "no-cctld_not"),  # the subject wins: body ignored
-    ("subscribe .nl .be", "", "several-cctlds"),
-    ("subscribe .com", "", "not-cctld"),
-    ("join", "I work for .example registry", "no-cctld"),
-])
+@pytest.mark.parametrize(
+    ("subject", "body", "reason"),
+    [
+        ("subscribe", "please add me to the list", "no-cctld"),
+        ("subscribe me", "", "no-cctld"),  # "me" is Montenegro, but here it is English
+        ("subscribe .nl", "and also .be", "no-cctld_not"),  # the subject wins: body ignored
+        ("subscribe .nl .be", "", "several-cctlds"),
+        ("subscribe .com", "", "not-cctld"),
+        ("join", "I work for .example registry", "no-cctld"),
+    ],
+)
 def test_problems(subject: str, body: str, reason: str) -> None:
     parsed, text = mail(subject, body)
     result = read_claim(parsed, text, 600)
@@ -82,10 +88,18 @@ def test_name_falls_back_to_the_from_display_name() -> None:
     assert isinstance(claim, Claim) and claim.name == "Jörg Müller"
 
 
-RULES = Rules(pilot=PilotRules(enabled=True, cctlds=("nl", ".DK", "рф")),
-              requests=RequestRules(seats_per_cctld=2, max_per_cctld_per_hour=2, max_per_hour=5))
-NOTHING = Facts(open_request_id=None, open_request_cctld=None, member_request_id=None, seats_used=0,
-                cctld_last_hour=0, all_last_hour=0)
+RULES = Rules(
+    pilot=PilotRules(enabled=True, cctlds=("nl", ".DK", "рф")),
+    requests=RequestRules(seats_per_cctld=2, max_per_cctld_per_hour=2, max_per_hour=5),
+)
+NOTHING = Facts(
+    open_request_id=None,
+    open_request_cctld=None,
+    member_request_id=None,
+    seats_used=0,
+    cctld_last_hour=0,
+    all_last_hour=0,
+)
 
 
 def claim_for(name: str) -> Claim:
@@ -95,17 +109,20 @@ def claim_for(name: str) -> Claim:
     return claim
 
 
-@pytest.mark.parametrize(("cctld", "facts", "rule"), [
-    ("nl", NOTHING, None),
-    ("xn--p1ai", NOTHING, None),  # pilot lists it as рф
-    ("dk", NOTHING, None),
-    ("be", NOTHING, "pilot"),
-    ("nl", Facts(None, None, 7, 0, 0, 0), "already-member"),
-    ("nl", Facts(3, "nl", None, 1, 0, 0), "already-pending"),
-    ("nl", Facts(None, None, None, 2, 0, 0), "seats-full"),
-    ("nl", Facts(None, None, None, 1, 2, 2), "rate-cctld"),
-    ("nl", Facts(None, None, None, 0, 0, 5), "rate-global"),
-])
+@pytest.mark.parametrize(
+    ("cctld", "facts", "rule"),
+    [
+        ("nl", NOTHING, None),
+        ("xn--p1ai", NOTHING, None),  # pilot lists it as рф
+        ("dk", NOTHING, None),
+        ("be", NOTHING, "pilot"),
+        ("nl", Facts(None, None, 7, 0, 0, 0), "already-member"),
+        ("nl", Facts(3, "nl", None, 1, 0, 0), "already-pending"),
+        ("nl", Facts(None, None, None, 2, 0, 0), "seats-full"),
+        ("nl", Facts(None, None, None, 1, 2, 2), "rate-cctld"),
+        ("nl", Facts(None, None, None, 0, 0, 5), "rate-global"),
+    ],
+)
 def test_rules(cctld: str, facts: Facts, rule: str | None) -> None:
     refusal = check(claim_for(cctld), RULES, facts)
     assert (refusal.rule if refusal else None) == rule

@@ -46,16 +46,19 @@ def count_classifications(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 # --- a crash between the commit and the IMAP move ------------------------------------------------------
 
+
 def test_a_crash_between_commit_and_move_files_the_message_without_processing_it_again(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uid = world.request()  # jan@registry.example asks to join for .nl
 
     crashed = run_once_crashing(world.write_config(), KILL_ON_FILE)
 
     assert_killed(crashed)
     store = world.bot().store
-    assert [(r["uid"], r["kind"], r["outcome"]) for r in rows(store, "SELECT * FROM messages")] == \
-        [(uid, "request", "processed")]
+    assert [(r["uid"], r["kind"], r["outcome"]) for r in rows(store, "SELECT * FROM messages")] == [
+        (uid, "request", "processed")
+    ]
     assert world.mailbox.uids("INBOX") == [uid]
     assert SEEN not in world.mailbox.flags()[uid]  # fetched with BODY.PEEK[]: not marked before the commit
     assert world.sink.messages == []  # the replies were queued in the same commit, sent after filing
@@ -78,7 +81,8 @@ def test_a_crash_between_commit_and_move_files_the_message_without_processing_it
 
 
 def test_a_crash_inside_the_transaction_leaves_nothing_behind_and_the_message_is_processed_next_time(
-        world: World) -> None:
+    world: World,
+) -> None:
     uid = world.deliver(note("Ann <ann@example.net>"))
 
     assert_killed(run_once_crashing(world.write_config(), KILL_BEFORE_COMMIT))
@@ -96,9 +100,11 @@ def test_a_crash_inside_the_transaction_leaves_nothing_behind_and_the_message_is
 
 # --- UIDVALIDITY --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("renumber", ["change_uidvalidity", "reset_uids"])
 def test_a_changed_uidvalidity_does_not_process_a_message_again_but_processes_new_ones(
-        world: World, monkeypatch: pytest.MonkeyPatch, renumber: str) -> None:
+    world: World, monkeypatch: pytest.MonkeyPatch, renumber: str
+) -> None:
     world.deliver(note("Ann <ann@example.net>", subject="Ann's question"))
     assert_killed(run_once_crashing(world.write_config(), KILL_ON_FILE))
     store = world.bot().store
@@ -129,8 +135,10 @@ def test_a_changed_uidvalidity_does_not_process_a_message_again_but_processes_ne
 
 def test_a_message_without_message_id_is_not_processed_again_after_a_uidvalidity_change(world: World) -> None:
     # A request whose client sent no Message-ID: the duplicate must be caught by its content.
-    raw = (f"From: Jan Jansen <jan@registry.example>\r\nTo: {BOT}\r\nSubject: subscribe .nl\r\n"
-           "Date: Thu, 26 Nov 2026 09:00:00 +0000\r\n\r\nName: Jan Jansen\r\nRole: CSIRT lead\r\n").encode()
+    raw = (
+        f"From: Jan Jansen <jan@registry.example>\r\nTo: {BOT}\r\nSubject: subscribe .nl\r\n"
+        "Date: Thu, 26 Nov 2026 09:00:00 +0000\r\n\r\nName: Jan Jansen\r\nRole: CSIRT lead\r\n"
+    ).encode()
     world.deliver(raw)
     assert_killed(run_once_crashing(world.write_config(), KILL_ON_FILE))
     world.mailbox.change_uidvalidity()
@@ -144,8 +152,10 @@ def test_a_message_without_message_id_is_not_processed_again_after_a_uidvalidity
 
 # --- the server goes away midway -------------------------------------------------------------------
 
+
 def test_dovecot_restarted_mid_run_every_message_processed_and_answered_exactly_once(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world.settings["imap.batch_size"] = 5
     senders = [f"person{i:02d}@example.net" for i in range(30)]
     for sender in senders:
@@ -175,6 +185,7 @@ def test_dovecot_restarted_mid_run_every_message_processed_and_answered_exactly_
 
 
 # --- what cannot be read ----------------------------------------------------------------------------
+
 
 def test_unreadable_messages_go_to_failed_with_the_reason_and_the_loop_goes_on(world: World) -> None:
     world.deliver(note("Ann <ann@example.net>"))
@@ -254,6 +265,7 @@ def test_the_bots_own_mail_coming_back_gets_no_answer(world: World) -> None:
 
 # --- humans who did not ask for anything -------------------------------------------------------------
 
+
 def test_a_human_non_request_gets_one_help_reply_a_day(world: World) -> None:
     first = note("Pat <pat@example.net>")
     world.deliver(first)
@@ -290,6 +302,7 @@ def test_a_human_non_request_gets_one_help_reply_a_day(world: World) -> None:
 
 # --- duplicates -----------------------------------------------------------------------------------
 
+
 def test_the_same_message_delivered_twice_is_processed_once(world: World) -> None:
     original = note("Ann <ann@example.net>")
     first_uid = world.deliver(original)
@@ -303,7 +316,10 @@ def test_the_same_message_delivered_twice_is_processed_once(world: World) -> Non
     store = world.bot().store
     seen = rows(store, "SELECT uid, outcome, detail FROM messages ORDER BY uid")
     assert [(r["uid"], r["outcome"]) for r in seen] == [
-        (first_uid, "processed"), (second_uid, "duplicate"), (third_uid, "duplicate")]
+        (first_uid, "processed"),
+        (second_uid, "duplicate"),
+        (third_uid, "duplicate"),
+    ]
     first_row = rows(store, "SELECT id FROM messages WHERE uid = ?", (first_uid,))[0]["id"]
     assert {r["detail"] for r in seen[1:]} == {f"of message {first_row}"}
     assert [a["details"]["of"] for a in audit(store, "message-duplicate")] == [first_row, first_row]
@@ -323,6 +339,7 @@ def test_a_reused_message_id_with_another_body_is_not_taken_for_a_duplicate(worl
 
 
 # --- folders and flags ----------------------------------------------------------------------------
+
 
 def test_processed_and_failed_folders_are_created_when_missing(world: World) -> None:
     world.settings.update({"imap.processed_folder": "Done", "imap.failed_folder": "Quarantine"})
@@ -346,11 +363,13 @@ def test_filed_messages_are_seen_and_flagged_processed(world: World) -> None:
 
     assert [set(f) for f in world.mailbox.flags("Processed").values()] == [{SEEN, FILED}]
     assert [set(f) for f in world.mailbox.flags("Failed").values()] == [{SEEN, FILED}]
-    assert rows(world.bot().store, "SELECT reason FROM messages WHERE outcome = 'failed'") == \
-        [{"reason": "empty message"}]
+    assert rows(world.bot().store, "SELECT reason FROM messages WHERE outcome = 'failed'") == [
+        {"reason": "empty message"}
+    ]
 
 
 # --- the audit trail ------------------------------------------------------------------------------
+
 
 def test_every_state_change_of_a_message_and_its_reply_is_audited(world: World) -> None:
     world.deliver(note("Ann <ann@example.net>"))
@@ -394,8 +413,9 @@ def test_a_message_that_fails_inside_the_bot_is_rolled_back_quarantined_and_repo
     assert rows(store, "SELECT COUNT(*) AS n FROM outbox WHERE purpose = 'help'")[0]["n"] == 0  # rolled back
     sent = world.sent()
     assert "jan@registry.example" in [r for m in sent for r in m.rcpt_tos]  # the request went on as usual
-    (report_mail,) = [m for m in sent if m.rcpt_tos == [SECRETARIAT]
-                      and m.message["Subject"].startswith("A message to")]
+    (report_mail,) = [
+        m for m in sent if m.rcpt_tos == [SECRETARIAT] and m.message["Subject"].startswith("A message to")
+    ]
     expected = f"A message to {BOT} could not be handled: A question about the list"
     assert report_mail.message["Subject"].strip() == expected
     text = report_mail.message.get_content()
@@ -415,19 +435,19 @@ def test_a_request_whose_next_step_fails_waits_and_the_secretariat_is_told_once(
     assert (report.processed, report.failed) == (1, 0)  # the message itself is handled: nothing lost
     sent = world.sent()
     assert [(m.rcpt_tos, m.message["Subject"]) for m in sent] == [
-        ([SECRETARIAT], "Request #1 could not be taken further: jan@registry.example for .nl")]
+        ([SECRETARIAT], "Request #1 could not be taken further: jan@registry.example for .nl")
+    ]
     assert "no_such_field" in sent[0].message.get_content()
     store = world.bot().store
     assert rows(store, "SELECT state, lookup_attempts FROM requests")[0]["state"] == "resolving"
     world.clock.advance(hours=2)
     world.run_once()
     assert world.sent() == []  # retried, still failing: told once
-    (templates / "request_received.txt").write_bytes((Path(__file__).parent.parent / "templates"
-                                                      / "request_received.txt").read_bytes())
+    (templates / "request_received.txt").write_bytes(
+        (Path(__file__).parent.parent / "templates" / "request_received.txt").read_bytes()
+    )
     world.restart()
     world.clock.advance(hours=2)
     world.run_once()
     assert "jan@registry.example" in [r for m in world.sent() for r in m.rcpt_tos]  # fixed: it goes on
     assert rows(world.bot().store, "SELECT state FROM requests")[0]["state"] == "pending"
-
-

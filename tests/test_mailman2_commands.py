@@ -41,8 +41,25 @@ from secirbot.config import Config, MailmanConfig
 CONTINUE, STOP, BADCMD, BADSUBJ = 0, 1, 2, 3
 MAX_LINES = 25  # Mailman/Defaults.py.in DEFAULT_MAIL_COMMANDS_MAX_LINES
 # Mailman/Commands/cmd_*.py of 2.1: the words that are commands.
-COMMANDS = frozenset({"confirm", "echo", "end", "help", "info", "join", "leave", "lists", "password", "remove",
-                      "set", "stop", "subscribe", "unsubscribe", "who"})
+COMMANDS = frozenset(
+    {
+        "confirm",
+        "echo",
+        "end",
+        "help",
+        "info",
+        "join",
+        "leave",
+        "lists",
+        "password",
+        "remove",
+        "set",
+        "stop",
+        "subscribe",
+        "unsubscribe",
+        "who",
+    }
+)
 WHEN = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 BOT = "join@lists.example.org"
 
@@ -58,7 +75,7 @@ class Subscribe:
 
 @dataclass
 class Run:
-    dropped: str = ""                                 # why _dispose discarded the mail, if it did
+    dropped: str = ""  # why _dispose discarded the mail, if it did
     commands: list[str] = field(default_factory=list)  # Subject, then body lines (at most MAX_LINES)
     ran: list[tuple[int, str, list[str], int]] = field(default_factory=list)  # (line, command, args, status)
     results: list[str] = field(default_factory=list)
@@ -170,8 +187,10 @@ def with_header(raw: bytes, name: str, value: str) -> bytes:
 
 # --- the bot's mail -------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("address", ["jan@registry.example", "Jan.Jansen+secir@Registry.Example",
-                                     "o'brien@cctld.example"])
+
+@pytest.mark.parametrize(
+    "address", ["jan@registry.example", "Jan.Jansen+secir@Registry.Example", "o'brien@cctld.example"]
+)
 def test_the_bot_command_is_one_subscribe_of_the_approved_address(address: str) -> None:
     raw = command_mail(address)
     run = mm21_read(raw)
@@ -209,6 +228,7 @@ def test_end_keeps_a_footer_from_being_run() -> None:
 
 
 # --- the rules themselves: what goes wrong when a mail breaks them -------------------------------------
+
 
 def test_precedence_bulk_would_be_dropped_silently() -> None:
     raw = with_header(command_mail(), "Precedence", "bulk")

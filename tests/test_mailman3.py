@@ -28,7 +28,6 @@ import os
 import re
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,7 +37,7 @@ import requests
 
 from secirbot import cli, mailman
 from secirbot.mailman import CommandOutcome
-from secirbot.sandbox.mailman import Mailman3, MailmanError, Outgoing, find_venv, mailman_binary
+from secirbot.sandbox.mailman import Mailman3, Outgoing
 from secirbot.sandbox.ports import LOOPBACK, free_port
 from secirbot.sandbox.smtp_sink import Captured
 from tests.clients import client_reply
@@ -56,44 +55,24 @@ SITE_OWNER = "postmaster@example.org"  # Mailman3(site_owner=...) default
 
 # --- the Mailman server, once per session ---------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def mailman3(request: pytest.FixtureRequest) -> Iterator[Mailman3]:
-    venv = find_venv()
-    try:
-        mailman_binary(venv)
-    except MailmanError as exc:
-        if os.environ.get("SECIRBOT_TEST_REQUIRE_MAILMAN") == "1":
-            pytest.fail(f"SECIRBOT_TEST_REQUIRE_MAILMAN=1, but: {exc}", pytrace=False)
-        pytest.skip(f"Mailman 3 end-to-end tests skipped: {exc}")
-    server = Mailman3(venv)
-    server.start()
-    try:
-        yield server
-    finally:
-        began = time.monotonic()
-        server.close()
-        stopped_in = time.monotonic() - began
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        line = (f"Mailman 3: REST up {server.started_in:.1f} s after `mailman start`; stopped in "
-                f"{stopped_in:.1f} s; peak RSS {server.peak_rss / 2**20:.0f} MiB over "
-                f"{server.peak_processes} processes (PSS {server.peak_pss / 2**20:.0f} MiB)")
-        capture = request.config.pluginmanager.get_plugin("capturemanager")
-        if reporter is not None and capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line("")
-                reporter.write_line(line)
+
+# The `mailman3` session fixture is in tests/conftest.py: one Mailman for every file that needs it.
 
 
 # The rig's own variables are SECIRBOT_TEST_*: no configuration section is called 'test'.
 def test_the_rig_variables_are_not_configuration() -> None:
     from secirbot.config import load_config
 
-    environ = {"SECIRBOT_TEST_MAILMAN_VENV": "/opt/mailman-venv", "SECIRBOT_TEST_REQUIRE_MAILMAN": "1",
-               "SECIRBOT_TEST_ANYTHING_ELSE": "x"}
+    environ = {
+        "SECIRBOT_TEST_MAILMAN_VENV": "/opt/mailman-venv",
+        "SECIRBOT_TEST_REQUIRE_MAILMAN": "1",
+        "SECIRBOT_TEST_ANYTHING_ELSE": "x",
+    }
     assert load_config(None, environ=environ).mailman.dialect == "mailman3"
 
 
 # --- the MTA between the bot and Mailman ----------------------------------------------------------------
+
 
 @dataclass
 class Bridge:
@@ -109,8 +88,9 @@ class Bridge:
         the bot itself) is delivered to Mailman over LMTP, as the site's MTA would."""
         sent = self.world.sent()
         for captured in sent:
-            to_mailman = [r for r in captured.rcpt_tos
-                          if r.rpartition("@")[2].lower() == LIST_DOMAIN and r.lower() != BOT]
+            to_mailman = [
+                r for r in captured.rcpt_tos if r.rpartition("@")[2].lower() == LIST_DOMAIN and r.lower() != BOT
+            ]
             if to_mailman:
                 self.mailman.lmtp_deliver(captured.data, captured.mail_from, to_mailman)
                 self.relayed.append(captured)
@@ -119,8 +99,13 @@ class Bridge:
     def mailman_sent(self, to: str, subject_start: str, count: int = 1, timeout: float = 30.0) -> list[Outgoing]:
         """Wait for Mailman's mail to `to` whose Subject starts so."""
         return self.mailman.sink.wait_for(
-            lambda o: to.lower() in [r.lower() for r in o.rcpt_tos]
-            and " ".join(str(o.message["Subject"]).split()).startswith(subject_start), count, timeout)
+            lambda o: (
+                to.lower() in [r.lower() for r in o.rcpt_tos]
+                and " ".join(str(o.message["Subject"]).split()).startswith(subject_start)
+            ),
+            count,
+            timeout,
+        )
 
     def confirm_as(self, address: str) -> str:
         """The subscriber answers Mailman's confirmation mail the way a person does: "Reply" in their mail
@@ -130,8 +115,13 @@ class Bridge:
         token = re.fullmatch(r"secir-confirm\+([0-9a-f]+)@lists\.example\.org", confirm_address)
         assert token, confirm_address
         quoted = "\n".join("> " + line for line in confirmation.get_content().splitlines())
-        reply = new_message(address, confirm_address, "Re: " + " ".join(str(confirmation["Subject"]).split()),
-                            f"Yes, that is me.\n\n{quoted}\n", In_Reply_To=str(confirmation["Message-ID"]))
+        reply = new_message(
+            address,
+            confirm_address,
+            "Re: " + " ".join(str(confirmation["Subject"]).split()),
+            f"Yes, that is me.\n\n{quoted}\n",
+            In_Reply_To=str(confirmation["Message-ID"]),
+        )
         self.mailman.lmtp_deliver(reply)
         return token.group(1)
 
@@ -175,8 +165,11 @@ def mailman_rows(world: World) -> list[tuple[str, str, int | None, str]]:
     def from_mailman(sender: str) -> bool:
         return sender == SITE_OWNER or (sender.endswith("@" + LIST_DOMAIN) and sender != BOT)
 
-    return [(r["kind"], r["detail"], r["request_id"], " ".join((r["subject"] or "").split())) for r in rows
-            if from_mailman((r["from_addr"] or "").lower())]
+    return [
+        (r["kind"], r["detail"], r["request_id"], " ".join((r["subject"] or "").split()))
+        for r in rows
+        if from_mailman((r["from_addr"] or "").lower())
+    ]
 
 
 def run_show(world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> str:
@@ -202,9 +195,14 @@ def assert_no_answer(sent: list[Captured], mailman_mail: list[Outgoing]) -> None
 
 # --- e-mail dialect -------------------------------------------------------------------------------------
 
-def test_email_dialect_whole_procedure_on_a_confirm_list(world: World, mailman3: Mailman3, bridge: Bridge,
-                                                          capsys: pytest.CaptureFixture[str],
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+
+def test_email_dialect_whole_procedure_on_a_confirm_list(
+    world: World,
+    mailman3: Mailman3,
+    bridge: Bridge,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """request -> approval -> `join address=...` reaches Mailman -> Mailman's confirmation reaches the
     requester -> the requester confirms -> member (REST roster); Mailman's results mail comes back to the
     bot's mailbox, is linked to the request and answered by nobody."""
@@ -252,17 +250,24 @@ def test_email_dialect_whole_procedure_on_a_confirm_list(world: World, mailman3:
     assert "(Mailman acknowledged)" in run_show(world, capsys, monkeypatch)
     # Everything Mailman sent, and where it went.
     everything = sorted((o.rcpt_tos[0], " ".join(str(o.message["Subject"]).split())) for o in mailman3.sink.messages)
-    assert everything == sorted([
-        (BOT, "The results of your email commands"),
-        (requester, CONFIRM_SUBJECT),
-        (requester, WELCOME_SUBJECT),
-    ])
+    assert everything == sorted(
+        [
+            (BOT, "The results of your email commands"),
+            (requester, CONFIRM_SUBJECT),
+            (requester, WELCOME_SUBJECT),
+        ]
+    )
 
 
 @pytest.mark.parametrize("policy", ["moderate", "confirm_then_moderate"])
-def test_moderated_list_the_bot_accepts_what_it_vetted(world: World, mailman3: Mailman3, bridge: Bridge,
-                                                       policy: str, capsys: pytest.CaptureFixture[str],
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_moderated_list_the_bot_accepts_what_it_vetted(
+    world: World,
+    mailman3: Mailman3,
+    bridge: Bridge,
+    policy: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """On a moderated list the requester's confirmation is not the end: Mailman then holds the request for
     a moderator (owner notice to secir-owner@, i.e. the owners and moderators). What must happen next is a
     moderator's "accept" over REST:
@@ -291,10 +296,12 @@ def test_moderated_list_the_bot_accepts_what_it_vetted(world: World, mailman3: M
     mailman3.wait_until(lambda: mailman3.roster(LIST_ID) == [requester], what="requester in the roster")
     assert mailman3.pending(LIST_ID) == []
     bridge.mailman_sent(requester, WELCOME_SUBJECT)
-    assert sorted(mailman_rows(world)) == sorted([
-        ("mailman", "command-results", 1, "The results of your email commands"),
-        ("mailman", "owner-notice", 1, f"New subscription request to Secir from {requester}"),
-    ])
+    assert sorted(mailman_rows(world)) == sorted(
+        [
+            ("mailman", "command-results", 1, "The results of your email commands"),
+            ("mailman", "owner-notice", 1, f"New subscription request to Secir from {requester}"),
+        ]
+    )
     data = request(world)
     assert data["mailman_status"] == "member"
     actions = audit_actions(world)
@@ -335,14 +342,16 @@ def test_email_dialect_already_a_member_mailman_says_so(world: World, mailman3: 
     requester = "jan.member-mail@registry.example"
     text = already_member_by_mail(world, mailman3, bridge, requester)
     assert mailman.read_results(text) == CommandOutcome(
-        "member", f"{requester} is already a member of mailing list {LIST}")
+        "member", f"{requester} is already a member of mailing list {LIST}"
+    )
     assert [subject(m) for m in bridge.mailman.sink.to(requester)] == [WELCOME_SUBJECT]  # from the REST add
     assert mailman_rows(world) == [("mailman", "command-results", 1, "The results of your email commands")]
     assert "mailman-acknowledged" in audit_actions(world)
 
 
-def test_email_dialect_already_a_member_is_reported_like_a_rest_conflict(world: World, mailman3: Mailman3,
-                                                                         bridge: Bridge) -> None:
+def test_email_dialect_already_a_member_is_reported_like_a_rest_conflict(
+    world: World, mailman3: Mailman3, bridge: Bridge
+) -> None:
     requester = "jan.member-mail2@registry.example"
     already_member_by_mail(world, mailman3, bridge, requester)
     assert request(world)["mailman_status"] == "conflict"
@@ -351,6 +360,7 @@ def test_email_dialect_already_a_member_is_reported_like_a_rest_conflict(world: 
 
 
 # --- REST dialect ---------------------------------------------------------------------------------------
+
 
 class FlakyRest:
     """The network between the bot and Mailman's REST API: forwards every call to Mailman, but can answer
@@ -388,10 +398,14 @@ class FlakyRest:
                     status = proxy.failures.pop(0)
                     payload, kind = b'{"title": "500 Internal Server Error"}', "application/json"
                 else:
-                    headers = {k: v for k, v in self.headers.items()
-                               if k.lower() in ("authorization", "content-type", "accept")}
-                    answer = requests.request(self.command, proxy.upstream + self.path, data=body,
-                                              headers=headers, timeout=30)
+                    headers = {
+                        k: v
+                        for k, v in self.headers.items()
+                        if k.lower() in ("authorization", "content-type", "accept")
+                    }
+                    answer = requests.request(
+                        self.command, proxy.upstream + self.path, data=body, headers=headers, timeout=30
+                    )
                     status, payload = answer.status_code, answer.content
                     kind = answer.headers.get("Content-Type", "application/json")
                 proxy.calls.append((self.command, self.path, status))
@@ -407,8 +421,7 @@ class FlakyRest:
                 pass
 
         self._server = http.server.ThreadingHTTPServer((LOOPBACK, self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -455,9 +468,15 @@ def assert_secret_nowhere(world: World, secret: str, caplog: pytest.LogCaptureFi
     assert secret not in world.config_file.read_text()  # it came from the environment
 
 
-def test_rest_dialect_member_at_once(world: World, mailman3: Mailman3, bridge: Bridge, flaky: FlakyRest,
-                                     caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str],
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rest_dialect_member_at_once(
+    world: World,
+    mailman3: Mailman3,
+    bridge: Bridge,
+    flaky: FlakyRest,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """201: pre_verified + pre_confirmed + pre_approved make a member at once, even on a moderated list;
     Mailman's owner notice about it reaches the bot, is linked and gets no answer."""
     caplog.set_level(logging.DEBUG)
@@ -490,8 +509,9 @@ def test_rest_dialect_member_at_once(world: World, mailman3: Mailman3, bridge: B
 
 
 @pytest.mark.parametrize("before", ["member", "pending"])
-def test_rest_dialect_conflict_is_reported_not_retried(world: World, mailman3: Mailman3, bridge: Bridge,
-                                                       flaky: FlakyRest, before: str) -> None:
+def test_rest_dialect_conflict_is_reported_not_retried(
+    world: World, mailman3: Mailman3, bridge: Bridge, flaky: FlakyRest, before: str
+) -> None:
     """409: the address is already a member, or has a subscription pending (here: it wrote to -join
     itself and has not confirmed). The request says "conflict", the Secretariat is told what Mailman said,
     and the call is never made again."""
@@ -524,9 +544,9 @@ def test_rest_dialect_conflict_is_reported_not_retried(world: World, mailman3: M
     assert mailman3.roster(LIST_ID) == ([requester] if before == "member" else [])
 
 
-def test_rest_dialect_retries_5xx_and_refused_connections(world: World, mailman3: Mailman3, bridge: Bridge,
-                                                          flaky: FlakyRest,
-                                                          caplog: pytest.LogCaptureFixture) -> None:
+def test_rest_dialect_retries_5xx_and_refused_connections(
+    world: World, mailman3: Mailman3, bridge: Bridge, flaky: FlakyRest, caplog: pytest.LogCaptureFixture
+) -> None:
     """500, then connection refused, then a restart of the bot: the decision and the queued call survive,
     and the third attempt makes the member. The password is in no log and nowhere in the store."""
     caplog.set_level(logging.DEBUG)
@@ -562,8 +582,9 @@ def test_rest_dialect_retries_5xx_and_refused_connections(world: World, mailman3
 
 
 @pytest.mark.parametrize("trouble", ["5xx for days", "no such list"])
-def test_rest_dialect_failure_for_good_is_recorded_and_reported(world: World, mailman3: Mailman3, bridge: Bridge,
-                                                                flaky: FlakyRest, trouble: str) -> None:
+def test_rest_dialect_failure_for_good_is_recorded_and_reported(
+    world: World, mailman3: Mailman3, bridge: Bridge, flaky: FlakyRest, trouble: str
+) -> None:
     """Mailman answers 5xx for longer than outbox.give_up_after (3 days), or 400 at once (here: the list
     does not exist): the call is failed, the request says "failed", the Secretariat is told."""
     requester = f"jan.{trouble.replace(' ', '-')}@registry.example"
@@ -594,9 +615,11 @@ def test_rest_dialect_failure_for_good_is_recorded_and_reported(world: World, ma
 
 # --- no back door ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("reject", [False, True])
-def test_walk_in_is_reported_and_vetted_request_accepted(world: World, mailman3: Mailman3, bridge: Bridge,
-                                                         reject: bool) -> None:
+def test_walk_in_is_reported_and_vetted_request_accepted(
+    world: World, mailman3: Mailman3, bridge: Bridge, reject: bool
+) -> None:
     """Someone subscribes through secir-join@ directly on a moderated list. Until they confirm, the request
     is theirs, not a moderator's: the bot neither reports nor touches it (nor the vetted requester's, who
     has not confirmed either). Once both confirmed, Mailman holds both for the moderator: the bot reports
@@ -610,8 +633,10 @@ def test_walk_in_is_reported_and_vetted_request_accepted(world: World, mailman3:
     bridge.walk_in(walk_in, "Mallory")
     approve(world, requester)
     bridge.relay()
-    waiting = mailman3.wait_until(lambda: len(mailman3.pending(LIST_ID)) == 2 and mailman3.pending(LIST_ID),
-                                  what="both waiting for their own confirmation")
+    waiting = mailman3.wait_until(
+        lambda: len(mailman3.pending(LIST_ID)) == 2 and mailman3.pending(LIST_ID),
+        what="both waiting for their own confirmation",
+    )
     assert {(w["email"], w["token_owner"]) for w in waiting} == {(walk_in, "subscriber"), (requester, "subscriber")}
 
     world.clock.advance(hours=1, minutes=1)
@@ -622,8 +647,10 @@ def test_walk_in_is_reported_and_vetted_request_accepted(world: World, mailman3:
 
     bridge.confirm_as(walk_in)
     bridge.confirm_as(requester)
-    held = mailman3.wait_until(lambda: len(mailman3.pending(LIST_ID, "moderator")) == 2 and
-                               mailman3.pending(LIST_ID, "moderator"), what="both held for the moderator")
+    held = mailman3.wait_until(
+        lambda: len(mailman3.pending(LIST_ID, "moderator")) == 2 and mailman3.pending(LIST_ID, "moderator"),
+        what="both held for the moderator",
+    )
     walk_in_token = next(h["token"] for h in held if h["email"] == walk_in)
     bridge.mailman_sent(BOT, f"New subscription request to Secir from {walk_in}")
     bridge.mailman_sent(BOT, f"New subscription request to Secir from {requester}")

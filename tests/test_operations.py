@@ -31,8 +31,20 @@ from tests.harness import REPO, World, reply_to
 from tests.helpers_intake import cli_env, note, secirbot, wait_until
 
 INVITATION = "Invitation: the ccTLD security list, for the staff of {}"
-EXPORT_COLUMNS = ["request_id", "email", "name", "cctld", "cctld_unicode", "approved_by", "approved_at",
-                  "approved_via", "iana_snapshot_id", "iana_source", "iana_fetched_at", "mailman_status"]
+EXPORT_COLUMNS = [
+    "request_id",
+    "email",
+    "name",
+    "cctld",
+    "cctld_unicode",
+    "approved_by",
+    "approved_at",
+    "approved_via",
+    "iana_snapshot_id",
+    "iana_source",
+    "iana_fetched_at",
+    "mailman_status",
+]
 
 
 def store_of(world: World) -> Store:
@@ -61,17 +73,20 @@ def members(world: World) -> None:
 
 # --- invite -----------------------------------------------------------------------------------------
 
+
 def test_invite_mails_each_administrative_contact_an_invitation_and_records_it(world: World) -> None:
     config = world.write_config()
     done = secirbot("--config", str(config), "invite", "nl", ".FI", "is")
     assert done.returncode == 0, done.stderr
     sent = world.sent()
-    assert summary(sent) == sorted([
-        (NL_ADMIN, INVITATION.format(".nl")),
-        ("firootadmin@traficom.fi", INVITATION.format(".fi")),
-        ("jens@isnic.is", INVITATION.format(".is")),
-    ])
-    assert NL_TECH not in by_rcpt(sent)                               # administrative contacts only
+    assert summary(sent) == sorted(
+        [
+            (NL_ADMIN, INVITATION.format(".nl")),
+            ("firootadmin@traficom.fi", INVITATION.format(".fi")),
+            ("jens@isnic.is", INVITATION.format(".is")),
+        ]
+    )
+    assert NL_TECH not in by_rcpt(sent)  # administrative contacts only
     invitation = flat(by_rcpt(sent)[NL_ADMIN][0])
     assert "lists you as the administrative contact of .nl (SIDN" in invitation
     assert "writes to join@lists.example.org with a subject such as subscribe .nl" in invitation
@@ -86,19 +101,26 @@ def test_invite_mails_each_administrative_contact_an_invitation_and_records_it(w
     try:
         rows = store.all("SELECT cctld, recipients, snapshot_id FROM invitations ORDER BY id")
         assert [(r["cctld"], json.loads(r["recipients"])) for r in rows] == [
-            ("nl", [NL_ADMIN]), ("fi", ["firootadmin@traficom.fi"]), ("is", ["jens@isnic.is"])]
-        assert all(store.one("SELECT source FROM iana_snapshots WHERE id = ?", (r["snapshot_id"],))["source"]
-                   == "whois" for r in rows)
+            ("nl", [NL_ADMIN]),
+            ("fi", ["firootadmin@traficom.fi"]),
+            ("is", ["jens@isnic.is"]),
+        ]
+        assert all(
+            store.one("SELECT source FROM iana_snapshots WHERE id = ?", (r["snapshot_id"],))["source"] == "whois"
+            for r in rows
+        )
     finally:
         store.close()
 
 
-@pytest.mark.parametrize("name, code, said", [
-    ("com", 3, ".com is not a country-code TLD"),
-    ("gt", 4, ".gt: cannot resolve the IANA contacts now"),          # IANA answers with its error text
-])
-def test_invite_refuses_what_it_cannot_invite_and_sends_nothing(world: World, name: str, code: int,
-                                                                 said: str) -> None:
+@pytest.mark.parametrize(
+    "name, code, said",
+    [
+        ("com", 3, ".com is not a country-code TLD"),
+        ("gt", 4, ".gt: cannot resolve the IANA contacts now"),  # IANA answers with its error text
+    ],
+)
+def test_invite_refuses_what_it_cannot_invite_and_sends_nothing(world: World, name: str, code: int, said: str) -> None:
     done = secirbot("--config", str(world.write_config()), "invite", name)
     assert done.returncode == code
     assert said in done.stderr
@@ -108,8 +130,8 @@ def test_invite_refuses_what_it_cannot_invite_and_sends_nothing(world: World, na
 
 # --- report and export --------------------------------------------------------------------------------
 
-def test_report_shows_invitations_requests_members_and_not_joined_and_export_writes_the_roster(
-        world: World) -> None:
+
+def test_report_shows_invitations_requests_members_and_not_joined_and_export_writes_the_roster(world: World) -> None:
     members(world)
     invited = secirbot("--config", str(world.config_file), "invite", "nl", "fi")
     assert invited.returncode == 0, invited.stderr
@@ -118,9 +140,11 @@ def test_report_shows_invitations_requests_members_and_not_joined_and_export_wri
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     rows = {r["cctld"]: r for r in report["cctlds"]}
-    assert sorted(rows) == ["fi", "gt", "jo", "mx", "nl", "xn--p1ai"]       # the pilot, as rules.yaml says
-    picked = {k: {f: rows[k][f] for f in ("invited", "requests", "open", "denied", "members")}
-              for k in ("nl", "fi", "jo", "xn--p1ai")}
+    assert sorted(rows) == ["fi", "gt", "jo", "mx", "nl", "xn--p1ai"]  # the pilot, as rules.yaml says
+    picked = {
+        k: {f: rows[k][f] for f in ("invited", "requests", "open", "denied", "members")}
+        for k in ("nl", "fi", "jo", "xn--p1ai")
+    }
     assert picked == {
         "nl": {"invited": [NL_ADMIN], "requests": 1, "open": 0, "denied": 0, "members": 1},
         "fi": {"invited": ["firootadmin@traficom.fi"], "requests": 1, "open": 0, "denied": 1, "members": 0},
@@ -134,7 +158,7 @@ def test_report_shows_invitations_requests_members_and_not_joined_and_export_wri
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     nl_line = next(ln for ln in lines if ln.startswith(".nl "))
-    assert rows["nl"]["invited_at"] in nl_line and nl_line.split()[-1] == "1"   # invited when; 1 member
+    assert rows["nl"]["invited_at"] in nl_line and nl_line.split()[-1] == "1"  # invited when; 1 member
     assert next(ln for ln in lines if ln.startswith(".jo ")).split()[1:] == ["-", "1", "1", "0", "0", "0"]
     assert lines[-1] == "not yet joined: .fi, .gt, .jo, .mx"
 
@@ -150,22 +174,31 @@ def test_report_shows_invitations_requests_members_and_not_joined_and_export_wri
     assert as_csv.stdout.splitlines()[0] == ",".join(EXPORT_COLUMNS)
     assert [r["email"] for r in table] == ["jan@registry.example", "ivan@cctld.example"]  # members only
     jan, ivan = table
-    assert {k: jan[k] for k in ("name", "cctld", "cctld_unicode", "approved_by", "approved_at", "approved_via",
-                                "iana_source")} == {
-        "name": "Jan Jansen", "cctld": "nl", "cctld_unicode": "nl", "approved_by": NL_ADMIN,
-        "approved_at": "2026-11-26T09:00:00Z", "approved_via": "mail", "iana_source": "whois"}
+    assert {
+        k: jan[k]
+        for k in ("name", "cctld", "cctld_unicode", "approved_by", "approved_at", "approved_via", "iana_source")
+    } == {
+        "name": "Jan Jansen",
+        "cctld": "nl",
+        "cctld_unicode": "nl",
+        "approved_by": NL_ADMIN,
+        "approved_at": "2026-11-26T09:00:00Z",
+        "approved_via": "mail",
+        "iana_source": "whois",
+    }
     assert jan["iana_snapshot_id"] == str(nl["snapshot_id"]) and jan["iana_fetched_at"] == nl["snapshot"]["fetched_at"]
     assert (ivan["cctld"], ivan["cctld_unicode"], ivan["approved_via"]) == ("xn--p1ai", "рф", "cli")
     assert ivan["approved_by"].startswith("cli:") and ivan["iana_snapshot_id"] == str(ru["snapshot_id"])
 
     roster = json.loads(out_file.read_text(encoding="utf-8"))
     assert [list(r) for r in roster] == [EXPORT_COLUMNS, EXPORT_COLUMNS]
-    assert [{k: str(v) for k, v in r.items()} for r in roster] == table   # the same roster in both formats
+    assert [{k: str(v) for k, v in r.items()} for r in roster] == table  # the same roster in both formats
     assert roster[0]["request_id"] == 1 and roster[0]["iana_snapshot_id"] == nl["snapshot_id"]
     assert "2 member(s) written to" in as_json.stderr and as_json.stdout == ""
 
 
 # --- logs --------------------------------------------------------------------------------------------
+
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     """Every line of `text` as a JSON object; fails on the first line that is not one."""
@@ -189,6 +222,7 @@ def test_log_format_json_run_once_writes_nothing_but_json_lines(world: World) ->
 
 # --- the container: entrypoint and health check --------------------------------------------------------
 
+
 def dockerfile() -> dict[str, Any]:
     """ENV, WORKDIR, ENTRYPOINT, CMD and the HEALTHCHECK command of the Dockerfile."""
     text = (REPO / "Dockerfile").read_text().replace("\\\n", " ")
@@ -211,8 +245,11 @@ class Container:
     def __init__(self, world: World):
         self.spec = dockerfile()
         base = world.root / "container"
-        self.dirs = {"/etc/secirbot": base / "etc-secirbot", "/var/lib/secirbot": base / "var-lib-secirbot",
-                     self.spec["workdir"]: base / "opt-secirbot"}
+        self.dirs = {
+            "/etc/secirbot": base / "etc-secirbot",
+            "/var/lib/secirbot": base / "var-lib-secirbot",
+            self.spec["workdir"]: base / "opt-secirbot",
+        }
         for path in self.dirs.values():
             path.mkdir(parents=True)
         (self.dirs[self.spec["workdir"]] / "templates").symlink_to(REPO / "templates")
@@ -223,14 +260,15 @@ class Container:
             data.pop(key)
         data["imap"].pop("password")
         (self.dirs["/etc/secirbot"] / "secirbot.yaml").write_text(yaml.safe_dump(data), encoding="utf-8")
-        (self.dirs["/etc/secirbot"] / "rules.yaml").write_text((world.root / "rules.yaml").read_text(),
-                                                                encoding="utf-8")
+        (self.dirs["/etc/secirbot"] / "rules.yaml").write_text(
+            (world.root / "rules.yaml").read_text(), encoding="utf-8"
+        )
         self.secrets = {"SECIRBOT_IMAP_PASSWORD": world.mailbox.password}
 
     def path(self, container_path: str) -> Path:
         for prefix, host in self.dirs.items():
             if container_path == prefix or container_path.startswith(prefix + "/"):
-                return host / container_path[len(prefix):].lstrip("/")
+                return host / container_path[len(prefix) :].lstrip("/")
         raise AssertionError(f"{container_path} is not inside a mapped folder")
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -245,13 +283,24 @@ class Container:
         return [sys.executable, "-m", "secirbot", *command[1:]]
 
     def start(self) -> subprocess.Popen[str]:
-        return subprocess.Popen(self.argv(self.spec["entrypoint"] + self.spec["cmd"]), env=self.env(),
-                                cwd=self.dirs[self.spec["workdir"]], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            self.argv(self.spec["entrypoint"] + self.spec["cmd"]),
+            env=self.env(),
+            cwd=self.dirs[self.spec["workdir"]],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     def health(self, **extra: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(self.argv(self.spec["healthcheck"]), env=self.env(**extra),
-                              cwd=self.dirs[self.spec["workdir"]], capture_output=True, text=True, timeout=30)
+        return subprocess.run(
+            self.argv(self.spec["healthcheck"]),
+            env=self.env(**extra),
+            cwd=self.dirs[self.spec["workdir"]],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
 
 
 def test_the_dockerfile_runs_the_bot_in_json_with_a_health_check() -> None:
@@ -272,10 +321,10 @@ def test_the_container_entrypoint_serves_mail_logs_json_and_is_healthy_while_it_
     try:
         wait_until(lambda: box.health().returncode == 0, timeout=30, what="the health check to pass")
         world.request()
-        world.sink.wait_for(4, timeout=20)                                    # it serves mail
+        world.sink.wait_for(4, timeout=20)  # it serves mail
         healthy = box.health()
         assert healthy.returncode == 0 and healthy.stdout.startswith("healthy: heartbeat"), healthy.stdout
-        proc.send_signal(signal.SIGTERM)                                      # docker stop
+        proc.send_signal(signal.SIGTERM)  # docker stop
         stopped = time.monotonic()
         assert proc.wait(timeout=10) == 0
         assert time.monotonic() - stopped < 5
@@ -285,10 +334,10 @@ def test_the_container_entrypoint_serves_mail_logs_json_and_is_healthy_while_it_
             proc.wait(10)
     stderr = proc.stderr.read() if proc.stderr else ""
     assert sorted(world.approval_requests(world.sent())) == [NL_ADMIN, NL_TECH]
-    assert store.exists()                                                     # the state is on the volume
-    assert not list(box.dirs["/etc/secirbot"].glob("*.sqlite3*"))             # and not in the config mount
+    assert store.exists()  # the state is on the volume
+    assert not list(box.dirs["/etc/secirbot"].glob("*.sqlite3*"))  # and not in the config mount
 
-    events = json_lines(stderr)                                               # only JSON, one event a line
+    events = json_lines(stderr)  # only JSON, one event a line
     messages = [e["message"] for e in events]
     assert any(m.startswith("connected to 127.0.0.1:") and m.endswith("(IDLE)") for m in messages)
     assert "message uid=1 from jan@registry.example: request/subscribe -> request-opened" in messages
@@ -311,11 +360,18 @@ def test_the_container_entrypoint_serves_mail_logs_json_and_is_healthy_while_it_
 
 # --- demo ----------------------------------------------------------------------------------------------
 
+
 def test_demo_runs_with_nothing_configured_and_shows_the_whole_procedure(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    done = subprocess.run([sys.executable, "-m", "secirbot", "demo"], cwd=empty, env=cli_env(),
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "secirbot", "demo"],
+        cwd=empty,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     # The approval request to an IANA contact of .dk, with its own reply address ...
@@ -330,5 +386,4 @@ def test_demo_runs_with_nothing_configured_and_shows_the_whole_procedure(tmp_pat
     command = re.search(r"---- mail \d+: bot -> secir-request@lists\.example\.org -+\n(.*?)\n(?:----|\n)", out, re.S)
     assert command is not None and "join address=mette.hansen@security.punktum.example" in out
     assert out.index("approver -> bot") < out.index("join address=mette.hansen@security.punktum.example")
-    assert "DECIDED" in out and not list(empty.iterdir())                     # nothing left behind in the cwd
-
+    assert "DECIDED" in out and not list(empty.iterdir())  # nothing left behind in the cwd

@@ -68,7 +68,9 @@ def test_a_451_is_retried_with_growing_backoff_and_delivered_once_with_the_first
     assert (row["state"], row["attempts"], row["message_id"]) == ("sent", 3, composed_id)
     store = world.bot().store
     assert [d["details"]["next_attempt_at"] for d in audit(store, "delivery-deferred")] == [
-        iso(first_try + timedelta(minutes=1)), iso(second_try + timedelta(minutes=2))]
+        iso(first_try + timedelta(minutes=1)),
+        iso(second_try + timedelta(minutes=2)),
+    ]
     assert [a["details"]["to"] for a in audit(store, "mail-sent")] == [[ANN]]
     assert audit(store, "mail-queued")[0]["details"]["message_id"] == composed_id
 
@@ -93,10 +95,14 @@ def test_a_connection_dropped_at_data_is_retried_and_does_not_hold_back_other_ma
     assert [(r["state"], r["attempts"]) for r in outbox(world)] == [("sent", 2), ("sent", 1)]
 
 
-@pytest.mark.parametrize(("refuse", "code"), [
-    (lambda sink: sink.reject_recipient(ANN), "550 5.1.1"),
-    (lambda sink: sink.fail_next(1, "554 5.7.1 rejected by policy"), "554 5.7.1"),
-], ids=["550-at-rcpt", "554-at-data"])
+@pytest.mark.parametrize(
+    ("refuse", "code"),
+    [
+        (lambda sink: sink.reject_recipient(ANN), "550 5.1.1"),
+        (lambda sink: sink.fail_next(1, "554 5.7.1 rejected by policy"), "554 5.7.1"),
+    ],
+    ids=["550-at-rcpt", "554-at-data"],
+)
 def test_a_5xx_fails_the_mail_at_once_and_reports_it_to_the_secretariat(world: World, refuse, code: str) -> None:
     world.deliver(note(f"Ann <{ANN}>"))
     refuse(world.sink)
@@ -157,8 +163,7 @@ def test_an_unreachable_server_defers_and_after_give_up_after_the_secretariat_is
     assert "gave up" in report.message.get_content()
 
 
-def test_a_crash_between_the_smtp_250_and_the_commit_resends_the_same_message_and_nothing_else(
-        world: World) -> None:
+def test_a_crash_between_the_smtp_250_and_the_commit_resends_the_same_message_and_nothing_else(world: World) -> None:
     world.deliver(note(f"Ann <{ANN}>"))
     world.deliver(note(f"Bob <{BOB}>"))
 

@@ -53,8 +53,9 @@ def test_pilot_refusal_says_why_once_a_day_and_asks_nobody(world: World) -> None
     sent = ask(world, subject_line="subscribe .dk")
     assert summary(sent) == [(REQUESTER, refused_subject(".dk"))]
     said = flat(sent[0])
-    assert ("The list is running as a pilot, open only to the ccTLDs invited to it for now, and .dk is not among"
-            " them yet.") in said
+    assert (
+        "The list is running as a pilot, open only to the ccTLDs invited to it for now, and .dk is not among them yet."
+    ) in said
     assert sent[0].message["In-Reply-To"] is not None  # an answer to their mail
     assert requests_in_store(world) == []
     assert world.whois.counts["dk"] == 0 and world.rdap.counts["dk"] == 0  # no IANA query for a refusal
@@ -75,8 +76,9 @@ def test_seat_cap_counts_members_and_open_requests(world: World) -> None:
     open_request(world, sender="Bob <bob@registry.example>")
     sent = ask(world, sender="Carol <carol@registry.example>")
     assert summary(sent) == [("carol@registry.example", refused_subject(".nl"))]
-    assert ("Each ccTLD may have at most 2 members (counting open requests), and .nl has reached that number."
-            in flat(sent[0]))
+    assert "Each ccTLD may have at most 2 members (counting open requests), and .nl has reached that number." in flat(
+        sent[0]
+    )
     assert [r[3] for r in requests_in_store(world)] == ["alice@registry.example", "bob@registry.example"]
     # Alice is denied: her seat is free again, and Carol's next request is opened and sent to the approvers.
     world.deliver(client_reply("gmail", first.approvals[NL_ADMIN].message, ADMIN_FROM, "DENY"))
@@ -99,12 +101,18 @@ def test_rate_limit_per_cctld(world: World) -> None:
     assert "Please send your request again in an hour." in flat(sent[0])
     # Another ccTLD is not limited by .nl's count.
     assert sorted(open_request(world, sender="d@registry.example", subject_line="subscribe .mx").approvals) == [
-        "adm-iana@nic.mx", "tech-iana@nic.mx"]
+        "adm-iana@nic.mx",
+        "tech-iana@nic.mx",
+    ]
     # An hour after the first .nl request, c may ask again.
     world.clock.advance(minutes=21)
     assert sorted(open_request(world, sender="c@registry.example").approvals) == [NL_ADMIN, NL_TECH]
     assert [r[3] for r in requests_in_store(world)] == [
-        "a@registry.example", "b@registry.example", "d@registry.example", "c@registry.example"]
+        "a@registry.example",
+        "b@registry.example",
+        "d@registry.example",
+        "c@registry.example",
+    ]
 
 
 def test_rate_limit_over_all_cctlds(world: World) -> None:
@@ -126,8 +134,9 @@ def test_already_a_member(world: World) -> None:
     # The same person, their address in other case, asks again (for another ccTLD even).
     sent = ask(world, sender="Jan <Jan@Registry.Example>", subject_line="subscribe .mx")
     assert summary(sent) == [("jan@registry.example", refused_subject(".mx"))]
-    assert ("Our records show that this address is already a member of the list, so nothing needs to be done."
-            in flat(sent[0]))
+    assert "Our records show that this address is already a member of the list, so nothing needs to be done." in flat(
+        sent[0]
+    )
     assert COMMAND_ADDRESS not in by_rcpt(sent)
     assert requests_in_store(world) == [(1, "approved", "nl", REQUESTER)]
 
@@ -142,12 +151,15 @@ def test_one_open_request_per_person(world: World) -> None:
     assert requests_in_store(world) == [(1, "pending", "nl", REQUESTER)]
 
 
-@pytest.mark.parametrize("subject_line, says", [
-    ("subscribe .zz", "We could not find the ccTLD you work for in your message."),
-    ("subscribe .com", "Your message names .com, which is not a delegated country-code top-level domain (ccTLD)."),
-    ("subscribe .nl and .mx", "Your message names more than one ccTLD (mx, nl). A request is for one ccTLD only"),
-    ("Please subscribe me", "We could not find the ccTLD you work for in your message."),
-])
+@pytest.mark.parametrize(
+    "subject_line, says",
+    [
+        ("subscribe .zz", "We could not find the ccTLD you work for in your message."),
+        ("subscribe .com", "Your message names .com, which is not a delegated country-code top-level domain (ccTLD)."),
+        ("subscribe .nl and .mx", "Your message names more than one ccTLD (mx, nl). A request is for one ccTLD only"),
+        ("Please subscribe me", "We could not find the ccTLD you work for in your message."),
+    ],
+)
 def test_unknown_cctld_is_explained_once(world: World, subject_line: str, says: str) -> None:
     sent = ask(world, subject_line=subject_line)
     assert summary(sent) == [(REQUESTER, "Your request to join the ccTLD security list: which ccTLD?")]
@@ -172,8 +184,9 @@ def test_cctld_iana_has_no_record_of_waits_and_nobody_is_asked(world: World) -> 
 
 def unreachable(world: World, how: str) -> None:
     if how == "connection-refused":
-        world.settings.update({"iana.whois": f"127.0.0.1:{free_port()}",
-                               "iana.rdap": f"http://127.0.0.1:{free_port()}"})
+        world.settings.update(
+            {"iana.whois": f"127.0.0.1:{free_port()}", "iana.rdap": f"http://127.0.0.1:{free_port()}"}
+        )
     else:  # whois closes at once, RDAP answers 500
         world.whois.modes["nl"] = "empty"
         world.rdap.modes["nl"] = "500"
@@ -192,11 +205,17 @@ def reachable(world: World) -> None:
 def test_iana_unreachable_request_waits_is_retried_and_nothing_is_lost(world: World, how: str) -> None:
     unreachable(world, how)
     sent = ask(world)
-    assert summary(sent) == sorted([(REQUESTER, "Your request to join the ccTLD security list for .nl [#1]"),
-                                    (SECRETARIAT, "New request #1: jan@registry.example for .nl")])
+    assert summary(sent) == sorted(
+        [
+            (REQUESTER, "Your request to join the ccTLD security list for .nl [#1]"),
+            (SECRETARIAT, "New request #1: jan@registry.example for .nl"),
+        ]
+    )
     told = flat(one(sent, REQUESTER))
-    assert ("We could not look up the contacts of .nl in IANA's Root Zone Database just now. Your request is"
-            " kept, and we will try again automatically; you do not need to write again.") in told
+    assert (
+        "We could not look up the contacts of .nl in IANA's Root Zone Database just now. Your request is"
+        " kept, and we will try again automatically; you do not need to write again."
+    ) in told
     copy = flat(one(sent, SECRETARIAT))
     assert "Request: #1 (resolving)" in copy and "Approval requests went to" not in copy
     data = request(world)
@@ -216,8 +235,7 @@ def test_iana_unreachable_request_waits_is_retried_and_nothing_is_lost(world: Wo
             assert sent == []
         elif hours == 24:
             assert summary(sent) == [(SECRETARIAT, "IANA lookup failing for .nl: request #1 is waiting")]
-            assert "No approver has been asked yet, and none will be until IANA gives a usable record" in flat(
-                sent[0])
+            assert "No approver has been asked yet, and none will be until IANA gives a usable record" in flat(sent[0])
         else:
             assert sent == []  # told once
     assert audit_actions(world).count("lookup-failed") == 5

@@ -16,14 +16,10 @@ from secirbot.config import ConfigError, load_config, normalize_rest_url
 from secirbot.mailman_rest import MailmanRest
 from secirbot.sandbox.mailman import Mailman3
 from secirbot.sandbox.ports import free_port
-from tests import test_mailman3
 from tests.flow import request
 from tests.harness import LIST, SECRETARIAT, World
 from tests.helpers_intake import secirbot
 from tests.test_mailman3 import LIST_ID, approve, use_rest
-
-# The real Mailman: test_mailman3's session fixture, made visible to this module under its own name.
-mailman3 = test_mailman3.mailman3
 
 FORMS = ["{base}", "{base}/", "{base}/3.1", "{base}/3.1/", " {base}/3.1// "]
 

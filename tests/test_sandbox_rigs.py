@@ -17,8 +17,10 @@ from secirbot.sandbox.smtp_sink import SmtpSink
 
 
 def raw_mail(subject: str, body: str = "hello") -> bytes:
-    return (f"From: alice@example.org\r\nTo: join@lists.example.org\r\nSubject: {subject}\r\n"
-            f"Message-ID: <{subject.replace(' ', '.')}@example.org>\r\n\r\n{body}\r\n").encode()
+    return (
+        f"From: alice@example.org\r\nTo: join@lists.example.org\r\nSubject: {subject}\r\n"
+        f"Message-ID: <{subject.replace(' ', '.')}@example.org>\r\n\r\n{body}\r\n"
+    ).encode()
 
 
 def send(sink: SmtpSink, rcpts: list[str], data: bytes) -> dict:
@@ -76,8 +78,9 @@ def test_tls_login_verifies_against_ca_file(dovecot: Dovecot, mailbox: MailUser)
         c.login(mailbox.name, mailbox.password)
     # And verification is real: without the rig's CA the same server is refused.
     with pytest.raises(ssl.SSLCertVerificationError):
-        imapclient.IMAPClient(dovecot.host, port=dovecot.imaps_port, ssl=True,
-                              ssl_context=ssl.create_default_context(), timeout=5)
+        imapclient.IMAPClient(
+            dovecot.host, port=dovecot.imaps_port, ssl=True, ssl_context=ssl.create_default_context(), timeout=5
+        )
 
 
 def test_plain_port_offers_starttls(dovecot: Dovecot, mailbox: MailUser) -> None:
@@ -247,8 +250,12 @@ def test_sink_stop_refuses_and_start_comes_back_on_same_port(smtp_sink: SmtpSink
 @pytest.mark.parametrize("security", ["tls", "starttls"])
 def test_sink_tls_and_auth(dovecot: Dovecot, security: str) -> None:
     certs = dovecot.certs  # valid for 127.0.0.1; the sink may reuse them
-    with SmtpSink(security=security, tls_cert=certs.cert_file, tls_key=certs.key_file,  # type: ignore[arg-type]
-                  credentials=("bot", "s3cret")) as sink:
+    with SmtpSink(
+        security=security,
+        tls_cert=certs.cert_file,
+        tls_key=certs.key_file,  # type: ignore[arg-type]
+        credentials=("bot", "s3cret"),
+    ) as sink:
         ctx = ssl.create_default_context(cafile=str(dovecot.ca_file))
         if security == "tls":
             smtp = smtplib.SMTP_SSL(sink.host, sink.port, context=ctx, timeout=5)

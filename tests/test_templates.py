@@ -69,10 +69,10 @@ ODD_WORDS = [
     "Please APPROVE me",
     "APPROVE: yes",
     "ＡＰＰＲＯＶＥ me",
-    "ΑPPROVE",                 # Greek capital alpha
+    "ΑPPROVE",  # Greek capital alpha
     REPLY_MARKER + "\nme",
     "{{ marker }} {% if true %}",
-    "APPROVE\u2028DENY",        # a line separator is no line break in mail: dropped, the words run together
+    "APPROVE\u2028DENY",  # a line separator is no line break in mail: dropped, the words run together
 ]
 # Requester text with a line that is a decision word on its own: relayed, it must not stand as one.
 DECISION_LINES = [
@@ -144,6 +144,7 @@ def test_a_decision_word_in_the_requesters_words_does_not_stand_as_a_line() -> N
 
 # --- the requester's words: marked and cut --------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("limit", [10, 50, 600])
 def test_requesters_words_are_prefixed_and_cut_in_every_mail_that_relays_them(limit: int) -> None:
     rules = dataclasses.replace(load_rules(CONFIG.rules), requests=RequestRules(claim_max_chars=limit))
@@ -157,11 +158,12 @@ def test_requesters_words_are_prefixed_and_cut_in_every_mail_that_relays_them(li
         relayed = [ln for ln in lines if ln.startswith("  |")]
         assert relayed == expected, name
         start = lines.index(relayed[0])
-        assert lines[start:start + len(relayed)] == relayed  # one block, every line of it marked
+        assert lines[start : start + len(relayed)] == relayed  # one block, every line of it marked
         assert "TAIL" not in "\n".join(lines)
         if name == "approval_request.txt":
-            assert lines[start - 1] == (f"In their own words - NOT verified, exactly as they wrote it, shortened to"
-                                        f" {limit} characters:")
+            assert lines[start - 1] == (
+                f"In their own words - NOT verified, exactly as they wrote it, shortened to {limit} characters:"
+            )
 
 
 def test_quote_unverified() -> None:

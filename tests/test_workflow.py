@@ -36,8 +36,13 @@ def decision(verdict: Verdict, first_line: str | None = None) -> ReadDecision:
 
 def judge(**overrides: Any) -> Judgement:
     args: dict[str, Any] = {
-        "request_state": "pending", "approver_state": "asked", "approver_expires_at": EXPIRES,
-        "requester": REQUESTER, "sender": OK, "mail_from": APPROVER, "decision": decision(Verdict.APPROVE),
+        "request_state": "pending",
+        "approver_state": "asked",
+        "approver_expires_at": EXPIRES,
+        "requester": REQUESTER,
+        "sender": OK,
+        "mail_from": APPROVER,
+        "decision": decision(Verdict.APPROVE),
         "now": NOW,
     }
     args.update(overrides)
@@ -46,14 +51,15 @@ def judge(**overrides: Any) -> Judgement:
 
 # --- deciding ----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("verdict", [Verdict.APPROVE, Verdict.DENY])
 @pytest.mark.parametrize("request_state", ["pending", "resolving"])
 @pytest.mark.parametrize("approver_state", LIVE_APPROVER_STATES)
-def test_a_clear_answer_from_a_live_approver_decides(verdict: Verdict, request_state: str,
-                                                     approver_state: str) -> None:
+def test_a_clear_answer_from_a_live_approver_decides(verdict: Verdict, request_state: str, approver_state: str) -> None:
     # bounced and away are still live: an approver back from holiday may answer.
     assert judge(decision=decision(verdict), request_state=request_state, approver_state=approver_state) == (
-        Judgement("decide", "token+from+authentication", verdict))
+        Judgement("decide", "token+from+authentication", verdict)
+    )
 
 
 def test_an_unclear_answer_asks_for_clarity() -> None:
@@ -65,6 +71,7 @@ def test_one_second_before_expiry_still_decides() -> None:
 
 
 # --- refusing ----------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("now", [EXPIRES, EXPIRES + timedelta(days=3)])
 def test_token_expired(now: datetime) -> None:
@@ -92,8 +99,12 @@ def test_no_from_address_is_no_self_approval_but_the_sender_check_decides() -> N
 
 
 def test_unauthenticated_sender_is_refused_with_the_rule_that_failed() -> None:
-    failed = SenderCheck(ok=False, failure="From colleague@sidn.nl is not the approver's address admin@sidn.nl",
-                         checks={"from": "colleague@sidn.nl is not admin@sidn.nl"}, rule="from-mismatch")
+    failed = SenderCheck(
+        ok=False,
+        failure="From colleague@sidn.nl is not the approver's address admin@sidn.nl",
+        checks={"from": "colleague@sidn.nl is not admin@sidn.nl"},
+        rule="from-mismatch",
+    )
     assert judge(sender=failed) == Judgement("reject", "from-mismatch")
 
 
@@ -103,6 +114,7 @@ def test_unauthenticated_sender_without_a_rule_code_is_still_refused() -> None:
 
 
 # --- which reason wins ----------------------------------------------------------------------------------------
+
 
 def test_an_unauthenticated_sender_learns_nothing_about_the_request() -> None:
     failed = SenderCheck(ok=False, failure="x", rule="dmarc-fail")
@@ -136,25 +148,31 @@ OUR_ID = "mx.lists.example.org"
 
 
 def real_reply(from_header: str, *authres: str) -> bytes:
-    msg = email.message_from_bytes((MESSAGES / "reply-gmail-web-multipart.eml").read_bytes(),
-                                   policy=email.policy.default)
+    msg = email.message_from_bytes(
+        (MESSAGES / "reply-gmail-web-multipart.eml").read_bytes(), policy=email.policy.default
+    )
     msg.replace_header("From", from_header)
     msg.replace_header("To", "join+abcdefghijklmnopqrstuvwxyz234567@lists.example.org")
     raw = msg.as_bytes(policy=email.policy.SMTP)
     return b"".join(f"Authentication-Results: {v}\r\n".encode() for v in authres) + raw
 
 
-@pytest.mark.parametrize("raw, require, rule", [
-    (real_reply("Piet <colleague@sidn.nl>"), "none", "from-mismatch"),
-    (real_reply("admin@sidn.nl, evil@evil.example"), "none", "from-unreadable"),
-    (real_reply(APPROVER, f"{OUR_ID}; dmarc=fail header.from=sidn.nl"), "none", "dmarc-fail"),
-    (real_reply(APPROVER), "dmarc", "dmarc-required"),
-    (real_reply(APPROVER), "dkim", "dkim-required"),
-], ids=["from-mismatch", "from-unreadable", "dmarc-fail", "dmarc-required", "dkim-required"])
+@pytest.mark.parametrize(
+    "raw, require, rule",
+    [
+        (real_reply("Piet <colleague@sidn.nl>"), "none", "from-mismatch"),
+        (real_reply("admin@sidn.nl, evil@evil.example"), "none", "from-unreadable"),
+        (real_reply(APPROVER, f"{OUR_ID}; dmarc=fail header.from=sidn.nl"), "none", "dmarc-fail"),
+        (real_reply(APPROVER), "dmarc", "dmarc-required"),
+        (real_reply(APPROVER), "dkim", "dkim-required"),
+    ],
+    ids=["from-mismatch", "from-unreadable", "dmarc-fail", "dmarc-required", "dkim-required"],
+)
 def test_every_sender_failure_is_refused_as_a_security_rule(raw: bytes, require: str, rule: str) -> None:
     # The pipeline tells the Secretariat of exactly the rejections in SECURITY_RULES.
-    sender = check_sender(parse_mail(raw), expected_from=APPROVER, authserv_id=OUR_ID, require=require,
-                          dnsfunc=lambda name: b"")
+    sender = check_sender(
+        parse_mail(raw), expected_from=APPROVER, authserv_id=OUR_ID, require=require, dnsfunc=lambda name: b""
+    )
     assert not sender.ok
     judgement = judge(sender=sender)
     assert judgement == Judgement("reject", rule)

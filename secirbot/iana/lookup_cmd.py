@@ -25,10 +25,19 @@ EXIT_NOT_CCTLD = 3
 EXIT_CANNOT_RESOLVE = 4
 
 
-def lookup_command(config: Config, store: Store, names: list[str], all_: bool, as_json: bool,
-                   out: TextIO = sys.stdout, err: TextIO = sys.stderr, *,
-                   sleep: Callable[[float], None] = time.sleep, resolver: IanaResolver | None = None,
-                   universe: Sequence[TldName] | None = None) -> int:
+def lookup_command(
+    config: Config,
+    store: Store,
+    names: list[str],
+    all_: bool,
+    as_json: bool,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    resolver: IanaResolver | None = None,
+    universe: Sequence[TldName] | None = None,
+) -> int:
     """Run `secirbot lookup NAME... [--json]` or `secirbot lookup --all [--json]`; returns the exit status.
 
     `sleep` paces `--all` (tests pass a no-op); `universe` replaces the packaged ccTLD list for `--all`.
@@ -110,6 +119,7 @@ class Progress:
 
 # --- output -----------------------------------------------------------------------------------------
 
+
 def resolution_json(result: Resolution) -> dict[str, Any]:
     """The `--json` object for one resolution (a record, or `error: cannot-resolve` with the reason)."""
     base: dict[str, Any] = {"tld": result.tld.ascii, "tld_unicode": result.tld.unicode}
@@ -127,8 +137,9 @@ def resolution_json(result: Resolution) -> dict[str, Any]:
     record = result.record
     return base | {
         "organisation": record.organisation,
-        "contacts": [{"role": c.role, "name": c.name, "organisation": c.organisation, "email": c.email}
-                     for c in record.contacts],
+        "contacts": [
+            {"role": c.role, "name": c.name, "organisation": c.organisation, "email": c.email} for c in record.contacts
+        ],
         "approvers": [{"email": a.email, "name": a.name, "roles": list(a.roles)} for a in record.approvers(ROLES)],
         "source": record.source,
         "fetched_at": iso(record.fetched_at),
@@ -141,27 +152,37 @@ def resolution_json(result: Resolution) -> dict[str, Any]:
 def format_record(result: Resolution) -> str:
     record = result.record
     assert record is not None
-    lines = [f"ccTLD:          {record.tld.display()}",
-             f"Manager:        {record.organisation or '(none given)'}"]
+    lines = [f"ccTLD:          {record.tld.display()}", f"Manager:        {record.organisation or '(none given)'}"]
     for contact in record.contacts:
         who = ", ".join(part for part in (contact.name, contact.organisation) if part)
         lines.append(f"{contact.role.capitalize() + ':':<16}{who} <{contact.email}>")
     approvers = record.approvers(ROLES)
-    lines.append(f"Approvers:      {len(approvers)}: " + ", ".join(
-        f"{a.email} ({'+'.join(a.roles)})" for a in approvers))
-    lines.append(f"Source:         IANA {record.source}, fetched {iso(record.fetched_at)}"
-                 f" (snapshot {result.snapshot_id}{', cached' if result.cached else ''})")
-    lines.append("Root NS:        " + {True: "delegated",
-                                        False: "NOT delegated in the root zone: check before relying on it",
-                                        None: "not checked (DNS unavailable or disabled)"}[record.delegated])
+    lines.append(
+        f"Approvers:      {len(approvers)}: " + ", ".join(f"{a.email} ({'+'.join(a.roles)})" for a in approvers)
+    )
+    lines.append(
+        f"Source:         IANA {record.source}, fetched {iso(record.fetched_at)}"
+        f" (snapshot {result.snapshot_id}{', cached' if result.cached else ''})"
+    )
+    lines.append(
+        "Root NS:        "
+        + {
+            True: "delegated",
+            False: "NOT delegated in the root zone: check before relying on it",
+            None: "not checked (DNS unavailable or disabled)",
+        }[record.delegated]
+    )
     return "\n".join(lines) + "\n"
 
 
 def cannot_resolve_message(result: Resolution) -> str:
     attempts = "; ".join(
-        f"{a.source}: {UNUSABLE_KINDS[a.problem.kind]} ({a.problem.detail})" for a in result.attempts if a.problem)
-    return (f"cannot resolve {result.tld.display()} now: {attempts or result.problem}. "
-            "Retry later; tell the Secretariat if it persists.")
+        f"{a.source}: {UNUSABLE_KINDS[a.problem.kind]} ({a.problem.detail})" for a in result.attempts if a.problem
+    )
+    return (
+        f"cannot resolve {result.tld.display()} now: {attempts or result.problem}. "
+        "Retry later; tell the Secretariat if it persists."
+    )
 
 
 def _show_not_cctld(text: str, exc: NotACcTLD, as_json: bool, out: TextIO, err: TextIO) -> None:

@@ -148,21 +148,31 @@ def normalize_tld(text: str) -> TldName:
         raise NotACcTLD(_not_cctld_message(name))
     known, status = entry
     if status == NOT_ASSIGNED:
-        raise NotDelegated(f"{known.display()} is a country code that IANA lists as 'Not assigned': it is not "
-                           "delegated, has no manager and no contacts, so nobody can approve members for it",
-                           known, status)
+        raise NotDelegated(
+            f"{known.display()} is a country code that IANA lists as 'Not assigned': it is not "
+            "delegated, has no manager and no contacts, so nobody can approve members for it",
+            known,
+            status,
+        )
     if status == RETIRED:
-        raise NotDelegated(f"{known.display()} is a retired ccTLD: IANA has removed it from the root zone, "
-                           "so nobody can approve members for it", known, status)
+        raise NotDelegated(
+            f"{known.display()} is a retired ccTLD: IANA has removed it from the root zone, "
+            "so nobody can approve members for it",
+            known,
+            status,
+        )
     return known
 
 
 def _not_cctld_message(name: TldName) -> str:
     if name.is_idn:
-        return (f"{name.display()} is not a country-code TLD: it is a generic internationalised TLD or "
-                "not a TLD at all")
+        return f"{name.display()} is not a country-code TLD: it is a generic internationalised TLD or not a TLD at all"
     if len(name.ascii) == 2 and name.ascii.isalpha():
-        return (f"{name.display()} is not a ccTLD: IANA has no country-code TLD by that name (if IANA "
-                "delegated it recently, refresh secirbot/data/cctlds.txt)")
-    return (f"{name.display()} is not a country-code TLD: ccTLDs are two letters (.nl) or an "
-            "internationalised country name (.рф)")
+        return (
+            f"{name.display()} is not a ccTLD: IANA has no country-code TLD by that name (if IANA "
+            "delegated it recently, refresh secirbot/data/cctlds.txt)"
+        )
+    return (
+        f"{name.display()} is not a country-code TLD: ccTLDs are two letters (.nl) or an "
+        "internationalised country name (.рф)"
+    )

@@ -110,8 +110,13 @@ def _check_domain(data: dict[str, Any], asked: TldName) -> str | None:
 
 def _vcard(value: Any) -> list[list[Any]] | None:
     """The property list of a jCard ["vcard", [[name, params, type, value...], ...]], or None."""
-    if (isinstance(value, list) and len(value) == 2 and value[0] == "vcard" and isinstance(value[1], list)
-            and all(isinstance(p, list) and len(p) >= 4 and isinstance(p[0], str) for p in value[1])):
+    if (
+        isinstance(value, list)
+        and len(value) == 2
+        and value[0] == "vcard"
+        and isinstance(value[1], list)
+        and all(isinstance(p, list) and len(p) >= 4 and isinstance(p[0], str) for p in value[1])
+    ):
         return value[1]
     return None
 
@@ -138,6 +143,7 @@ def _org(card: list[list[Any]]) -> str:
 
 # --- I/O --------------------------------------------------------------------------------------------
 
+
 def query_rdap(base_url: str, ascii_tld: str, timeout: float, ca_file: str | Path | None = None) -> str:
     """GET `{base_url}/domain/{ascii_tld}` and return the body of a 200 answer.
 
@@ -146,8 +152,12 @@ def query_rdap(base_url: str, ascii_tld: str, timeout: float, ca_file: str | Pat
     """
     url = f"{base_url.rstrip('/')}/domain/{ascii_tld}"
     try:
-        response = requests.get(url, timeout=timeout, verify=str(ca_file) if ca_file else True,
-                                headers={"Accept": "application/rdap+json, application/json"})
+        response = requests.get(
+            url,
+            timeout=timeout,
+            verify=str(ca_file) if ca_file else True,
+            headers={"Accept": "application/rdap+json, application/json"},
+        )
         body = response.content
     except requests.RequestException as exc:
         raise QueryFailed(Unusable("unreachable", f"{url}: {type(exc).__name__}: {exc}", "", "rdap")) from exc
@@ -155,9 +165,7 @@ def query_rdap(base_url: str, ascii_tld: str, timeout: float, ca_file: str | Pat
     if response.status_code == 404:
         raise QueryFailed(Unusable("not-found", f"{url}: HTTP 404", text, "rdap"))
     if response.status_code != 200:
-        raise QueryFailed(Unusable("error", f"{url}: HTTP {response.status_code} {response.reason}", text,
-                                   "rdap"))
+        raise QueryFailed(Unusable("error", f"{url}: HTTP {response.status_code} {response.reason}", text, "rdap"))
     if len(body) > MAX_ANSWER_BYTES:
-        raise QueryFailed(Unusable("malformed", f"answer longer than {MAX_ANSWER_BYTES} bytes", text[:4096],
-                                   "rdap"))
+        raise QueryFailed(Unusable("malformed", f"answer longer than {MAX_ANSWER_BYTES} bytes", text[:4096], "rdap"))
     return text

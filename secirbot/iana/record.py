@@ -106,8 +106,9 @@ class IanaRecord:
     delegated: bool | None = None
 
     @classmethod
-    def from_parsed(cls, parsed: ParsedRecord, source: Source, fetched_at: datetime, raw: str,
-                    delegated: bool | None) -> IanaRecord:
+    def from_parsed(
+        cls, parsed: ParsedRecord, source: Source, fetched_at: datetime, raw: str, delegated: bool | None
+    ) -> IanaRecord:
         return cls(parsed.tld, parsed.organisation, parsed.contacts, source, fetched_at, raw, delegated)
 
     def approvers(self, roles: tuple[str, ...] | list[str] = ROLES) -> list[Approver]:
@@ -131,8 +132,10 @@ class IanaRecord:
             "tld": self.tld.ascii,
             "tld_unicode": self.tld.unicode,
             "organisation": self.organisation,
-            "contacts": [{"role": c.role, "name": c.name, "organisation": c.organisation, "email": c.email}
-                         for c in self.contacts],
+            "contacts": [
+                {"role": c.role, "name": c.name, "organisation": c.organisation, "email": c.email}
+                for c in self.contacts
+            ],
             "source": self.source,
             "fetched_at": iso(self.fetched_at),
             "delegated": self.delegated,

@@ -80,8 +80,13 @@ _FETCHERS: dict[str, tuple[Callable[..., str], Callable[[str, TldName], ParsedRe
 class IanaResolver:
     """Use one instance per process: the at-most-one-query-in-flight guarantee is per instance."""
 
-    def __init__(self, config: Config, store: Store, now: Callable[[], datetime] = utcnow,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        now: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.config = config
         self.store = store
         self.now = now
@@ -114,8 +119,9 @@ class IanaResolver:
             flight.completed += 1
             return result
 
-    def resolve_each(self, names: Iterable[TldName], interval: float = MIN_INTERVAL,
-                     max_backoff: float = MAX_BACKOFF) -> Iterator[Resolution]:
+    def resolve_each(
+        self, names: Iterable[TldName], interval: float = MIN_INTERVAL, max_backoff: float = MAX_BACKOFF
+    ) -> Iterator[Resolution]:
         """Resolve many TLDs afresh, politely: `interval` seconds (>= 1) between queries, doubling after
         each resolution in which a server looked in trouble (even if the other source then answered), up
         to `max_backoff`, and back to `interval` after a clean one.
@@ -141,14 +147,24 @@ class IanaResolver:
         row = self.store.one(
             "SELECT id, source, fetched_at, raw, record, delegated FROM iana_snapshots"
             " WHERE tld = ? AND record IS NOT NULL AND fetched_at > ? ORDER BY fetched_at DESC, id DESC LIMIT 1",
-            (name.ascii, oldest))
+            (name.ascii, oldest),
+        )
         if row is None:
             return None
         record = IanaRecord.from_json(row["record"], raw=row["raw"])
         if record.tld.ascii != name.ascii:
             return None
-        return Resolution(record.tld, row["id"], record, None, row["source"], from_iso(row["fetched_at"]),
-                          record.delegated, (Attempt(row["source"], row["id"], None),), cached=True)
+        return Resolution(
+            record.tld,
+            row["id"],
+            record,
+            None,
+            row["source"],
+            from_iso(row["fetched_at"]),
+            record.delegated,
+            (Attempt(row["source"], row["id"], None),),
+            cached=True,
+        )
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -177,10 +193,12 @@ class IanaResolver:
             attempts.append(attempt)
             failures.append((attempt, fetched_at))
         # An answer IANA actually gave (error text, Not assigned...) says more than "could not connect".
-        chosen, fetched_at = next(((a, t) for a, t in failures if a.problem and a.problem.kind != "unreachable"),
-                                  failures[0])
-        return Resolution(name, chosen.snapshot_id, None, chosen.problem, chosen.source, fetched_at, delegated,
-                          tuple(attempts))
+        chosen, fetched_at = next(
+            ((a, t) for a, t in failures if a.problem and a.problem.kind != "unreachable"), failures[0]
+        )
+        return Resolution(
+            name, chosen.snapshot_id, None, chosen.problem, chosen.source, fetched_at, delegated, tuple(attempts)
+        )
 
     def _ask(self, source: Source, name: TldName) -> tuple[ParsedRecord | Unusable, str]:
         query, parse = _FETCHERS[source]
@@ -196,14 +214,30 @@ class IanaResolver:
             return Unusable("unreachable", f"{type(exc).__name__}: {exc}", "", source), ""
         return parse(raw, name), raw
 
-    def _save(self, name: TldName, source: Source, fetched_at: datetime, raw: str, record: IanaRecord | None,
-              problem: Unusable | None, delegated: bool | None) -> int:
+    def _save(
+        self,
+        name: TldName,
+        source: Source,
+        fetched_at: datetime,
+        raw: str,
+        record: IanaRecord | None,
+        problem: Unusable | None,
+        delegated: bool | None,
+    ) -> int:
         with self.store.transaction() as conn:
             cur = conn.execute(
                 "INSERT INTO iana_snapshots (tld, source, fetched_at, raw, record, problem, delegated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (name.ascii, source, iso(fetched_at), raw, record.to_json() if record else None,
-                 problem.to_json() if problem else None, None if delegated is None else int(delegated)))
+                (
+                    name.ascii,
+                    source,
+                    iso(fetched_at),
+                    raw,
+                    record.to_json() if record else None,
+                    problem.to_json() if problem else None,
+                    None if delegated is None else int(delegated),
+                ),
+            )
             return rowid(cur)
 
 

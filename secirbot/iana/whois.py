@@ -105,8 +105,9 @@ def parse_whois(text: str, asked: TldName) -> ParsedRecord | Unusable:
             if addresses is None:
                 return bad("no-contact-email", f"the {role} contact's e-mail {email!r} is not an address")
             for address in addresses:
-                contacts.append(Contact(role, _join(fields.get("name", [])),
-                                        _join(fields.get("organisation", [])), address))
+                contacts.append(
+                    Contact(role, _join(fields.get("name", [])), _join(fields.get("organisation", [])), address)
+                )
     missing = [role for role in ROLES if role not in {c.role for c in contacts}]
     if missing:
         return bad("no-contact-email", f"no {' and no '.join(missing)} contact")
@@ -135,6 +136,7 @@ def _join(values: list[str]) -> str:
 
 
 # --- I/O --------------------------------------------------------------------------------------------
+
 
 def split_endpoint(endpoint: str, default_port: int = 43) -> tuple[str, int]:
     """'host', 'host:port', '[v6]:port' -> (host, port)."""
@@ -173,8 +175,14 @@ def query_whois(endpoint: str, ascii_tld: str, timeout: float) -> str:
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > MAX_ANSWER_BYTES:
-                    raise QueryFailed(Unusable("malformed", f"answer longer than {MAX_ANSWER_BYTES} bytes",
-                                               b"".join(chunks)[:4096].decode("utf-8", "replace"), "whois"))
+                    raise QueryFailed(
+                        Unusable(
+                            "malformed",
+                            f"answer longer than {MAX_ANSWER_BYTES} bytes",
+                            b"".join(chunks)[:4096].decode("utf-8", "replace"),
+                            "whois",
+                        )
+                    )
     except QueryFailed:
         raise
     except (OSError, UnicodeError) as exc:

@@ -121,12 +121,46 @@ def make_test_certs(directory: Path) -> CertFiles:
     key, csr, pem = directory / "server.key", directory / "server.csr", directory / "server.pem"
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
     steps = [
-        [openssl, "req", "-config", cnf, "-x509", "-extensions", "v3_ca", *ec, "-days", "3650",
-         "-subj", "/CN=secirbot test CA", "-keyout", ca_key, "-out", ca_pem],
+        [
+            openssl,
+            "req",
+            "-config",
+            cnf,
+            "-x509",
+            "-extensions",
+            "v3_ca",
+            *ec,
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=secirbot test CA",
+            "-keyout",
+            ca_key,
+            "-out",
+            ca_pem,
+        ],
         [openssl, "req", "-config", cnf, "-new", *ec, "-subj", "/CN=localhost", "-keyout", key, "-out", csr],
-        [openssl, "x509", "-req", "-in", csr, "-CA", ca_pem, "-CAkey", ca_key,
-         "-set_serial", str(secrets.randbits(63)), "-days", "3650",
-         "-extfile", cnf, "-extensions", "v3_server", "-out", pem],
+        [
+            openssl,
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca_pem,
+            "-CAkey",
+            ca_key,
+            "-set_serial",
+            str(secrets.randbits(63)),
+            "-days",
+            "3650",
+            "-extfile",
+            cnf,
+            "-extensions",
+            "v3_server",
+            "-out",
+            pem,
+        ],
     ]
     for cmd in steps:
         done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=30)
@@ -240,7 +274,9 @@ class Dovecot:
         with open(self.root / "stdout.log", "ab") as out:
             self._proc = subprocess.Popen(
                 [binary, "-F", "-c", str(self.config_file)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group, so stop() reaches the sessions too
             )
         _running.add(self)
@@ -311,7 +347,8 @@ class Dovecot:
             if self._next_user >= len(self._users):
                 raise PoolExhausted(
                     f"all {self.pool_size} Dovecot users are taken: raise Dovecot(pool_size=...) "
-                    "(users cannot be added to a running server reliably)")
+                    "(users cannot be added to a running server reliably)"
+                )
             user = self._users[self._next_user]
             self._next_user += 1
         return user
@@ -449,8 +486,7 @@ service imap-login {{
         last: Exception | None = None
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise DovecotError(
-                    f"Dovecot exited with status {self._proc.returncode} at start\n{self.log_tail()}")
+                raise DovecotError(f"Dovecot exited with status {self._proc.returncode} at start\n{self.log_tail()}")
             try:
                 with socket.create_connection((LOOPBACK, self.imap_port), timeout=1) as sock:
                     greeting = sock.recv(512)
@@ -461,8 +497,10 @@ service imap-login {{
             except OSError as exc:
                 last = exc
             time.sleep(0.01)
-        raise DovecotError(f"Dovecot did not answer on {LOOPBACK}:{self.imap_port} within "
-                           f"{START_TIMEOUT:.0f} s ({last})\n{self.log_tail()}")
+        raise DovecotError(
+            f"Dovecot did not answer on {LOOPBACK}:{self.imap_port} within "
+            f"{START_TIMEOUT:.0f} s ({last})\n{self.log_tail()}"
+        )
 
     def _signal_group(self, sig: signal.Signals) -> None:
         if self._proc is not None:
@@ -505,8 +543,9 @@ class MailUser:
         """A logged-in client on the plain port (``tls=True``: the implicit-TLS port, verified)."""
         server = self.server
         if tls:
-            client = imapclient.IMAPClient(server.host, port=server.imaps_port, ssl=True,
-                                           ssl_context=server.ssl_context(), timeout=timeout)
+            client = imapclient.IMAPClient(
+                server.host, port=server.imaps_port, ssl=True, ssl_context=server.ssl_context(), timeout=timeout
+            )
         else:
             client = imapclient.IMAPClient(server.host, port=server.imap_port, ssl=False, timeout=timeout)
         try:

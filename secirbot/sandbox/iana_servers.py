@@ -167,7 +167,6 @@ class WhoisServer(_SocketServer):
             self.leave(key)
 
 
-
 class RdapServer(_SocketServer):
     def __init__(self, answers: dict[str, bytes] | None = None):
         super().__init__()
@@ -196,7 +195,7 @@ class RdapServer(_SocketServer):
         if not request.path.startswith(prefix):
             self._send(request, 400, {"errorCode": 400, "title": "Bad Request"})
             return
-        key = request.path[len(prefix):].lower()
+        key = request.path[len(prefix) :].lower()
         self.enter(key)
         try:
             mode = self.modes.get(key)
@@ -208,8 +207,7 @@ class RdapServer(_SocketServer):
                 return
             body = self.answers.get(key)
             if body is None:
-                self._send(request, 404, {"errorCode": 404, "title": "Not Found",
-                                          "description": [f"{key} not found"]})
+                self._send(request, 404, {"errorCode": 404, "title": "Not Found", "description": [f"{key} not found"]})
                 return
             request.send_response(200)
             request.send_header("Content-Type", "application/rdap+json")
@@ -227,7 +225,6 @@ class RdapServer(_SocketServer):
         request.send_header("Content-Length", str(len(body)))
         request.end_headers()
         request.wfile.write(body)
-
 
 
 def _port(server: socketserver.BaseServer) -> int:
@@ -291,10 +288,20 @@ class DnsServer(_Counting):
             return response
         if name in self.txt:
             if question.rdtype == dns.rdatatype.TXT and self.txt[name]:
-                response.answer.append(dns.rrset.from_rdata_list(question.name, 300, [
-                    dns.rdtypes.ANY.TXT.TXT(dns.rdataclass.IN, dns.rdatatype.TXT,
-                                            [record[i:i + 255] for i in range(0, len(record), 255)] or [b""])
-                    for record in self.txt[name]]))
+                response.answer.append(
+                    dns.rrset.from_rdata_list(
+                        question.name,
+                        300,
+                        [
+                            dns.rdtypes.ANY.TXT.TXT(
+                                dns.rdataclass.IN,
+                                dns.rdatatype.TXT,
+                                [record[i : i + 255] for i in range(0, len(record), 255)] or [b""],
+                            )
+                            for record in self.txt[name]
+                        ],
+                    )
+                )
             return response
         labels = question.name.relativize(dns.name.root).labels
         tld = labels[-1].decode("ascii").lower() if labels else ""
@@ -302,9 +309,11 @@ class DnsServer(_Counting):
             response.set_rcode(dns.rcode.NXDOMAIN)
             return response
         if len(labels) == 1 and question.rdtype == dns.rdatatype.NS:
-            response.answer.append(dns.rrset.from_text(
-                question.name, 172800, dns.rdataclass.IN, dns.rdatatype.NS,
-                f"a.nic.{tld}.", f"b.nic.{tld}."))
+            response.answer.append(
+                dns.rrset.from_text(
+                    question.name, 172800, dns.rdataclass.IN, dns.rdatatype.NS, f"a.nic.{tld}.", f"b.nic.{tld}."
+                )
+            )
         return response
 
     def reset(self) -> None:

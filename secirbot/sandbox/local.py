@@ -30,26 +30,36 @@ class Sandbox:
         try:
             dovecot.start()
         except DovecotError as exc:
-            raise SandboxError(f"the local sandbox needs Dovecot: {exc}. Install it "
-                               "(apt-get install dovecot-imapd) or configure imap.host") from exc
+            raise SandboxError(
+                f"the local sandbox needs Dovecot: {exc}. Install it "
+                "(apt-get install dovecot-imapd) or configure imap.host"
+            ) from exc
         user = dovecot.new_user()
         spool = config.store.path.parent / "sandbox-sent"
         sink = SmtpSink(spool=spool)
         sink.start()
         local = dataclasses.replace(
             config,
-            imap=dataclasses.replace(ImapConfig(), host=dovecot.host, port=dovecot.imap_port, security="none",
-                                     username=user.name, password=user.password),
+            imap=dataclasses.replace(
+                ImapConfig(),
+                host=dovecot.host,
+                port=dovecot.imap_port,
+                security="none",
+                username=user.name,
+                password=user.password,
+            ),
             smtp=dataclasses.replace(SmtpConfig(), host=sink.host, port=sink.port, security="none"),
         )
         return cls(dovecot, user, sink, local, spool)
 
     def describe(self) -> str:
-        return (f"sandbox: no imap.host configured, so the bot reads a throw-away local mailbox:\n"
-                f"  IMAP  {self.dovecot.host}:{self.dovecot.imap_port}  user {self.user.name}  "
-                f"password {self.user.password}  (append mail there with any IMAP client)\n"
-                f"  SMTP  mail the bot sends is kept in {self.spool}/\n"
-                f"  For a guided tour with a scripted requester and approver: secirbot demo")
+        return (
+            f"sandbox: no imap.host configured, so the bot reads a throw-away local mailbox:\n"
+            f"  IMAP  {self.dovecot.host}:{self.dovecot.imap_port}  user {self.user.name}  "
+            f"password {self.user.password}  (append mail there with any IMAP client)\n"
+            f"  SMTP  mail the bot sends is kept in {self.spool}/\n"
+            f"  For a guided tour with a scripted requester and approver: secirbot demo"
+        )
 
     def stop(self) -> None:
         self.sink.stop()

@@ -55,8 +55,10 @@ from .procs import group_pids, pid_alive, pss_bytes, rss_bytes
 ENV_VENV = "SECIRBOT_TEST_MAILMAN_VENV"
 DEFAULT_VENV = Path("/opt/mailman-venv")
 REPO_VENV = Path(__file__).resolve().parents[2] / ".mailman-venv"
-INSTALL_HINT = ("python3 -m venv .mailman-venv && .mailman-venv/bin/pip install 'mailman==3.3.10' "
-                "'SQLAlchemy<2.1'  (found there by default; a venv elsewhere: SECIRBOT_TEST_MAILMAN_VENV=<dir>)")
+INSTALL_HINT = (
+    "python3 -m venv .mailman-venv && .mailman-venv/bin/pip install 'mailman==3.3.10' "
+    "'SQLAlchemy<2.1'  (found there by default; a venv elsewhere: SECIRBOT_TEST_MAILMAN_VENV=<dir>)"
+)
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 
@@ -83,8 +85,10 @@ def mailman_binary(venv: Path | None = None) -> Path:
     venv = venv or find_venv()
     binary = venv / "bin" / "mailman"
     if not os.access(binary, os.X_OK):
-        raise MailmanError(f"no Mailman 3 at {binary} (venv from ${ENV_VENV}, /opt/mailman-venv or "
-                           f"{REPO_VENV}); install it with: {INSTALL_HINT}")
+        raise MailmanError(
+            f"no Mailman 3 at {binary} (venv from ${ENV_VENV}, /opt/mailman-venv or "
+            f"{REPO_VENV}); install it with: {INSTALL_HINT}"
+        )
     return binary
 
 
@@ -95,17 +99,18 @@ def list_id_of(address: str) -> str:
 
 # --- the MTA stand-in Mailman sends to ----------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Outgoing:
     """One message Mailman handed to its outgoing SMTP server."""
 
     mail_from: str
     rcpt_tos: list[str]
-    data: bytes                     # as received, CRLF line ends
-    message: EmailMessage           # parsed (LF line ends, email.policy.default)
+    data: bytes  # as received, CRLF line ends
+    message: EmailMessage  # parsed (LF line ends, email.policy.default)
     fed_back: tuple[str, ...] = ()  # recipients delivered back into Mailman over LMTP
-    routed: tuple[str, ...] = ()    # recipients handed to a route (e.g. the bot's mailbox)
-    errors: tuple[str, ...] = ()    # LMTP or route failures, one line each
+    routed: tuple[str, ...] = ()  # recipients handed to a route (e.g. the bot's mailbox)
+    errors: tuple[str, ...] = ()  # LMTP or route failures, one line each
 
     @property
     def captured_only(self) -> list[str]:
@@ -120,8 +125,9 @@ class _SinkHandler:
     def __init__(self, sink: OutgoingSink) -> None:
         self.sink = sink
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str,
-                          rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -130,8 +136,9 @@ class _SinkHandler:
         # Hand-offs block (LMTP, IMAP APPEND): off the event loop, but answered only when done, as an
         # MTA that delivers before it says 250 would.
         loop = asyncio.get_running_loop()
-        item = await loop.run_in_executor(None, self.sink.dispatch, envelope.mail_from or "",
-                                          list(envelope.rcpt_tos), raw)
+        item = await loop.run_in_executor(
+            None, self.sink.dispatch, envelope.mail_from or "", list(envelope.rcpt_tos), raw
+        )
         return f"250 2.0.0 OK queued as {item}"
 
 
@@ -153,8 +160,9 @@ class OutgoingSink:
 
     def start(self) -> None:
         if self._controller is None:
-            controller = Controller(_SinkHandler(self), hostname=LOOPBACK, port=self.port,
-                                    server_hostname="mta.test", ready_timeout=5.0)
+            controller = Controller(
+                _SinkHandler(self), hostname=LOOPBACK, port=self.port, server_hostname="mta.test", ready_timeout=5.0
+            )
             controller.start()
             self._controller = controller
 
@@ -198,10 +206,14 @@ class OutgoingSink:
             fed_back = [r for r in to_mailman if r not in refused]
             errors.extend(f"LMTP {r}: {why}" for r, why in refused.items())
         item = Outgoing(
-            mail_from=mail_from, rcpt_tos=list(rcpt_tos), data=raw,
-            message=email.message_from_bytes(
-                raw.replace(b"\r\n", b"\n"), policy=email.policy.default),
-            fed_back=tuple(fed_back), routed=tuple(routed), errors=tuple(errors))
+            mail_from=mail_from,
+            rcpt_tos=list(rcpt_tos),
+            data=raw,
+            message=email.message_from_bytes(raw.replace(b"\r\n", b"\n"), policy=email.policy.default),
+            fed_back=tuple(fed_back),
+            routed=tuple(routed),
+            errors=tuple(errors),
+        )
         with self._lock:
             self._messages.append(item)
             return len(self._messages)
@@ -219,8 +231,7 @@ class OutgoingSink:
         """Captured messages with ``address`` among their envelope recipients."""
         return [m for m in self.messages if address.lower() in (r.lower() for r in m.rcpt_tos)]
 
-    def wait_for(self, predicate: Callable[[Outgoing], bool], count: int = 1,
-                 timeout: float = 30.0) -> list[Outgoing]:
+    def wait_for(self, predicate: Callable[[Outgoing], bool], count: int = 1, timeout: float = 30.0) -> list[Outgoing]:
         """Poll until ``count`` captured messages satisfy ``predicate``; returns them (oldest first)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -229,12 +240,15 @@ class OutgoingSink:
                 return found
             if time.monotonic() >= deadline:
                 summary = [(m.mail_from, m.rcpt_tos, str(m.message.get("Subject", ""))) for m in self.messages]
-                raise AssertionError(f"Mailman sent {len(found)} of {count} expected message(s) within "
-                                     f"{timeout:.0f} s; all it sent: {summary}")
+                raise AssertionError(
+                    f"Mailman sent {len(found)} of {count} expected message(s) within "
+                    f"{timeout:.0f} s; all it sent: {summary}"
+                )
             time.sleep(0.05)
 
 
 # --- REST -------------------------------------------------------------------------------------------
+
 
 class Rest:
     """Mailman's REST API with the admin's basic auth; raises :class:`MailmanError` on an unexpected
@@ -246,13 +260,12 @@ class Rest:
         self.session.auth = (user, password)
         self.timeout = timeout
 
-    def call(self, method: str, path: str, data: dict[str, Any] | None = None,
-             ok: Iterable[int] = (200, 201, 202, 204)) -> requests.Response:
-        response = self.session.request(method, f"{self.base}/3.1/{path.lstrip('/')}", data=data,
-                                        timeout=self.timeout)
+    def call(
+        self, method: str, path: str, data: dict[str, Any] | None = None, ok: Iterable[int] = (200, 201, 202, 204)
+    ) -> requests.Response:
+        response = self.session.request(method, f"{self.base}/3.1/{path.lstrip('/')}", data=data, timeout=self.timeout)
         if response.status_code not in set(ok):
-            raise MailmanError(f"Mailman REST {method} {path}: HTTP {response.status_code}: "
-                               f"{response.text[:300]}")
+            raise MailmanError(f"Mailman REST {method} {path}: HTTP {response.status_code}: {response.text[:300]}")
         return response
 
     def get(self, path: str, ok: Iterable[int] = (200,)) -> Any:
@@ -293,8 +306,14 @@ class Mailman3:
     the temporary directory. A context manager too.
     """
 
-    def __init__(self, venv: Path | None = None, *, site_owner: str = "postmaster@example.org",
-                 admin_user: str = "restadmin", admin_pass: str | None = None) -> None:
+    def __init__(
+        self,
+        venv: Path | None = None,
+        *,
+        site_owner: str = "postmaster@example.org",
+        admin_user: str = "restadmin",
+        admin_pass: str | None = None,
+    ) -> None:
         self.venv = venv or find_venv()
         self.binary = mailman_binary(self.venv)
         self.site_owner = site_owner
@@ -305,9 +324,9 @@ class Mailman3:
         self.rest = Rest(self.rest_url, self.admin_user, self.admin_pass)
         self.root = Path(tempfile.mkdtemp(prefix="secirbot-mailman-"))
         os.chmod(self.root, 0o755)
-        self.started_in: float | None = None   # seconds from `mailman start` to REST answering
-        self.peak_rss = 0                      # bytes, summed over the process group, sampled 4/s
-        self.peak_pss = 0                      # the same as PSS (shared pages counted once)
+        self.started_in: float | None = None  # seconds from `mailman start` to REST answering
+        self.peak_rss = 0  # bytes, summed over the process group, sampled 4/s
+        self.peak_pss = 0  # the same as PSS (shared pages counted once)
         self.peak_processes = 0
         self._master_pid: int | None = None
         self._sampler: threading.Thread | None = None
@@ -339,10 +358,12 @@ class Mailman3:
     # -- configuration -----------------------------------------------------------------------------
 
     def config_text(self) -> str:
-        fast = "\n".join(f"[runner.{name}]\nsleep_time: 0.1s\n"
-                         for name in ("command", "in", "pipeline", "out", "virgin"))
-        off = "\n".join(f"[runner.{name}]\nstart: no\n"
-                        for name in ("archive", "digest", "bounces", "retry", "task", "nntp"))
+        fast = "\n".join(
+            f"[runner.{name}]\nsleep_time: 0.1s\n" for name in ("command", "in", "pipeline", "out", "virgin")
+        )
+        off = "\n".join(
+            f"[runner.{name}]\nstart: no\n" for name in ("archive", "digest", "bounces", "retry", "task", "nntp")
+        )
         return f"""\
 # Written by secirbot.sandbox.mailman for one test session; nothing here is for production.
 [mailman]
@@ -383,9 +404,16 @@ workers: 1
             command.append("--run-as-root")  # a top-level option: before the subcommand
         with open(self.root / "mailman-cli.log", "ab") as out:
             # Output to a file: the master inherits it, and a caller reading a pipe would hang.
-            return subprocess.run([*command, *args], stdin=subprocess.DEVNULL, stdout=out,
-                                  stderr=subprocess.STDOUT, timeout=timeout, check=False,
-                                  cwd=self.root, env=self._env())
+            return subprocess.run(
+                [*command, *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+                cwd=self.root,
+                env=self._env(),
+            )
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
@@ -435,8 +463,7 @@ workers: 1
             except requests.RequestException as exc:
                 last = type(exc).__name__
             time.sleep(0.1)
-        raise MailmanError(f"Mailman REST did not answer within {START_TIMEOUT:.0f} s ({last})\n"
-                           f"{self.log_tail()}")
+        raise MailmanError(f"Mailman REST did not answer within {START_TIMEOUT:.0f} s ({last})\n{self.log_tail()}")
 
     def _wait_lmtp(self, deadline: float) -> None:
         last = ""
@@ -530,11 +557,14 @@ workers: 1
             refused = exc.recipients
         except (smtplib.SMTPException, OSError) as exc:
             return {r: f"{type(exc).__name__}: {exc}" for r in rcpt_tos}
-        return {r: f"{code} {msg.decode('utf-8', 'replace') if isinstance(msg, bytes) else msg}"
-                for r, (code, msg) in refused.items()}
+        return {
+            r: f"{code} {msg.decode('utf-8', 'replace') if isinstance(msg, bytes) else msg}"
+            for r, (code, msg) in refused.items()
+        }
 
-    def lmtp_deliver(self, raw: bytes | EmailMessage, mail_from: str | None = None,
-                     rcpt_tos: Sequence[str] | None = None) -> None:
+    def lmtp_deliver(
+        self, raw: bytes | EmailMessage, mail_from: str | None = None, rcpt_tos: Sequence[str] | None = None
+    ) -> None:
         """Deliver one message into Mailman as its MTA would (envelope defaults: From and To headers).
         Raises :class:`MailmanError` if Mailman refuses a recipient."""
         if isinstance(raw, EmailMessage):
@@ -543,8 +573,11 @@ workers: 1
         else:
             msg = email.message_from_bytes(raw, policy=email.policy.default)
         sender = mail_from if mail_from is not None else email.utils.parseaddr(str(msg.get("From", "")))[1]
-        recipients = list(rcpt_tos) if rcpt_tos else [
-            a for _, a in email.utils.getaddresses([str(v) for v in msg.get_all("To", [])])]
+        recipients = (
+            list(rcpt_tos)
+            if rcpt_tos
+            else [a for _, a in email.utils.getaddresses([str(v) for v in msg.get_all("To", [])])]
+        )
         refused = self.lmtp_deliver_refused(raw, sender, recipients)
         if refused:
             raise MailmanError(f"Mailman refused {refused}")
@@ -556,8 +589,15 @@ workers: 1
             self.rest.post("domains", {"mail_host": mail_host})
         self.sink.domains.add(mail_host.lower())
 
-    def create_list(self, address: str, policy: Policy = "confirm", *, owners: Sequence[str] = (),
-                    moderators: Sequence[str] = (), **settings: str | bool) -> str:
+    def create_list(
+        self,
+        address: str,
+        policy: Policy = "confirm",
+        *,
+        owners: Sequence[str] = (),
+        moderators: Sequence[str] = (),
+        **settings: str | bool,
+    ) -> str:
         """A fresh list (an existing one of that name is deleted first, with its pending requests).
         ``settings`` are further list config keys (e.g. ``admin_notify_mchanges=True``). Returns its
         list id."""
@@ -572,9 +612,17 @@ workers: 1
         self.rest.patch(f"lists/{list_id}/config", config)
         for role, people in (("owner", owners), ("moderator", moderators)):
             for person in people:
-                self.rest.post("members", {"list_id": list_id, "subscriber": person, "role": role,
-                                           "pre_verified": "true", "pre_confirmed": "true",
-                                           "pre_approved": "true"})
+                self.rest.post(
+                    "members",
+                    {
+                        "list_id": list_id,
+                        "subscriber": person,
+                        "role": role,
+                        "pre_verified": "true",
+                        "pre_confirmed": "true",
+                        "pre_approved": "true",
+                    },
+                )
         return list_id
 
     def subscribe(self, list_id: str, address: str, *, pre: bool = True) -> requests.Response:
@@ -596,8 +644,7 @@ workers: 1
 
     def moderate(self, list_id: str, token: str, action: str) -> int:
         """What a moderator does: accept | discard | reject | defer a held request. Returns the status."""
-        return self.rest.post(f"lists/{list_id}/requests/{token}", {"action": action},
-                              ok=(204, 404, 409)).status_code
+        return self.rest.post(f"lists/{list_id}/requests/{token}", {"action": action}, ok=(204, 404, 409)).status_code
 
     # -- mail out of Mailman --------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ def _stat_fields(pid: int | str) -> list[str] | None:
     except OSError:
         return None
     # The command name may contain spaces and parentheses; the fields after the last ')' do not.
-    return stat[stat.rfind(")") + 2:].split()
+    return stat[stat.rfind(")") + 2 :].split()
 
 
 def group_pids(pgid: int) -> list[int]:

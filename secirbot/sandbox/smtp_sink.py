@@ -58,8 +58,9 @@ class _Handler:
         self.credentials: tuple[str, str] | None = None
         self.spool: Path | None = None
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
+    ) -> str:
         with self.lock:
             reply = self.rcpt_replies.get(address.lower())
         if reply is not None:
@@ -80,8 +81,7 @@ class _Handler:
             rcpt_tos=list(envelope.rcpt_tos),
             data=bytes(raw),
             # Parsed from LF line ends, as a mail store would keep it; CRLF would leak into get_content().
-            message=email.message_from_bytes(
-                bytes(raw).replace(b"\r\n", b"\n"), policy=email.policy.default),
+            message=email.message_from_bytes(bytes(raw).replace(b"\r\n", b"\n"), policy=email.policy.default),
             tls=transport is not None and transport.get_extra_info("ssl_object") is not None,
             login=login,
         )
@@ -100,10 +100,14 @@ class _Handler:
                 return True
             return False
 
-    def authenticate(self, server: SMTP, session: Session, envelope: Envelope,
-                     mechanism: str, auth_data: Any) -> AuthResult:
-        ok = (isinstance(auth_data, LoginPassword) and self.credentials is not None
-              and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials)
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and self.credentials is not None
+            and (auth_data.login.decode(), auth_data.password.decode()) == self.credentials
+        )
         # handled=False: aiosmtpd then sends the 535 itself; with the default the client waits forever.
         return AuthResult(success=ok, auth_data=auth_data if ok else None, handled=False)
 
@@ -130,9 +134,15 @@ class _SinkController(Controller):
 class SmtpSink:
     """A capturing SMTP server on 127.0.0.1; see the module docstring."""
 
-    def __init__(self, *, security: Security | None = None, tls_cert: str | Path | None = None,
-                 tls_key: str | Path | None = None, credentials: tuple[str, str] | None = None,
-                 spool: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        security: Security | None = None,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
+        credentials: tuple[str, str] | None = None,
+        spool: Path | None = None,
+    ) -> None:
         """``security`` defaults to ``"tls"`` when ``tls_cert`` is given, else ``"none"``.
 
         ``credentials=(user, password)`` turns AUTH on and makes it mandatory before MAIL.
@@ -149,8 +159,12 @@ class SmtpSink:
             spool.mkdir(parents=True, exist_ok=True)
             self._handler.spool = spool
         self._port = free_port()
-        kwargs: dict[str, Any] = {"hostname": LOOPBACK, "port": self._port,
-                                  "server_hostname": "sink.test", "ready_timeout": 5.0}
+        kwargs: dict[str, Any] = {
+            "hostname": LOOPBACK,
+            "port": self._port,
+            "server_hostname": "sink.test",
+            "ready_timeout": 5.0,
+        }
         if security != "none":
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.load_cert_chain(str(tls_cert), str(tls_key))
@@ -158,8 +172,9 @@ class SmtpSink:
         if credentials is not None:
             # "none" allows AUTH on a bare socket so login paths stay testable without TLS; "tls"
             # must not require it either, as aiosmtpd only counts STARTTLS as TLS for AUTH.
-            kwargs.update(authenticator=self._handler.authenticate, auth_required=True,
-                          auth_require_tls=security == "starttls")
+            kwargs.update(
+                authenticator=self._handler.authenticate, auth_required=True, auth_require_tls=security == "starttls"
+            )
         self._kwargs = kwargs
         self._controller: _SinkController | None = None
 
@@ -217,7 +232,8 @@ class SmtpSink:
             if time.monotonic() >= deadline:
                 summary = [(c.mail_from, c.rcpt_tos, c.message.get("Subject")) for c in got]
                 raise AssertionError(
-                    f"SMTP sink expected {count} message(s) within {timeout} s, got {len(got)}: {summary}")
+                    f"SMTP sink expected {count} message(s) within {timeout} s, got {len(got)}: {summary}"
+                )
             time.sleep(0.01)
 
     def clear(self) -> None:

@@ -15,8 +15,9 @@ from secirbot.sandbox.iana_servers import DnsServer, RdapServer, WhoisServer
 from secirbot.store import Store, from_iso
 
 
-def run(config: Config, store: Store, *names: str, all_: bool = False, as_json: bool = False,
-        **kw: object) -> tuple[int, str, str]:
+def run(
+    config: Config, store: Store, *names: str, all_: bool = False, as_json: bool = False, **kw: object
+) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     status = lookup_command(config, store, list(names), all_, as_json, out=out, err=err, **kw)
     return status, out.getvalue(), err.getvalue()
@@ -46,10 +47,19 @@ def test_json_for_every_spelling(config: Config, store: Store, spelling: str) ->
     assert data["tld"] == "xn--p1ai" and data["tld_unicode"] == "рф"
     assert data["organisation"] == "Coordination Center for TLD RU"
     assert data["contacts"] == [
-        {"role": "administrative", "name": ".xn--p1ai domain Administrative group",
-         "organisation": "Coordination Center for TLD RU", "email": "ru-adm@cctld.ru"},
-        {"role": "technical", "name": "Technical Center of Internet", "organisation": "Technical Center of Internet",
-         "email": "ru-tech@tcinet.ru"}]
+        {
+            "role": "administrative",
+            "name": ".xn--p1ai domain Administrative group",
+            "organisation": "Coordination Center for TLD RU",
+            "email": "ru-adm@cctld.ru",
+        },
+        {
+            "role": "technical",
+            "name": "Technical Center of Internet",
+            "organisation": "Technical Center of Internet",
+            "email": "ru-tech@tcinet.ru",
+        },
+    ]
     assert data["source"] == "whois"
     from_iso(data["fetched_at"])  # ISO 8601, the store's form
     assert isinstance(data["snapshot_id"], int)
@@ -59,8 +69,9 @@ def test_json_fi_approvers_deduplicated(config: Config, store: Store) -> None:
     status, out, _ = run(config, store, ".FI", as_json=True)
     data = json.loads(out)
     assert status == EXIT_OK and len(data["contacts"]) == 2
-    assert data["approvers"] == [{"email": "firootadmin@traficom.fi", "name": "Domain Names",
-                                  "roles": ["administrative", "technical"]}]
+    assert data["approvers"] == [
+        {"email": "firootadmin@traficom.fi", "name": "Domain Names", "roles": ["administrative", "technical"]}
+    ]
 
 
 def test_json_keeps_non_ascii_and_mixed_case(config: Config, store: Store) -> None:
@@ -78,17 +89,19 @@ def test_fallback_source_is_reported(config: Config, store: Store, whois_server:
     assert data["contacts"][0]["email"] == "chonkn@gmail.com"
 
 
-@pytest.mark.parametrize("name, words", [
-    ("com", "not a country-code TLD"),
-    ("example", "not a country-code TLD"),
-    ("онлайн", "generic internationalised TLD"),
-    ("eh", "Not assigned"),
-    ("um", "Not assigned"),
-    ("yu", "retired"),
-    ("", "no TLD given"),
-])
-def test_not_a_cctld_exit_3(config: Config, store: Store, whois_server: WhoisServer, name: str,
-                            words: str) -> None:
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("com", "not a country-code TLD"),
+        ("example", "not a country-code TLD"),
+        ("онлайн", "generic internationalised TLD"),
+        ("eh", "Not assigned"),
+        ("um", "Not assigned"),
+        ("yu", "retired"),
+        ("", "no TLD given"),
+    ],
+)
+def test_not_a_cctld_exit_3(config: Config, store: Store, whois_server: WhoisServer, name: str, words: str) -> None:
     status, out, err = run(config, store, name)
     assert status == EXIT_NOT_CCTLD and out == ""
     assert words in err
@@ -104,10 +117,20 @@ def test_not_a_cctld_json(config: Config, store: Store) -> None:
     assert com["error"] == "not-a-cctld"
 
 
-@pytest.mark.parametrize("tld, kind", [
-    ("gt", "error"), ("ad", "empty"), ("bh", "not-found"), ("tk", "not-found"), ("xn--node", "new"),
-    ("gw", "old-format"), ("si", "truncated"), ("xn--mgb9awbf", "no-contact-email"), ("de", "wrong-domain"),
-])
+@pytest.mark.parametrize(
+    "tld, kind",
+    [
+        ("gt", "error"),
+        ("ad", "empty"),
+        ("bh", "not-found"),
+        ("tk", "not-found"),
+        ("xn--node", "new"),
+        ("gw", "old-format"),
+        ("si", "truncated"),
+        ("xn--mgb9awbf", "no-contact-email"),
+        ("de", "wrong-domain"),
+    ],
+)
 def test_cannot_resolve_exit_4(config: Config, store: Store, tld: str, kind: str) -> None:
     status, out, err = run(config, store, tld)
     assert status == EXIT_CANNOT_RESOLVE and out == ""
@@ -129,8 +152,9 @@ def test_usage(config: Config, store: Store) -> None:
     assert run(config, store, "nl", all_=True)[0] == EXIT_USAGE
 
 
-def test_all_refreshes_politely_and_reports_failures(config: Config, store: Store, whois_server: WhoisServer,
-                                                    rdap_server: RdapServer) -> None:
+def test_all_refreshes_politely_and_reports_failures(
+    config: Config, store: Store, whois_server: WhoisServer, rdap_server: RdapServer
+) -> None:
     pauses: list[float] = []
     universe = [parse_tld(t) for t in ("nl", "gt", "xn--p1ai", "fi", "si")]
     status, out, err = run(config, store, all_=True, sleep=pauses.append, universe=universe)
@@ -140,7 +164,8 @@ def test_all_refreshes_politely_and_reports_failures(config: Config, store: Stor
     assert "5 ccTLDs: 3 resolved, 2 failed" in err
     assert ".gt: IANA whois: IANA's server reported an error" in err and ".si:" in err
     assert {t: whois_server.counts[t] for t in ("nl", "gt", "xn--p1ai", "fi", "si")} == dict.fromkeys(
-        ("nl", "gt", "xn--p1ai", "fi", "si"), 1)
+        ("nl", "gt", "xn--p1ai", "fi", "si"), 1
+    )
     assert store.one("SELECT COUNT(*) AS n FROM iana_snapshots WHERE record IS NOT NULL")["n"] == 3
 
 
@@ -159,14 +184,24 @@ class Tty(io.StringIO):
 
 def test_progress_bar_on_a_terminal(config: Config, store: Store) -> None:
     err = Tty()
-    lookup_command(config, store, [], True, False, out=io.StringIO(), err=err, sleep=lambda s: None,
-                   universe=[TldName("nl", "nl"), TldName("fi", "fi")])
+    lookup_command(
+        config,
+        store,
+        [],
+        True,
+        False,
+        out=io.StringIO(),
+        err=err,
+        sleep=lambda s: None,
+        universe=[TldName("nl", "nl"), TldName("fi", "fi")],
+    )
     text = err.getvalue()
     assert "\r[###############---------------] 1/2" in text and "\r[##############################] 2/2" in text
 
 
-def test_config_file_points_lookup_at_local_servers(tmp_path: Path, whois_server: WhoisServer,
-                                                    rdap_server: RdapServer, dns_server: DnsServer) -> None:
+def test_config_file_points_lookup_at_local_servers(
+    tmp_path: Path, whois_server: WhoisServer, rdap_server: RdapServer, dns_server: DnsServer
+) -> None:
     """The pinned keys iana.whois / iana.rdap / dns.* as a deployment would write them."""
     path = tmp_path / "secirbot.yaml"
     path.write_text(
@@ -180,7 +215,9 @@ def test_config_file_points_lookup_at_local_servers(tmp_path: Path, whois_server
         f"  port: {dns_server.port}\n"
         "  timeout_seconds: 1\n"
         "store:\n"
-        "  path: var/test.sqlite3\n", encoding="utf-8")
+        "  path: var/test.sqlite3\n",
+        encoding="utf-8",
+    )
     config = load_config(path, environ={})
     store = Store(config.store.path)
     try:

@@ -48,20 +48,23 @@ def test_display_shows_both_forms() -> None:
     assert TldName("nl", "nl").display() == ".nl"
 
 
-@pytest.mark.parametrize("text, words", [
-    ("com", "not a country-code TLD"),
-    ("example", "not a country-code TLD"),
-    ("онлайн", "generic internationalised TLD"),      # a generic IDN (xn--80asehdb)
-    ("xn--80asehdb", "generic internationalised TLD"),
-    ("zz", "IANA has no country-code TLD"),
-    ("", "no TLD given"),
-    ("   ", "no TLD given"),
-    (".", "no TLD given"),
-    ("example.nl", "did you mean .nl"),
-    ("n_l", "not a valid top-level domain"),
-    ("xn--zz", "not a valid internationalised name"),
-    ("-nl", "not a valid top-level domain"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("com", "not a country-code TLD"),
+        ("example", "not a country-code TLD"),
+        ("онлайн", "generic internationalised TLD"),  # a generic IDN (xn--80asehdb)
+        ("xn--80asehdb", "generic internationalised TLD"),
+        ("zz", "IANA has no country-code TLD"),
+        ("", "no TLD given"),
+        ("   ", "no TLD given"),
+        (".", "no TLD given"),
+        ("example.nl", "did you mean .nl"),
+        ("n_l", "not a valid top-level domain"),
+        ("xn--zz", "not a valid internationalised name"),
+        ("-nl", "not a valid top-level domain"),
+    ],
+)
 def test_not_a_cctld(text: str, words: str) -> None:
     with pytest.raises(NotACcTLD) as info:
         normalize_tld(text)
@@ -69,10 +72,20 @@ def test_not_a_cctld(text: str, words: str) -> None:
     assert words in str(info.value)
 
 
-@pytest.mark.parametrize("text, status", [
-    ("eh", "not-assigned"), ("bl", "not-assigned"), ("mf", "not-assigned"), ("bq", "not-assigned"),
-    ("um", "not-assigned"), ("yu", "retired"), ("tp", "retired"), ("an", "retired"), (".EH", "not-assigned"),
-])
+@pytest.mark.parametrize(
+    "text, status",
+    [
+        ("eh", "not-assigned"),
+        ("bl", "not-assigned"),
+        ("mf", "not-assigned"),
+        ("bq", "not-assigned"),
+        ("um", "not-assigned"),
+        ("yu", "retired"),
+        ("tp", "retired"),
+        ("an", "retired"),
+        (".EH", "not-assigned"),
+    ],
+)
 def test_undelegated_and_retired_have_their_own_message(text: str, status: str) -> None:
     with pytest.raises(NotDelegated) as info:
         normalize_tld(text)

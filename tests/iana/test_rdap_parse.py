@@ -60,7 +60,9 @@ def test_entity_with_both_roles_gives_one_contact_per_role() -> None:
     record = outcome_of(obj, "fi")
     assert isinstance(record, ParsedRecord)
     assert [(c.role, c.email) for c in record.contacts] == [
-        ("administrative", "firootadmin@traficom.fi"), ("technical", "firootadmin@traficom.fi")]
+        ("administrative", "firootadmin@traficom.fi"),
+        ("technical", "firootadmin@traficom.fi"),
+    ]
 
 
 def test_structured_org_value() -> None:
@@ -108,21 +110,24 @@ def _drop(key: str) -> dict:
     return obj
 
 
-@pytest.mark.parametrize("obj, kind", [
-    ({"errorCode": 404, "title": "Not Found"}, "not-found"),
-    ({"errorCode": 500, "title": "Internal Server Error"}, "error"),
-    ([], "malformed"),
-    ("a string", "malformed"),
-    (_drop("rdapConformance"), "malformed"),
-    (_set("objectClassName", "entity"), "malformed"),
-    (_set("ldhName", "be"), "wrong-domain"),
-    (_drop("ldhName"), "wrong-domain"),
-    (_set("unicodeName", "рф"), "wrong-domain"),
-    (_set("status", ["inactive"]), "inactive"),
-    (_drop("entities"), "no-contact-email"),
-    (_without_role("technical"), "no-contact-email"),
-    (_email_removed(), "no-contact-email"),
-])
+@pytest.mark.parametrize(
+    "obj, kind",
+    [
+        ({"errorCode": 404, "title": "Not Found"}, "not-found"),
+        ({"errorCode": 500, "title": "Internal Server Error"}, "error"),
+        ([], "malformed"),
+        ("a string", "malformed"),
+        (_drop("rdapConformance"), "malformed"),
+        (_set("objectClassName", "entity"), "malformed"),
+        (_set("ldhName", "be"), "wrong-domain"),
+        (_drop("ldhName"), "wrong-domain"),
+        (_set("unicodeName", "рф"), "wrong-domain"),
+        (_set("status", ["inactive"]), "inactive"),
+        (_drop("entities"), "no-contact-email"),
+        (_without_role("technical"), "no-contact-email"),
+        (_email_removed(), "no-contact-email"),
+    ],
+)
 def test_not_usable(obj: object, kind: str) -> None:
     outcome = outcome_of(obj)
     assert isinstance(outcome, Unusable), outcome

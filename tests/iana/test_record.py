@@ -29,10 +29,16 @@ def test_fi_one_approver_with_both_roles() -> None:
 
 
 def test_duplicates_differing_only_in_case_merge_keeping_first_spelling() -> None:
-    rec = IanaRecord(parse_tld("jo"), "MoDEE", (
-        Contact("administrative", "A", "MoDEE", "AdminCCtld@modee.gov.jo"),
-        Contact("technical", "T", "MoDEE", "admincctld@MODEE.gov.jo"),
-    ), "whois", WHEN)
+    rec = IanaRecord(
+        parse_tld("jo"),
+        "MoDEE",
+        (
+            Contact("administrative", "A", "MoDEE", "AdminCCtld@modee.gov.jo"),
+            Contact("technical", "T", "MoDEE", "admincctld@MODEE.gov.jo"),
+        ),
+        "whois",
+        WHEN,
+    )
     [approver] = rec.approvers()
     assert approver.email == "AdminCCtld@modee.gov.jo"
     assert approver.key == "admincctld@modee.gov.jo"
@@ -64,22 +70,29 @@ def test_json_keys() -> None:
     data = record("whois-xn--p1ai.txt", "xn--p1ai").to_dict()
     assert data["tld"] == "xn--p1ai" and data["tld_unicode"] == "рф"
     assert data["fetched_at"] == "2024-11-22T10:00:00Z"
-    assert data["contacts"][0] == {"role": "administrative", "name": ".xn--p1ai domain Administrative group",
-                                   "organisation": "Coordination Center for TLD RU", "email": "ru-adm@cctld.ru"}
+    assert data["contacts"][0] == {
+        "role": "administrative",
+        "name": ".xn--p1ai domain Administrative group",
+        "organisation": "Coordination Center for TLD RU",
+        "email": "ru-adm@cctld.ru",
+    }
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("a@b.cc", ["a@b.cc"]),
-    ("victor@cbinf.com or admin@nic.bi", ["victor@cbinf.com", "admin@nic.bi"]),
-    ("admni@nic.ni ; marvin@nic.ni", ["admni@nic.ni", "marvin@nic.ni"]),
-    ("ashar@pknic.net.pk / staff@pknic.net.pk", ["ashar@pknic.net.pk", "staff@pknic.net.pk"]),
-    ("info@itk.kz, isin@nit.kz", ["info@itk.kz", "isin@nit.kz"]),
-    ("", None),
-    ("admin at nic.xx", None),
-    ("a@b", None),
-    ("a@b.cc or", None),  # a dangling separator is not trusted
-    ("<a@b.cc>", None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("a@b.cc", ["a@b.cc"]),
+        ("victor@cbinf.com or admin@nic.bi", ["victor@cbinf.com", "admin@nic.bi"]),
+        ("admni@nic.ni ; marvin@nic.ni", ["admni@nic.ni", "marvin@nic.ni"]),
+        ("ashar@pknic.net.pk / staff@pknic.net.pk", ["ashar@pknic.net.pk", "staff@pknic.net.pk"]),
+        ("info@itk.kz, isin@nit.kz", ["info@itk.kz", "isin@nit.kz"]),
+        ("", None),
+        ("admin at nic.xx", None),
+        ("a@b", None),
+        ("a@b.cc or", None),  # a dangling separator is not trusted
+        ("<a@b.cc>", None),
+    ],
+)
 def test_split_addresses(value: str, expected: list[str] | None) -> None:
     assert split_addresses(value) == expected
 

@@ -32,8 +32,9 @@ class Clock:
         return self.now
 
 
-def test_whois_primary(resolver: IanaResolver, store: Store, whois_server: WhoisServer,
-                       rdap_server: RdapServer) -> None:
+def test_whois_primary(
+    resolver: IanaResolver, store: Store, whois_server: WhoisServer, rdap_server: RdapServer
+) -> None:
     result = resolver.resolve(NL)
     assert result.ok and result.source == "whois" and result.problem is None
     assert [a.email for a in result.record.approvers()] == ["admin@sidn.nl", "tech@sidn.nl"]
@@ -56,13 +57,16 @@ def test_idn_in_both_forms(resolver: IanaResolver, whois_server: WhoisServer) ->
 
 
 @pytest.mark.parametrize("mode", ["error", "empty"])
-def test_fallback_to_rdap_when_whois_is_unusable(resolver: IanaResolver, store: Store, whois_server: WhoisServer,
-                                                 mode: str) -> None:
+def test_fallback_to_rdap_when_whois_is_unusable(
+    resolver: IanaResolver, store: Store, whois_server: WhoisServer, mode: str
+) -> None:
     whois_server.modes["nl"] = mode
     result = resolver.resolve(NL)
     assert result.ok and result.source == "rdap"
     assert [(a.source, a.problem.kind if a.problem else None) for a in result.attempts] == [
-        ("whois", mode), ("rdap", None)]
+        ("whois", mode),
+        ("rdap", None),
+    ]
     first, second = rows(store)
     assert first["source"] == "whois" and first["record"] is None
     assert json.loads(first["problem"])["kind"] == mode
@@ -72,8 +76,10 @@ def test_fallback_to_rdap_when_whois_is_unusable(resolver: IanaResolver, store: 
 
 
 def test_fallback_when_whois_is_unreachable(store: Store, rdap_server: RdapServer, dns_server: DnsServer) -> None:
-    config = Config(iana=IanaConfig(whois=f"127.0.0.1:{free_port()}", rdap=rdap_server.base_url, timeout_seconds=1),
-                    dns=DnsConfig(nameservers=("127.0.0.1",), port=dns_server.port, timeout_seconds=1))
+    config = Config(
+        iana=IanaConfig(whois=f"127.0.0.1:{free_port()}", rdap=rdap_server.base_url, timeout_seconds=1),
+        dns=DnsConfig(nameservers=("127.0.0.1",), port=dns_server.port, timeout_seconds=1),
+    )
     result = IanaResolver(config, store).resolve(NL)
     assert result.ok and result.source == "rdap"
     assert result.attempts[0].problem.kind == "unreachable"
@@ -94,11 +100,21 @@ def test_rdap_primary_falls_back_to_whois_on_500(config: Config, store: Store, r
     assert result.attempts[0].problem.kind == "error" and "HTTP 500" in result.attempts[0].problem.detail
 
 
-@pytest.mark.parametrize("tld, kind", [
-    ("gt", "error"), ("ad", "empty"), ("bh", "not-found"), ("tk", "not-found"), ("xn--node", "new"),
-    ("gw", "old-format"), ("si", "truncated"), ("xn--mgb9awbf", "no-contact-email"), ("de", "wrong-domain"),
-    ("eh", "not-assigned"),
-])
+@pytest.mark.parametrize(
+    "tld, kind",
+    [
+        ("gt", "error"),
+        ("ad", "empty"),
+        ("bh", "not-found"),
+        ("tk", "not-found"),
+        ("xn--node", "new"),
+        ("gw", "old-format"),
+        ("si", "truncated"),
+        ("xn--mgb9awbf", "no-contact-email"),
+        ("de", "wrong-domain"),
+        ("eh", "not-assigned"),
+    ],
+)
 def test_nothing_usable_from_either_source(resolver: IanaResolver, store: Store, tld: str, kind: str) -> None:
     result = resolver.resolve(parse_tld(tld))
     assert not result.ok and result.record is None
@@ -113,8 +129,10 @@ def test_nothing_usable_from_either_source(resolver: IanaResolver, store: Store,
 
 def test_network_trouble_never_raises(store: Store) -> None:
     closed = free_port()
-    config = Config(iana=IanaConfig(whois=f"127.0.0.1:{closed}", rdap=f"http://127.0.0.1:{closed}", timeout_seconds=1),
-                    dns=DnsConfig(enabled=False))
+    config = Config(
+        iana=IanaConfig(whois=f"127.0.0.1:{closed}", rdap=f"http://127.0.0.1:{closed}", timeout_seconds=1),
+        dns=DnsConfig(enabled=False),
+    )
     result = IanaResolver(config, store).resolve(NL)
     assert not result.ok and result.problem.kind == "unreachable"
     assert result.delegated is None
@@ -122,8 +140,9 @@ def test_network_trouble_never_raises(store: Store) -> None:
     assert all(r["raw"] == "" for r in rows(store))
 
 
-def test_whois_that_hangs_times_out(resolver: IanaResolver, config: Config, whois_server: WhoisServer,
-                                    store: Store) -> None:
+def test_whois_that_hangs_times_out(
+    resolver: IanaResolver, config: Config, whois_server: WhoisServer, store: Store
+) -> None:
     config = dataclasses.replace(config, iana=dataclasses.replace(config.iana, timeout_seconds=1))
     whois_server.modes["fi"] = "hang"
     result = IanaResolver(config, store).resolve(TldName("fi", "fi"))
@@ -176,8 +195,7 @@ def test_ttl_zero_disables_cache(config: Config, store: Store, whois_server: Who
     assert whois_server.counts["nl"] == 2
 
 
-def test_at_most_one_query_in_flight_per_tld(resolver: IanaResolver, whois_server: WhoisServer,
-                                              store: Store) -> None:
+def test_at_most_one_query_in_flight_per_tld(resolver: IanaResolver, whois_server: WhoisServer, store: Store) -> None:
     whois_server.delay["nl"] = 0.3
     whois_server.delay["fi"] = 0.3
     results: list = []
@@ -201,8 +219,9 @@ def test_at_most_one_query_in_flight_per_tld(resolver: IanaResolver, whois_serve
     assert len(rows(store)) == 2
 
 
-def test_resolve_each_paces_and_backs_off(resolver: IanaResolver, whois_server: WhoisServer,
-                                          rdap_server: RdapServer) -> None:
+def test_resolve_each_paces_and_backs_off(
+    resolver: IanaResolver, whois_server: WhoisServer, rdap_server: RdapServer
+) -> None:
     pauses: list[float] = []
     resolver.sleep = pauses.append
     whois_server.modes["fi"] = "error"
@@ -222,8 +241,9 @@ def test_resolve_each_never_faster_than_one_second(resolver: IanaResolver) -> No
     assert pauses == [1.0]
 
 
-def test_resolve_each_backs_off_even_when_the_fallback_answered(resolver: IanaResolver,
-                                                                whois_server: WhoisServer) -> None:
+def test_resolve_each_backs_off_even_when_the_fallback_answered(
+    resolver: IanaResolver, whois_server: WhoisServer
+) -> None:
     pauses: list[float] = []
     resolver.sleep = pauses.append
     whois_server.modes["nl"] = "error"  # RDAP answers for nl, but whois is struggling: slow down anyway

@@ -38,11 +38,14 @@ def test_idn_rf_record_names_itself_by_u_label_and_upper_case_ace() -> None:
     assert emails(record) == [("administrative", "ru-adm@cctld.ru"), ("technical", "ru-tech@tcinet.ru")]
 
 
-@pytest.mark.parametrize("name, tld", [
-    ("whois-xn--mgberp4a5d4ar.txt", "xn--mgberp4a5d4ar"),  # Arabic, right-to-left
-    ("whois-xn--fiqs8s.txt", "xn--fiqs8s"),                # 中国
-    ("whois-xn--h2brj9c.txt", "xn--h2brj9c"),              # भारत
-])
+@pytest.mark.parametrize(
+    "name, tld",
+    [
+        ("whois-xn--mgberp4a5d4ar.txt", "xn--mgberp4a5d4ar"),  # Arabic, right-to-left
+        ("whois-xn--fiqs8s.txt", "xn--fiqs8s"),  # 中国
+        ("whois-xn--h2brj9c.txt", "xn--h2brj9c"),  # भारत
+    ],
+)
 def test_other_idn_cctlds(name: str, tld: str) -> None:
     record = usable(name, tld)
     assert len(record.contacts) == 2
@@ -50,8 +53,7 @@ def test_other_idn_cctlds(name: str, tld: str) -> None:
 
 def test_fi_same_address_for_both_roles_is_kept_per_role() -> None:
     record = usable("whois-fi.txt", "fi")
-    assert emails(record) == [("administrative", "firootadmin@traficom.fi"),
-                              ("technical", "firootadmin@traficom.fi")]
+    assert emails(record) == [("administrative", "firootadmin@traficom.fi"), ("technical", "firootadmin@traficom.fi")]
 
 
 def test_jo_mixed_case_address_is_kept_as_written() -> None:
@@ -90,7 +92,7 @@ def test_trailing_whitespace_is_stripped() -> None:
 
 def test_bom_is_ignored() -> None:
     assert whois_text("sample-be-bom.txt")[0] != "\ufeff"
-    raw = (whois_text("sample-be-bom.txt"))
+    raw = whois_text("sample-be-bom.txt")
     assert isinstance(parse_whois("\ufeff" + raw, parse_tld("be")), ParsedRecord)
 
 
@@ -122,8 +124,11 @@ def test_one_address_on_many_cctlds() -> None:
 
 def test_one_field_with_two_addresses_gives_both() -> None:
     bi = usable("history-bi-two-addresses-or.txt", "bi")
-    assert emails(bi) == [("administrative", "victor@cbinf.com"), ("administrative", "admin@nic.bi"),
-                          ("technical", "admin@cbinf.com")]
+    assert emails(bi) == [
+        ("administrative", "victor@cbinf.com"),
+        ("administrative", "admin@nic.bi"),
+        ("technical", "admin@cbinf.com"),
+    ]
     ni = usable("history-ni-two-addresses-semicolon.txt", "ni")
     assert [e for _, e in emails(ni)] == ["admni@nic.ni", "marvin@nic.ni", "tecni@nic.ni", "boza@nic.ni"]
 
@@ -139,23 +144,26 @@ def test_double_encoded_utf8_is_kept_as_published() -> None:
     assert ax.contacts[1].email == "conny@alcom.ax"
 
 
-@pytest.mark.parametrize("name, tld, kind, words", [
-    ("history-ad-empty.txt", "ad", "empty", "no text"),
-    ("history-gt-error.txt", "gt", "error", "encountered an error"),
-    ("sample-0-objects.txt", "int", "not-found", "no object"),
-    ("history-bh-0-objects.txt", "bh", "not-found", "no object"),
-    ("history-tk-not-found.txt", "tk", "not-found", "Domain tk. not found."),
-    ("retired-yu.txt", "yu", "not-found", "Domain yu. not found."),
-    ("sample-eh-not-assigned.txt", "eh", "not-assigned", "Not assigned"),
-    ("history-xn--node-new.txt", "xn--node", "new", "NEW"),
-    ("history-fi-old-format.txt", "fi", "old-format", "before 2010"),
-    ("retired-um.txt", "um", "old-format", "before 2010"),
-    ("history-gw-old-format-latin1.txt", "gw", "old-format", "before 2010"),
-    ("history-si-truncated.txt", "si", "truncated", "source"),
-    ("history-xn--mgb9awbf-empty-contacts.txt", "xn--mgb9awbf", "no-contact-email", "has no fields"),
-    ("whois-nl.txt", "de", "wrong-domain", "record is for 'NL'"),
-    ("whois-xn--p1ai.txt", "xn--p1acf", "wrong-domain", "рф"),
-])
+@pytest.mark.parametrize(
+    "name, tld, kind, words",
+    [
+        ("history-ad-empty.txt", "ad", "empty", "no text"),
+        ("history-gt-error.txt", "gt", "error", "encountered an error"),
+        ("sample-0-objects.txt", "int", "not-found", "no object"),
+        ("history-bh-0-objects.txt", "bh", "not-found", "no object"),
+        ("history-tk-not-found.txt", "tk", "not-found", "Domain tk. not found."),
+        ("retired-yu.txt", "yu", "not-found", "Domain yu. not found."),
+        ("sample-eh-not-assigned.txt", "eh", "not-assigned", "Not assigned"),
+        ("history-xn--node-new.txt", "xn--node", "new", "NEW"),
+        ("history-fi-old-format.txt", "fi", "old-format", "before 2010"),
+        ("retired-um.txt", "um", "old-format", "before 2010"),
+        ("history-gw-old-format-latin1.txt", "gw", "old-format", "before 2010"),
+        ("history-si-truncated.txt", "si", "truncated", "source"),
+        ("history-xn--mgb9awbf-empty-contacts.txt", "xn--mgb9awbf", "no-contact-email", "has no fields"),
+        ("whois-nl.txt", "de", "wrong-domain", "record is for 'NL'"),
+        ("whois-xn--p1ai.txt", "xn--p1acf", "wrong-domain", "рф"),
+    ],
+)
 def test_not_usable_answers(name: str, tld: str, kind: str, words: str) -> None:
     outcome = parse(name, tld)
     assert isinstance(outcome, Unusable), outcome
@@ -175,16 +183,19 @@ def test_tp_dash_organisation_reads_as_none() -> None:
     assert parse("retired-tp.txt", "tp").organisation == ""
 
 
-@pytest.mark.parametrize("change, kind", [
-    (("source:       IANA", "source:       RIPE"), "not-iana"),
-    (("source:       IANA", "source:       IANA\nsource:       RIPE"), "not-iana"),
-    (("e-mail:       admin@sidn.nl", "e-mail:       "), "no-contact-email"),
-    (("e-mail:       admin@sidn.nl", "e-mail:       admin at sidn.nl"), "no-contact-email"),
-    (("status:       ACTIVE", "status:       INACTIVE"), "inactive"),
-    (("% This query returned 1 object", "% This query returned 2 objects"), "malformed"),
-    (("domain:       NL", "domain:       NL\ndomain:       BE"), "malformed"),
-    (("domain:       NL", "domainname:   NL"), "malformed"),
-])
+@pytest.mark.parametrize(
+    "change, kind",
+    [
+        (("source:       IANA", "source:       RIPE"), "not-iana"),
+        (("source:       IANA", "source:       IANA\nsource:       RIPE"), "not-iana"),
+        (("e-mail:       admin@sidn.nl", "e-mail:       "), "no-contact-email"),
+        (("e-mail:       admin@sidn.nl", "e-mail:       admin at sidn.nl"), "no-contact-email"),
+        (("status:       ACTIVE", "status:       INACTIVE"), "inactive"),
+        (("% This query returned 1 object", "% This query returned 2 objects"), "malformed"),
+        (("domain:       NL", "domain:       NL\ndomain:       BE"), "malformed"),
+        (("domain:       NL", "domainname:   NL"), "malformed"),
+    ],
+)
 def test_edited_real_record_is_rejected(change: tuple[str, str], kind: str) -> None:
     """Variants of NL's real record with one field broken (synthetic, not seen for real)."""
     text = whois_text("whois-nl.txt")
@@ -195,7 +206,7 @@ def test_edited_real_record_is_rejected(change: tuple[str, str], kind: str) -> N
 
 def test_missing_technical_contact() -> None:
     text = whois_text("whois-nl.txt")
-    cut = text[:text.index("contact:      technical")] + text[text.index("nserver:"):]
+    cut = text[: text.index("contact:      technical")] + text[text.index("nserver:") :]
     outcome = parse_whois(cut, parse_tld("nl"))
     assert isinstance(outcome, Unusable) and outcome.kind == "no-contact-email"
     assert "no technical contact" in outcome.detail

@@ -56,8 +56,7 @@ def read_whois(text: str) -> tuple[dict[str, list[str]], list[tuple[str, dict[st
     return top, contacts
 
 
-def vcard(fn: str, org: list[str], address: list[str], phone: list[str], fax: list[str],
-          email: list[str]) -> list:
+def vcard(fn: str, org: list[str], address: list[str], phone: list[str], fax: list[str], email: list[str]) -> list:
     props: list[list] = [["version", {}, "text", "4.0"], ["fn", {}, "text", fn]]
     if org:
         props.append(["org", {}, "text", ", ".join(org)])
@@ -73,48 +72,78 @@ def derive(whois_name: str) -> dict:
     top, contacts = read_whois((WHOIS / whois_name).read_bytes().decode("utf-8"))
     domain = top["domain"][0]
     ldh = top.get("domain-ace", [domain])[0].lower()
-    entities = [{
-        "objectClassName": "entity",
-        "roles": ["registrant"],
-        "vcardArray": vcard(", ".join(top.get("organisation", [])), [], top.get("address", []), [], [], []),
-    }]
-    for role, fields in contacts:
-        entities.append({
+    entities = [
+        {
             "objectClassName": "entity",
-            "roles": [role],
-            "vcardArray": vcard(", ".join(fields.get("name", [])) or ", ".join(fields.get("organisation", [])),
-                                fields.get("organisation", []), fields.get("address", []),
-                                fields.get("phone", []), fields.get("fax-no", []), fields.get("e-mail", [])),
-        })
+            "roles": ["registrant"],
+            "vcardArray": vcard(", ".join(top.get("organisation", [])), [], top.get("address", []), [], [], []),
+        }
+    ]
+    for role, fields in contacts:
+        entities.append(
+            {
+                "objectClassName": "entity",
+                "roles": [role],
+                "vcardArray": vcard(
+                    ", ".join(fields.get("name", [])) or ", ".join(fields.get("organisation", [])),
+                    fields.get("organisation", []),
+                    fields.get("address", []),
+                    fields.get("phone", []),
+                    fields.get("fax-no", []),
+                    fields.get("e-mail", []),
+                ),
+            }
+        )
     nameservers = []
     for line in top.get("nserver", []):
         host, *addresses = line.split()
-        nameservers.append({
-            "objectClassName": "nameserver",
-            "ldhName": host.lower(),
-            "ipAddresses": {"v4": [a for a in addresses if ":" not in a], "v6": [a for a in addresses if ":" in a]},
-        })
+        nameservers.append(
+            {
+                "objectClassName": "nameserver",
+                "ldhName": host.lower(),
+                "ipAddresses": {"v4": [a for a in addresses if ":" not in a], "v6": [a for a in addresses if ":" in a]},
+            }
+        )
     ds = []
     for line in top.get("ds-rdata", []):
         tag, alg, dtype, digest = line.split()
         ds.append({"keyTag": int(tag), "algorithm": int(alg), "digestType": int(dtype), "digest": digest})
-    events = [{"eventAction": action, "eventDate": f"{top[key][0]}T00:00:00+00:00"}
-              for key, action in (("changed", "last changed"), ("created", "registration")) if top.get(key)]
+    events = [
+        {"eventAction": action, "eventDate": f"{top[key][0]}T00:00:00+00:00"}
+        for key, action in (("changed", "last changed"), ("created", "registration"))
+        if top.get(key)
+    ]
     obj: dict = {
         "entities": entities,
         "events": events,
         "ldhName": ldh,
-        "links": [{"href": f"https://rdap.iana.org/domain/{ldh}", "rel": "self",
-                   "type": "application/rdap+json", "value": f"https://rdap.iana.org/domain/{ldh}"}],
+        "links": [
+            {
+                "href": f"https://rdap.iana.org/domain/{ldh}",
+                "rel": "self",
+                "type": "application/rdap+json",
+                "value": f"https://rdap.iana.org/domain/{ldh}",
+            }
+        ],
         "nameservers": nameservers,
-        "notices": [{"description": ["Terms of Service"], "title": "Terms of Service",
-                     "links": [{"href": "https://www.icann.org/privacy/tos", "rel": "alternate",
-                                "type": "text/html"}]}],
+        "notices": [
+            {
+                "description": ["Terms of Service"],
+                "title": "Terms of Service",
+                "links": [{"href": "https://www.icann.org/privacy/tos", "rel": "alternate", "type": "text/html"}],
+            }
+        ],
         "objectClassName": "domain",
         "rdapConformance": ["rdap_level_0"],
-        "remarks": [{"title": "DERIVED TEST FIXTURE",
-                     "description": [f"Derived by tests/iana/data/rdap/derive.py from the real whois record "
-                                     f"tests/iana/data/whois/{whois_name}; not an answer captured from IANA."]}],
+        "remarks": [
+            {
+                "title": "DERIVED TEST FIXTURE",
+                "description": [
+                    f"Derived by tests/iana/data/rdap/derive.py from the real whois record "
+                    f"tests/iana/data/whois/{whois_name}; not an answer captured from IANA."
+                ],
+            }
+        ],
         "secureDNS": {"delegationSigned": bool(ds), **({"dsData": ds} if ds else {})},
         "status": [s.lower() for s in top.get("status", ["active"])],
     }
