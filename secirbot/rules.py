@@ -8,6 +8,7 @@ file, the line and the key.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -116,6 +117,13 @@ def load_rules(path: Path) -> Rules:
     source = read_yaml(path)
     problems: list[str] = []
     rules = build_section(Rules, source.data, (), source, path.parent, problems)
+    approvers = source.data.get("approvers") if isinstance(source.data, dict) else None
+    if not problems and not (isinstance(approvers, dict) and "ask_first" in approvers):
+        # ask_first left out: ask every role that may approve (a rules.yaml that narrows roles to
+        # [administrative] must not fail on the default ask_first naming technical too).
+        rules = dataclasses.replace(
+            rules, approvers=dataclasses.replace(rules.approvers, ask_first=rules.approvers.roles)
+        )
     if not problems:
         problems = _check(rules, source)
     if problems:
@@ -140,7 +148,8 @@ def _check(rules: Rules, source: YamlSource) -> list[str]:
     need(
         set(rules.approvers.ask_first) <= set(rules.approvers.roles),
         ("approvers", "ask_first"),
-        "may only name roles that are in approvers.roles",
+        "may only name roles that are in approvers.roles (the roles asked first must be allowed to approve;"
+        " leave ask_first out to ask every role in approvers.roles)",
     )
     need(bool(rules.approvers.ask_first), ("approvers", "ask_first"), "at least one role must be asked")
     # Not for adaptive: with no trusted header it still asks for an aligned DKIM signature where the policy

@@ -453,3 +453,15 @@ def test_check_connect_says_which_server_cannot_be_reached(
     assert code == 1
     assert f"imap: FAILED: IMAP 127.0.0.1:{closed_imap}" in out and f"smtp: FAILED: SMTP 127.0.0.1:{closed_smtp}" in out
     assert out.count("refused") >= 2
+
+
+def test_narrowing_the_roles_without_ask_first_asks_those_roles(tmp_path: Path) -> None:
+    from secirbot.rules import load_rules
+
+    (tmp_path / "rules.yaml").write_text("pilot: {cctlds: [nl]}\napprovers:\n  roles: [administrative]\n")
+    rules = load_rules(tmp_path / "rules.yaml")
+    assert (rules.approvers.roles, rules.approvers.ask_first) == (("administrative",), ("administrative",))
+    (tmp_path / "rules.yaml").write_text("pilot: {cctlds: [nl]}\napprovers:\n  roles: [administrative]\n  ask_first: [technical]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_rules(tmp_path / "rules.yaml")
+    assert "leave ask_first out to ask every role in approvers.roles" in str(caught.value.problems)
