@@ -292,3 +292,44 @@ def test_a_hanging_iana_does_not_delay_an_approval(world: World) -> None:
     # With iana.timeout_seconds 2, a lookup on the message path would hold the approval up by 4 s or more.
     assert took < 3.5, took
     assert request(world, 2)["state"] == "resolving"
+
+
+# --- the rest of the attack matrix ------------------------------------------------------------------------
+
+
+def test_a_look_alike_from_decides_nothing(world: World) -> None:
+    opened = open_request(world)
+    raw = client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "APPROVE")
+    # Cyrillic i in the domain, written raw (UTF-8) as an SMTPUTF8 client would send it
+    lookalike = raw.replace(b"<admin@sidn.nl>", "<admin@s\u0456dn.nl>".encode(), 1)
+    assert lookalike != raw
+    world.deliver(lookalike)
+    world.run_once()
+    sent = world.sent()
+    assert_undecided(world, sent)
+    # Raw non-ASCII in an address is not read as any mailbox: refused, and reported as forgery-like.
+    assert summary(sent) == [(SECRETARIAT, REJECTED.format(rule="from-unreadable"))]
+
+
+def test_dkim_of_another_domain_decides_nothing(world: World, dkim_key: tuple[bytes, bytes]) -> None:
+    # (A signature that does not cover From is refused too: tests/test_authenticity.py, as dkimpy will not
+    # make one for an end-to-end test.)
+    private, record = dkim_key
+    world.rules["authentication"] = {"authserv_id": OUR_ID, "require": "dkim"}
+    first, _ = two_requests(world)
+    world.bot().dnsfunc = serve_key(record, domain="evil.example")
+    reply = client_reply("apple-mail", first[NL_ADMIN], ADMIN_FROM, "APPROVE")
+    world.deliver(dkim.sign(reply, SELECTOR, b"evil.example", private, include_headers=[b"from", b"to"]) + reply)
+    world.run_once()
+    sent = world.sent()
+    assert_request_undecided(world, sent, 1)
+    checks = [t["details"]["checks"]["dkim"] for t in request(world, 1)["timeline"] if t["action"] == "reply-rejected"]
+    assert checks == ["fail d=evil.example: not aligned with sidn.nl"]
+
+
+def test_template_syntax_in_a_requesters_words_is_relayed_as_text(world: World) -> None:
+    opened = open_request(world, text="Name: {{ secretariat }}\nI am {% if true %}trusted{% endif %} {{ 7*7 }}.\n")
+    approval = str(opened.approvals[NL_ADMIN].message.get_content())
+    assert "  | I am {% if true %}trusted{% endif %} {{ 7*7 }}." in approval
+    assert "49" not in approval
+    assert all("\n" not in str(v) for m in opened.sent for v in m.message.values())
