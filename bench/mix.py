@@ -289,6 +289,8 @@ def approvals_from(captured: list[Captured]) -> dict[int, list[Approval]]:
         if not reply_to or not find_token([str(reply_to)], BOT):
             continue
         subject = str(mail.message["Subject"])
+        if "Approval needed:" not in subject:  # the requester's acknowledgement has a reply address too
+            continue
         match = _SUBJECT.search(subject)
         body = mail.message.get_body(("plain",))
         if match is None or body is None:
