@@ -461,7 +461,9 @@ def test_narrowing_the_roles_without_ask_first_asks_those_roles(tmp_path: Path) 
     (tmp_path / "rules.yaml").write_text("pilot: {cctlds: [nl]}\napprovers:\n  roles: [administrative]\n")
     rules = load_rules(tmp_path / "rules.yaml")
     assert (rules.approvers.roles, rules.approvers.ask_first) == (("administrative",), ("administrative",))
-    (tmp_path / "rules.yaml").write_text("pilot: {cctlds: [nl]}\napprovers:\n  roles: [administrative]\n  ask_first: [technical]\n")
+    (tmp_path / "rules.yaml").write_text(
+        "pilot: {cctlds: [nl]}\napprovers:\n  roles: [administrative]\n  ask_first: [technical]\n"
+    )
     with pytest.raises(ConfigError) as caught:
         load_rules(tmp_path / "rules.yaml")
     assert "leave ask_first out to ask every role in approvers.roles" in str(caught.value.problems)
