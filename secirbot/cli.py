@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--output", metavar="FILE", help="write here instead of standard output")
 
+    p = sub.add_parser("explain", help="dry run: what the bot would do with one mail (nothing is changed or sent)")
+    p.add_argument("file", type=Path, metavar="FILE.eml", help="the mail, as raw RFC 5322 bytes")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    p.add_argument("--no-lookup", action="store_true", help="do not ask IANA for a new request's contacts")
+
+    p = sub.add_parser("init", help="write a commented secirbot.yaml and copy rules.yaml and templates/ to edit")
+    p.add_argument("dir", nargs="?", type=Path, default=Path("."), help="where (default: here); never overwrites")
+
     p = sub.add_parser("demo", help="the whole procedure on local servers, with a transcript of every mail")
     p.add_argument("--keep", action="store_true", help="keep the demo's folder (store, config) afterwards")
     return parser
@@ -564,8 +572,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep)
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from .explain import explain_command
+
+    config, rules = load(args)
+    return explain_command(
+        config, rules, args.file, as_json=args.json, lookup=not args.no_lookup, out=sys.stdout, err=sys.stderr
+    )
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .init_cmd import init_command
+
+    return init_command(args.dir, sys.stdout, sys.stderr)
+
+
 COMMANDS = {
     "run": cmd_run,
+    "explain": cmd_explain,
+    "init": cmd_init,
     "check": cmd_check,
     "lookup": cmd_lookup,
     "requests": cmd_requests,

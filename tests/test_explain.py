@@ -124,3 +124,20 @@ def test_init_writes_a_config_rules_and_templates_that_check_and_never_overwrite
     assert init_command(tmp_path / "site", io.StringIO(), err) == 1
     assert "not overwriting" in err.getvalue()
     assert (tmp_path / "site" / "rules.yaml").read_text() == "# mine\n"
+
+
+def test_explain_and_init_from_the_command_line(world: World, tmp_path: Path) -> None:
+    from tests.helpers_intake import secirbot
+
+    eml = tmp_path / "request.eml"
+    eml.write_bytes(bytes(new_message("Jan <jan@registry.example>", BOT, "subscribe .nl", "Name: Jan\n")))
+    done = secirbot("--config", str(world.write_config()), "explain", str(eml), "--json")
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)
+    assert data["taken_for"]["kind"] == "request" and data["request"]["state"] == "pending"
+    assert world.sent() == []
+    done = secirbot("init", str(tmp_path / "site"))
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["rules.yaml", "secirbot.yaml", "templates"]
+    again = secirbot("init", str(tmp_path / "site"))
+    assert again.returncode == 1 and "not overwriting" in again.stderr
