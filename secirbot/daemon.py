@@ -2,12 +2,14 @@
 
 This is the one place that catches everything. A message is processed and committed before it is
 filed; the outbox is delivered after every batch, so a request is answered as soon as it is read. A
-lost connection is retried with exponential backoff and jitter. SIGTERM/SIGINT finish the current
-message, flush the outbox and return.
+lost connection is retried with exponential backoff and jitter (tenacity). A refused login is not a
+network error: the Secretariat is mailed once per outage, an ERROR is logged, and the login is retried
+only every AUTH_RETRY_SECONDS. SIGTERM/SIGINT finish the current message, flush the outbox and return.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -22,21 +24,56 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import tenacity
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
+from .authenticity import make_dnsfunc
 from .bot import Bot
-from .config import Config
+from .compose import Templates
+from .config import Config, ConfigError
+from .dmarc_policy import build_policies
 from .health import HEARTBEAT_KEY
 from .lease import Lease, LeaseHeld, instance_id
-from .mailbox import Mailbox, MailboxError
+from .mailbox import Mailbox, MailboxAuthError, MailboxError
 from .pipeline import FOLDER_FAILED, Origin, last_resort, process
+from .rules import Rules
 from .schedule import retry_due_lookups, run_due_jobs
 from .store import StoreError, iso, utcnow
 
 log = logging.getLogger(__name__)
 
 FINAL_FLUSH_SECONDS = 5.0
+# A refused login stays refused until someone changes the password: trying often only fills the log and
+# may get the account locked, so it is retried this slowly, not at the network backoff.
+AUTH_RETRY_SECONDS = 300.0
+# Set while the Secretariat has been told that the IMAP login is refused; cleared by the next good login,
+# so each outage is reported once, whatever the number of restarts or `run --once` passes.
+AUTH_ALERT_KEY = "imap-auth-alerted"
+
+
+class _HalfJitter(tenacity.wait.wait_base):
+    """The inner wait times uniform(0.5, 1): never more than the cap, and bots restarted together drift apart."""
+
+    def __init__(self, inner: tenacity.wait.wait_base):
+        self.inner = inner
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        return self.inner(retry_state) * random.uniform(0.5, 1.0)
+
+
+class _StopWhen(tenacity.stop.stop_base):
+    """Give up retrying once the daemon is stopping."""
+
+    def __init__(self, event: threading.Event):
+        self.event = event
+
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        return self.event.is_set()
+
+
+def _network_error(exc: BaseException) -> bool:
+    return isinstance(exc, MailboxError) and not isinstance(exc, MailboxAuthError)
 
 
 @dataclass
@@ -62,6 +99,11 @@ class Daemon:
         self.mailbox: Mailbox | None = None
         # New requests wait for IANA in their own thread (run()), woken by the drain: never on the mail path.
         self.lookups_due = threading.Event()
+        self.auth_retry_seconds = AUTH_RETRY_SECONDS
+        # SIGHUP: how to read the configuration and rules again (validated, or ConfigError), and the
+        # configuration as last read from the file (the sandbox rewrites imap and smtp in bot.config).
+        self.loader: Callable[[], tuple[Config, Rules]] | None = None
+        self.loaded_config = bot.config
 
     # --- one pass -------------------------------------------------------------------------------
 
@@ -74,7 +116,51 @@ class Daemon:
         mailbox.connect()
         self._check_uidvalidity(mailbox)
         self.mailbox = mailbox
+        if self.bot.store.get_meta(AUTH_ALERT_KEY) is not None:
+            log.info("IMAP login as %s works again", self.bot.config.imap.username)
+            with self.bot.store.transaction():
+                self.bot.store.execute("DELETE FROM meta WHERE key = ?", (AUTH_ALERT_KEY,))
         return mailbox
+
+    def login_refused(self, exc: MailboxAuthError) -> None:
+        """Log the refused login as an ERROR saying what to check, and mail the Secretariat once per outage
+        (SMTP is another server and may well work). Never raises for the mail: the log line is the alert
+        of last resort."""
+        imap = self.bot.config.imap
+        log.error(
+            "IMAP login failed: %s; check imap.username and imap.password (or SECIRBOT_IMAP_PASSWORD) and "
+            "that the account is not locked; retrying every %d min",
+            exc,
+            max(1, round(self.auth_retry_seconds / 60)),
+        )
+        store = self.bot.store
+        try:
+            with self.work, store.transaction():
+                if store.get_meta(AUTH_ALERT_KEY) is not None:
+                    return
+                store.set_meta(AUTH_ALERT_KEY, iso(self.bot.now()))
+                store.audit("imap-login-refused", at=self.bot.now(), host=imap.host, username=imap.username)
+                self.bot.outbox.queue_mail(
+                    purpose="imap-auth-failed",
+                    template="imap_auth_failed.txt",
+                    context={
+                        "bot": self.bot.config.addresses.bot,
+                        "secretariat": self.bot.config.addresses.secretariat,
+                        "list_address": self.bot.config.mailman.list,
+                        "host": imap.host,
+                        "port": imap.port,
+                        "username": imap.username,
+                        "problem": str(exc),
+                        "retry_minutes": max(1, round(self.auth_retry_seconds / 60)),
+                    },
+                    to=[self.bot.config.addresses.secretariat],
+                )
+            self.deliver()
+        except Exception:  # the alert must not turn a refused login into a crash
+            log.exception("could not queue the mail about the refused IMAP login")
+
+    def _sleep(self, seconds: float) -> None:
+        self.stopping.wait(seconds)  # the backoff's sleep: stop() ends it at once
 
     def release(self) -> None:
         if self.lease is not None and self.leased:
@@ -148,29 +234,33 @@ class Daemon:
 
         A connection lost midway (the server restarted) is reconnected with backoff; what was committed
         before is filed on the next pass, never processed again. Raises MailboxError after max_attempts
-        (and then writes no heartbeat: the pass did not happen). The heartbeat lets `check --health` tell a
+        (and then writes no heartbeat: the pass did not happen); MailboxAuthError at once, after
+        login_refused() told the Secretariat. The heartbeat lets `check --health` tell a
         bot run from cron that works from one that never ran.
         """
         total = DrainReport()
-        failures = 0
-        while True:
-            try:
-                mailbox = self.connect()
-                try:
-                    report = self.drain(mailbox)
-                finally:
-                    mailbox.close()
-                    self.mailbox = None
-                total.processed += report.processed
-                total.failed += report.failed
-                break
-            except MailboxError as exc:
-                failures += 1
-                if failures >= max_attempts or self.stopping.is_set():
-                    raise
-                delay = min(30.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
-                log.warning("mailbox: %s; reconnecting in %.1f s", exc, delay)
-                self.stopping.wait(delay)
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(_network_error),
+            wait=_HalfJitter(tenacity.wait_exponential(multiplier=1, max=30)),
+            stop=tenacity.stop_any(tenacity.stop_after_attempt(max_attempts), _StopWhen(self.stopping)),
+            sleep=self._sleep,
+            before_sleep=_log_reconnect,
+            reraise=True,
+        )
+        try:
+            for attempt in retrying:
+                with attempt:
+                    mailbox = self.connect()
+                    try:
+                        report = self.drain(mailbox)
+                    finally:
+                        mailbox.close()
+                        self.mailbox = None
+                    total.processed += report.processed
+                    total.failed += report.failed
+        except MailboxAuthError as exc:
+            self.login_refused(exc)
+            raise
         self.run_due()
         self.deliver()
         self.heartbeat()
@@ -206,46 +296,26 @@ class Daemon:
         scheduler = self.start_scheduler()
         lookups = threading.Thread(target=self.lookup_worker, name="iana-lookups", daemon=True)
         lookups.start()
-        failures = 0
         try:
             while not self.stopping.is_set():
+                retrying = tenacity.Retrying(
+                    retry=tenacity.retry_if_exception(_network_error),
+                    wait=_HalfJitter(tenacity.wait_exponential(multiplier=2, max=256)),
+                    stop=_StopWhen(self.stopping),
+                    sleep=self._sleep,
+                    before_sleep=_log_reconnect,
+                    reraise=True,
+                )
                 try:
-                    mailbox = self.connect()
-                    failures = 0
-                    log.info(
-                        "connected to %s:%s, folder %s (%s)",
-                        self.bot.config.imap.host,
-                        self.bot.config.imap.port,
-                        self.bot.config.imap.folder,
-                        "IDLE" if mailbox.can_idle else "polling",
-                    )
-                    self.drain(mailbox)
-                    while not self.stopping.is_set():
-                        self.heartbeat()
-                        timeout = (
-                            self.bot.config.imap.idle_renew_seconds
-                            if mailbox.can_idle
-                            else self.bot.config.imap.poll_seconds
-                        )
-                        self.waiting.set()
-                        try:
-                            if self.stopping.is_set():
-                                break
-                            mailbox.wait_for_news(timeout)
-                        finally:
-                            self.waiting.clear()
-                        self.drain(mailbox)
-                except MailboxError as exc:
-                    if self.stopping.is_set():
-                        break  # stop() itself cut the connection to end the wait: nothing went wrong
-                    failures += 1
-                    delay = min(300.0, 2.0 ** min(failures, 8)) * random.uniform(0.5, 1.0)
-                    log.warning("mailbox: %s; reconnecting in %.1f s", exc, delay)
-                    self.stopping.wait(delay)
-                finally:
-                    if self.mailbox is not None:
-                        self.mailbox.close()
-                        self.mailbox = None
+                    for attempt in retrying:
+                        with attempt:
+                            self.session(attempt.retry_state)
+                except MailboxAuthError as exc:
+                    self.login_refused(exc)
+                    self.stopping.wait(self.auth_retry_seconds)
+                except MailboxError:
+                    if not self.stopping.is_set():
+                        raise
         finally:
             scheduler.shutdown(wait=True)  # lets a running job finish
             self.lookups_due.set()
@@ -258,6 +328,43 @@ class Daemon:
             log.info("stopped")
         if self.lost_lease is not None:
             raise LeaseHeld(self.lost_lease)
+
+    def session(self, retry_state: tenacity.RetryCallState) -> None:
+        """One IMAP session: log in, drain, then wait for news and drain until stop(). A MailboxError
+        ends it (run() reconnects); one raised because stop() cut the connection ends it quietly."""
+        try:
+            mailbox = self.connect()
+            # A good login starts the backoff afresh: the next drop waits seconds, not minutes.
+            retry_state.attempt_number = 1
+            log.info(
+                "connected to %s:%s, folder %s (%s)",
+                self.bot.config.imap.host,
+                self.bot.config.imap.port,
+                self.bot.config.imap.folder,
+                "IDLE" if mailbox.can_idle else "polling",
+            )
+            self.drain(mailbox)
+            while not self.stopping.is_set():
+                self.heartbeat()
+                timeout = (
+                    self.bot.config.imap.idle_renew_seconds if mailbox.can_idle else self.bot.config.imap.poll_seconds
+                )
+                self.waiting.set()
+                try:
+                    if self.stopping.is_set():
+                        break
+                    mailbox.wait_for_news(timeout)
+                finally:
+                    self.waiting.clear()
+                self.drain(mailbox)
+        except MailboxError:
+            if self.stopping.is_set():
+                return  # stop() itself cut the connection to end the wait: nothing went wrong
+            raise
+        finally:
+            if self.mailbox is not None:
+                self.mailbox.close()
+                self.mailbox = None
 
     def start_scheduler(self) -> BackgroundScheduler:
         """The periodic tick. Its only job reads what is due from the store, so a restart never
@@ -317,6 +424,49 @@ class Daemon:
     def signal_handler(self, signum: int, frame: object) -> None:
         log.info("signal %s: stopping after the current message", signum)
         self.stop()
+
+    def reload_handler(self, signum: int, frame: object) -> None:
+        """SIGHUP: reload in a thread of its own. The handler runs on the main thread, which may hold the
+        work lock in the middle of a message; taking it here would deadlock."""
+        threading.Thread(target=self.reload, name="reload", daemon=True).start()
+
+    def reload(self) -> bool:
+        """Read rules.yaml, the templates and the configuration again and use them from the next message on.
+        Everything is validated first: an invalid file keeps what runs and logs why in one line. Connection
+        keys (imap, smtp, store) are kept as they are: a change there is logged as needing a restart."""
+        if self.loader is None:
+            log.warning("reload: not supported here; restart the bot")
+            return False
+        try:
+            config, rules = self.loader()
+        except ConfigError as exc:
+            log.error("reload refused, still running with the previous configuration: %s", "; ".join(exc.problems))
+            return False
+        except Exception as exc:  # whatever the files hold, a reload must not end the daemon
+            log.error("reload refused, still running with the previous configuration: %s", exc)
+            return False
+        old = self.loaded_config
+        changed = [name for name in ("imap", "smtp", "store") if getattr(config, name) != getattr(old, name)]
+        if changed:
+            log.warning("reload: %s changed; restart the bot for that to take effect", ", ".join(changed))
+        running = self.bot.config
+        config_now = dataclasses.replace(config, imap=running.imap, smtp=running.smtp, store=running.store)
+        templates = Templates(config_now.templates)
+        with self.work:
+            bot = self.bot
+            bot.config, bot.rules, bot.templates = config_now, rules, templates
+            bot.outbox.config, bot.outbox.rules, bot.outbox.templates = config_now, rules.outbox, templates
+            bot.dnsfunc = make_dnsfunc(config_now.dns) if rules.authentication.require != "none" else None
+            bot.dmarc = build_policies(config_now, rules, bot.now)
+            self.loaded_config = dataclasses.replace(config, imap=old.imap, smtp=old.smtp, store=old.store)
+        log.info("reloaded %s, %s and %s", config.source or "embedded defaults", config.rules, config.templates)
+        return True
+
+
+def _log_reconnect(retry_state: tenacity.RetryCallState) -> None:
+    exc = retry_state.outcome.exception() if retry_state.outcome else None
+    delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+    log.warning("mailbox: %s; reconnecting in %.1f s", exc, delay)
 
 
 class InstanceLocked(Exception):

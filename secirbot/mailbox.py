@@ -39,6 +39,11 @@ class MailboxError(Exception):
     """The IMAP server could not be reached or refused an operation; reconnect and try again."""
 
 
+class MailboxAuthError(MailboxError):
+    """The IMAP server refused the login: retrying at once cannot help, the operator must fix the
+    credentials (imap.username, imap.password) or the account."""
+
+
 @dataclass(frozen=True)
 class Fetched:
     uid: int
@@ -97,7 +102,7 @@ class Mailbox:
             self.uidvalidity = int(client.select_folder(selected)[b"UIDVALIDITY"])
         except imapclient.exceptions.LoginError as exc:
             self.close()
-            raise MailboxError(
+            raise MailboxAuthError(
                 f"IMAP login as {cfg.username!r} on {cfg.host}:{cfg.port} was refused: {_text(exc)}"
             ) from exc
         except _NETWORK_ERRORS as exc:
