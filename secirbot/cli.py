@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .config import Config, ConfigError, find_config_file, load_config
+from .config import Config, ConfigError, config_named_explicitly, find_config_file, load_config
 from .rules import Rules, load_rules
 from .store import Store, StoreError
 
@@ -39,17 +39,50 @@ EXIT_STORE = 5
 EXIT_TEMPFAIL = 75
 
 
+REQUEST_STATES = ("resolving", "pending", "approved", "denied", "expired", "withdrawn")
+EXIT_EPILOG = (
+    "exit status: 0 ok; 1 failed at run time (see README.md 'Operating it' per command); 2 bad configuration, "
+    "rules or usage; 3 not a ccTLD; 4 IANA cannot answer now; 5 the store cannot be used; "
+    "75 (run --once) mail stays queued"
+)
+
+
+def package_version() -> str:
+    """The installed distribution's version; a source checkout that was never installed says so."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("secirbot")
+    except PackageNotFoundError:
+        return "0+source"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="secirbot", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="secirbot", description=__doc__.splitlines()[0], epilog=EXIT_EPILOG)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument(
         "--config",
         metavar="FILE",
         help="configuration file (default: $SECIRBOT_CONFIG or "
         "./secirbot.yaml; without one, embedded defaults and a local sandbox mailbox)",
     )
-    parser.add_argument("--log-format", choices=("text", "json"), default="text")
+    parser.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="log lines as text or as one JSON object each"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    # `secirbot check --config F` must work as well as `secirbot --config F check`: the sub-command copy
+    # defaults to SUPPRESS so that, when absent, it does not overwrite the value given before the command.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE", default=argparse.SUPPRESS, help="configuration file (as above)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    real_add_parser = sub.add_parser
+
+    def add_parser(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("epilog", EXIT_EPILOG)
+        kwargs.setdefault("description", kwargs.get("help"))
+        return real_add_parser(name, parents=[common], **kwargs)
+
+    sub.add_parser = add_parser  # type: ignore[method-assign]
 
     p = sub.add_parser("run", help="run the bot until SIGTERM/SIGINT")
     p.add_argument("--once", action="store_true", help="process what waits, deliver the outbox, exit")
@@ -59,31 +92,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--health", action="store_true", help="container health check of a running bot")
 
     p = sub.add_parser("lookup", help="the IANA contacts of a ccTLD")
-    p.add_argument("names", nargs="*", metavar="CCTLD")
+    p.add_argument("names", nargs="*", metavar="CCTLD", help="ccTLDs, as nl, .nl, .рф or xn--p1ai")
     p.add_argument("--all", action="store_true", help="refresh every ccTLD (politely: 1 query a second)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
 
     p = sub.add_parser("requests", help="list requests")
-    p.add_argument("--state", help="only this state: resolving, pending, approved, denied, expired")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--state", choices=REQUEST_STATES, help="only requests in this state")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
 
     p = sub.add_parser("show", help="one request with its whole timeline")
-    p.add_argument("id", type=int)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("id", type=int, help="the request's number (see `secirbot requests`)")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
 
     p = sub.add_parser("approve", help="approve a request as the Secretariat")
-    p.add_argument("id", type=int)
-    p.add_argument("--reason", default="")
+    p.add_argument("id", type=int, help="the request's number (see `secirbot requests`)")
+    p.add_argument("--reason", default="", help="why, for the audit and the notices")
+    p.add_argument("--by", metavar="NAME", help="who decides (default: $SECIRBOT_OPERATOR, else the Unix user)")
+    p.add_argument("--force", action="store_true", help="approve even though no IANA contact was asked yet")
 
     p = sub.add_parser("deny", help="deny a request as the Secretariat")
-    p.add_argument("id", type=int)
-    p.add_argument("--reason", required=True)
+    p.add_argument("id", type=int, help="the request's number (see `secirbot requests`)")
+    p.add_argument("--reason", required=True, help="why, for the audit and the notices")
+    p.add_argument("--by", metavar="NAME", help="who decides (default: $SECIRBOT_OPERATOR, else the Unix user)")
 
     p = sub.add_parser("invite", help="mail the IANA administrative contacts of ccTLDs an invitation")
-    p.add_argument("names", nargs="+", metavar="CCTLD")
+    p.add_argument("names", nargs="+", metavar="CCTLD", help="ccTLDs, as nl, .nl, .рф or xn--p1ai")
+    p.add_argument("--dry-run", action="store_true", help="say who would get what; send and record nothing")
+    p.add_argument(
+        "--again", action="store_true", help="invite even if invited within rules.yaml invitations.min_interval"
+    )
 
     p = sub.add_parser("report", help="per ccTLD: invited when, requests, members; who has not joined")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
 
     p = sub.add_parser("export", help="the membership roster with how each member was vetted")
     p.add_argument("--format", choices=("csv", "json"), default="csv")
@@ -108,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler = COMMANDS[args.command]
     try:
         return handler(args)
+    except BrokenPipeError:
+        # `secirbot show 1 --json | head -1`: the reader left, which is no error of ours. Point stdout at
+        # /dev/null so that the interpreter's final flush does not raise (and print) a second time.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except ConfigError as exc:
         print("configuration error:", file=sys.stderr)
         for problem in exc.problems:
@@ -146,8 +192,21 @@ def setup_logging(fmt: str, verbose: bool) -> None:
 
 
 def load(args: argparse.Namespace) -> tuple[Config, Rules]:
-    config = load_config(find_config_file(args.config))
+    config = load_configuration(args)
     return config, load_rules(config.rules)
+
+
+def load_configuration(args: argparse.Namespace) -> Config:
+    """The configuration the command uses. When the operator did not name it (--config, $SECIRBOT_CONFIG)
+    one INFO line says which file was found, or that none was (sandbox), and which store it means: a
+    command run from the wrong folder must not look like one run against the real store."""
+    explicit = config_named_explicitly(args.config)
+    path = find_config_file(args.config)
+    config = load_config(path, explicit=explicit)
+    if not explicit:
+        found = f"configuration {path.resolve()}" if path is not None else "no configuration found (sandbox mode)"
+        log.info("%s; store %s", found, config.store.path)
+    return config
 
 
 def take_lock(config: Config) -> InstanceLock:
@@ -180,9 +239,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon, InstanceLocked
     from .health import smtp_outage
     from .lease import LeaseHeld
-    from .mailbox import MailboxError
+    from .mailbox import MailboxAuthError, MailboxError
 
     config, rules = load(args)
+    loaded = config  # before the sandbox rewrites imap and smtp: what a SIGHUP compares against
     for warning in config.warnings():
         log.warning("%s", warning)
     sandbox = None
@@ -213,6 +273,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         if args.once:
             try:
                 report = daemon.run_once()
+            except MailboxAuthError:
+                # login_refused() logged the one ERROR line saying what to check; no retries: exit 1.
+                return EXIT_FAILED
             except (MailboxError, LeaseHeld) as exc:
                 log.error("%s", exc)
                 return EXIT_FAILED
@@ -227,8 +290,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 log.error("%s", outage)
                 return EXIT_TEMPFAIL
             return EXIT_OK
+        daemon.loaded_config = loaded
+        daemon.loader = lambda: reload_configuration(args)
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, daemon.signal_handler)
+        signal.signal(signal.SIGHUP, daemon.reload_handler)
         try:
             daemon.run()
         except LeaseHeld as exc:
@@ -241,6 +307,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             sandbox.stop()
 
 
+def reload_configuration(args: argparse.Namespace) -> tuple[Config, Rules]:
+    """What SIGHUP reads: the configuration and rules as `run` found them, the templates checked as
+    `secirbot check` does. ConfigError (file:line of each problem) if anything is invalid."""
+    config = load_config(find_config_file(args.config), explicit=config_named_explicitly(args.config))
+    rules = load_rules(config.rules)
+    problems = [*check_rules_names(rules), *check_templates(config)]
+    if problems:
+        raise ConfigError(problems)
+    return config, rules
+
+
 # --- check ---------------------------------------------------------------------------------------
 
 
@@ -248,7 +325,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.health:
         from .health import health_check
 
-        return health_check(load_config(find_config_file(args.config)), sys.stdout)
+        return health_check(load_configuration(args), sys.stdout)
     config, rules = load(args)
     problems = [*check_rules_names(rules), *check_templates(config)]
     for warning in config.warnings():
@@ -385,7 +462,7 @@ def check_mailman_rest(config: Config, out: TextIO) -> int:
 def cmd_lookup(args: argparse.Namespace) -> int:
     from .iana.lookup_cmd import lookup_command
 
-    config = load_config(find_config_file(args.config))
+    config = load_configuration(args)
     if not args.names and not args.all:
         print("error: name a ccTLD (secirbot lookup nl) or use --all", file=sys.stderr)
         return EXIT_CONFIG
@@ -396,15 +473,25 @@ def cmd_lookup(args: argparse.Namespace) -> int:
 # --- requests, show, approve, deny -----------------------------------------------------------------
 
 
-def open_store(config: Config) -> Store:
-    return Store(config.store.path)
+def open_store(config: Config, *, readonly: bool = False) -> Store:
+    """The store; `readonly` for the commands that only read (requests, show, report, export): they never
+    create one, so a missing store is one StoreError line naming the path (exit 5), not "no requests"."""
+    path = config.store.path
+    if readonly:
+        if not path.exists():
+            raise StoreError(
+                f"no store at {path}: is this the right configuration ({config.source or 'none: sandbox mode'})? "
+                "Name it with --config or $SECIRBOT_CONFIG; `secirbot run` creates the store"
+            )
+        return Store(path, readonly=True)
+    return Store(path)
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
     from .reports import list_requests
 
-    config = load_config(find_config_file(args.config))
-    rows = list_requests(open_store(config), args.state)
+    config = load_configuration(args)
+    rows = list_requests(open_store(config, readonly=True), args.state)
     if args.json:
         json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -424,8 +511,8 @@ def cmd_requests(args: argparse.Namespace) -> int:
 def cmd_show(args: argparse.Namespace) -> int:
     from .reports import render_timeline, show_request
 
-    config = load_config(find_config_file(args.config))
-    data = show_request(open_store(config), args.id)
+    config = load_configuration(args)
+    data = show_request(open_store(config, readonly=True), args.id)
     if data is None:
         print(f"error: no request {args.id}", file=sys.stderr)
         return EXIT_FAILED
@@ -437,7 +524,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cli_actor() -> str:
+def cli_actor(by: str | None = None) -> str:
+    """The name recorded as deciding: `--by`, else $SECIRBOT_OPERATOR, else the Unix user (behind sudo)."""
+    named = (by or os.environ.get("SECIRBOT_OPERATOR") or "").strip()
+    if named:
+        return f"cli:{named}"
     user = os.environ.get("SUDO_USER") or os.environ.get("USER")
     if not user:
         try:
@@ -455,7 +546,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     config, rules = load(args)
     bot = build(config, rules)
     verdict = Verdict.APPROVE if args.command == "approve" else Verdict.DENY
-    actor = cli_actor()
+    actor = cli_actor(getattr(args, "by", None))
     with bot.store.transaction():
         try:
             request = get_request(bot, args.id)
@@ -471,6 +562,17 @@ def cmd_decide(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         if request["state"] not in ("pending", "resolving"):
             print(f"error: request {args.id} is {request['state']}; only open requests can be decided", file=sys.stderr)
+            return EXIT_FAILED
+        # Approving while IANA was never asked (the request still waits for its lookup) skips the one check
+        # the list is built on: allowed (a paper application, IANA down for days), but only on purpose. A
+        # request IANA answered but where nobody could be asked (the requester is the only contact) is the
+        # Secretariat's ordinary case and needs no --force.
+        if verdict is Verdict.APPROVE and request["state"] == "resolving" and not args.force:
+            print(
+                f"error: request {args.id}: no IANA contact of {request['cctld']} was asked yet; "
+                "approve with --force to decide without them",
+                file=sys.stderr,
+            )
             return EXIT_FAILED
         decide(
             bot,
@@ -513,11 +615,13 @@ def cmd_invite(args: argparse.Namespace) -> int:
 
     config, rules = load(args)
     bot = build(config, rules)
-    results = invite(bot, args.names, cli_actor())
+    results = invite(bot, args.names, cli_actor(), dry_run=args.dry_run, again=args.again)
     for result in results:
         print(result.message, file=sys.stdout if result.ok else sys.stderr)
-    if any(r.ok for r in results):
+    if any(r.ok for r in results) and not args.dry_run:
         deliver_if_idle(bot, config)
+    if any(r.kind == "refused" for r in results):
+        return EXIT_FAILED
     if any(r.kind == "not-cctld" for r in results):
         return EXIT_NOT_CCTLD
     if any(r.kind == "unresolved" for r in results):
@@ -530,7 +634,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .reports import cctld_report, render_report
 
     config, rules = load(args)
-    report = cctld_report(open_store(config), sorted(pilot_cctlds(rules)) if rules.pilot.enabled else [])
+    report = cctld_report(open_store(config, readonly=True), sorted(pilot_cctlds(rules)) if rules.pilot.enabled else [])
     if args.json:
         json.dump(report, sys.stdout, ensure_ascii=False, indent=2)
         print()
@@ -544,8 +648,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from .reports import EXPORT_FIELDS, roster
 
-    config = load_config(find_config_file(args.config))
-    rows = roster(open_store(config))
+    config = load_configuration(args)
+    rows = roster(open_store(config, readonly=True))
     with contextlib.ExitStack() as stack:
         try:
             out = (

@@ -9,6 +9,8 @@ config file. Errors name the file, the line and the dotted key, and never echo a
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import importlib.resources
 import os
 import re
 import types
@@ -207,21 +209,49 @@ def _collect_lines(node: yaml.Node, prefix: tuple[str, ...], lines: dict[tuple[s
             _collect_lines(value_node, key, lines)
 
 
+# Where a configuration is looked for when neither --config nor $SECIRBOT_CONFIG names one, in order.
+# Without any of them the bot runs in sandbox mode: the only case where no configuration is not an error.
+SYSTEM_CONFIG_FILE = Path("/etc/secirbot/secirbot.yaml")
+USER_CONFIG_FILE = Path("~/.config/secirbot/secirbot.yaml")
+
+
+def config_search_path() -> list[Path]:
+    """The files tried when none is named: ./secirbot.yaml, /etc/secirbot/, ~/.config/secirbot/."""
+    return [Path(DEFAULT_CONFIG_FILE), SYSTEM_CONFIG_FILE, USER_CONFIG_FILE.expanduser()]
+
+
+def config_named_explicitly(explicit: str | None) -> bool:
+    """The operator named the configuration (--config or $SECIRBOT_CONFIG), so it must exist and say something."""
+    return bool(explicit or os.environ.get(ENV_CONFIG))
+
+
 def find_config_file(explicit: str | None) -> Path | None:
-    """--config, else $SECIRBOT_CONFIG, else ./secirbot.yaml if it exists, else None (embedded defaults)."""
+    """--config, else $SECIRBOT_CONFIG, else the first of config_search_path() that exists, else None
+    (embedded defaults: sandbox mode)."""
     if explicit:
         return Path(explicit)
     env = os.environ.get(ENV_CONFIG)
     if env:
         return Path(env)
-    default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.exists() else None
+    for candidate in config_search_path():
+        if candidate.exists():
+            return candidate
+    return None
 
 
-def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Load and validate; path None means embedded defaults (plus environment overrides)."""
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None, *, explicit: bool = False) -> Config:
+    """Load and validate; path None means embedded defaults (plus environment overrides). A file the
+    operator named (`explicit`) that sets nothing is an error: taking it as sandbox mode would hide a
+    truncated or wrongly mounted configuration."""
     environ = os.environ if environ is None else environ
     source = read_yaml(path) if path is not None else YamlSource(None, {}, {})
+    if explicit and path is not None and not source.data:
+        raise ConfigError(
+            [
+                f"{path}: the configuration file is empty: set at least imap.host (see `secirbot init`), "
+                "or name no configuration at all for the local sandbox"
+            ]
+        )
     base_dir = path.resolve().parent if path is not None else Path.cwd()
     problems: list[str] = []
     data = _apply_env(dict(source.data), environ, problems, source.env)
@@ -285,7 +315,11 @@ def build_section(
     for name, raw in data.items():
         sub = (*key, str(name))
         if name not in names:
-            problems.append(f"{source.where(sub)}: unknown key '{'.'.join(sub)}' (known: {', '.join(sorted(names))})")
+            near = difflib.get_close_matches(str(name), sorted(names), n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            problems.append(
+                f"{source.where(sub)}: unknown key '{'.'.join(sub)}'{hint} (known: {', '.join(sorted(names))})"
+            )
             continue
         values[name] = _convert(hints[name], raw, sub, source, base_dir, problems)
     return cls(**{k: v for k, v in values.items() if v is not _INVALID})
@@ -368,10 +402,17 @@ def resolve_relative(config: Config) -> Config:
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else base / p
 
+    def fix_default(p: Path, default: Path) -> Path:
+        # An installed wheel carries rules.yaml and templates/ as secirbot/defaults: they stand in for the
+        # default path only, never for one the operator configured.
+        found = fix(p)
+        packaged = Path(str(importlib.resources.files("secirbot"))) / "defaults" / default.name
+        return packaged if p == default and not found.exists() and packaged.exists() else found
+
     return dataclasses.replace(
         config,
-        rules=fix(config.rules),
-        templates=fix(config.templates),
+        rules=fix_default(config.rules, Path("rules.yaml")),
+        templates=fix_default(config.templates, Path("templates")),
         store=dataclasses.replace(config.store, path=fix(config.store.path)),
     )
 

@@ -38,7 +38,7 @@ RECORDS = ("dk", "se")
 
 def find_folder(name: str) -> Path | None:
     """templates/ or rules.yaml: in the current folder, else beside the package (a source checkout)."""
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent, Path(__file__).resolve().parent / "defaults"):
         if (base / name).exists():
             return base / name
     return None

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .iana.names import NotACcTLD, TldName, normalize_tld
 from .intake import pilot_cctlds
-from .store import iso
+from .store import from_iso, iso
 
 if TYPE_CHECKING:
     from .bot import Bot
+    from .iana.resolver import Resolution
 
 
 @dataclass(frozen=True)
@@ -24,10 +26,12 @@ class InviteResult:
     name: str
     ok: bool
     message: str
-    kind: str = "ok"  # ok | not-cctld | unresolved
+    kind: str = "ok"  # ok | not-cctld | unresolved | refused (invited recently)
 
 
-def invite(bot: Bot, names: list[str], actor: str) -> list[InviteResult]:
+def invite(bot: Bot, names: list[str], actor: str, *, dry_run: bool = False, again: bool = False) -> list[InviteResult]:
+    """Invite each ccTLD's administrative contacts. `dry_run` says who would get what and writes and sends
+    nothing; a ccTLD invited within `invitations.min_interval` is refused unless `again`."""
     results = []
     pilot = pilot_cctlds(bot.rules)
     for text in names:
@@ -36,7 +40,19 @@ def invite(bot: Bot, names: list[str], actor: str) -> list[InviteResult]:
         except NotACcTLD as exc:
             results.append(InviteResult(text, False, str(exc), "not-cctld"))
             continue
-        resolution = bot.iana.resolve(name, fresh=True)
+        last = _last_invited(bot, name)
+        if last is not None and not again and bot.now() - last < bot.rules.invitations.min_interval:
+            results.append(
+                InviteResult(
+                    text,
+                    False,
+                    f"{name.display()}: not invited: already invited at {iso(last)}, within rules.yaml "
+                    "invitations.min_interval; use --again to invite anyway",
+                    "refused",
+                )
+            )
+            continue
+        resolution = _resolve_leaving_no_trace(bot, name) if dry_run else bot.iana.resolve(name, fresh=True)
         if resolution.record is None:
             problem = resolution.problem.summary if resolution.problem else "no answer"
             results.append(
@@ -49,6 +65,16 @@ def invite(bot: Bot, names: list[str], actor: str) -> list[InviteResult]:
             )
             continue
         admins = resolution.record.approvers(("administrative",))
+        if dry_run:
+            results.append(
+                InviteResult(
+                    text,
+                    True,
+                    f"{name.display()}: would mail invitation.txt to {', '.join(a.email for a in admins)} "
+                    "(dry run: nothing sent or recorded)",
+                )
+            )
+            continue
         with bot.store.transaction():
             _record(bot, name, [a.email for a in admins], resolution.snapshot_id, actor)
             for admin in admins:
@@ -67,6 +93,8 @@ def invite(bot: Bot, names: list[str], actor: str) -> list[InviteResult]:
                     },
                     to=[admin.email],
                 )
+        # Outside an enabled pilot the invitation still goes, with a warning (tests/test_operations.py pins
+        # this); refusing it instead is the lead's call, see the report of issue 16.
         note = ""
         if bot.rules.pilot.enabled and name.ascii not in pilot:
             note = " (note: not in rules.yaml pilot.cctlds, so its requests are refused until you add it)"
@@ -76,6 +104,28 @@ def invite(bot: Bot, names: list[str], actor: str) -> list[InviteResult]:
             )
         )
     return results
+
+
+class _Undo(Exception):
+    pass
+
+
+def _resolve_leaving_no_trace(bot: Bot, name: TldName) -> Resolution:
+    # A resolution always keeps a snapshot row; a dry run promises to write nothing, so it resolves inside
+    # a transaction that is rolled back (the answer, read from memory, stays usable).
+    found: list[Resolution] = []
+    try:
+        with bot.store.transaction():
+            found.append(bot.iana.resolve(name, fresh=False))
+            raise _Undo
+    except _Undo:
+        pass
+    return found[0]
+
+
+def _last_invited(bot: Bot, name: TldName) -> datetime | None:
+    row = bot.store.execute("SELECT MAX(invited_at) AS at FROM invitations WHERE cctld = ?", (name.ascii,)).fetchone()
+    return from_iso(row["at"]) if row and row["at"] else None
 
 
 def _record(bot: Bot, name: TldName, recipients: list[str], snapshot_id: int, actor: str) -> None:

@@ -98,6 +98,13 @@ class MailmanRules:
 
 
 @dataclass(frozen=True)
+class InvitationRules:
+    # `secirbot invite` for a ccTLD invited less than this long ago needs `--again`: a second mail to the
+    # same administrative contacts within weeks reads as spam to exactly the people we want on the list.
+    min_interval: timedelta = timedelta(days=30)
+
+
+@dataclass(frozen=True)
 class Rules:
     pilot: PilotRules = field(default_factory=PilotRules)
     approvers: ApproverRules = field(default_factory=ApproverRules)
@@ -110,6 +117,7 @@ class Rules:
     digest: DigestRules = field(default_factory=DigestRules)
     outbox: OutboxRules = field(default_factory=OutboxRules)
     mailman: MailmanRules = field(default_factory=MailmanRules)
+    invitations: InvitationRules = field(default_factory=InvitationRules)
 
 
 def load_rules(path: Path) -> Rules:

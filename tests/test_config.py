@@ -467,3 +467,10 @@ def test_narrowing_the_roles_without_ask_first_asks_those_roles(tmp_path: Path) 
     with pytest.raises(ConfigError) as caught:
         load_rules(tmp_path / "rules.yaml")
     assert "leave ask_first out to ask every role in approvers.roles" in str(caught.value.problems)
+
+
+def test_a_mistyped_key_gets_a_did_you_mean(tmp_path: Path) -> None:
+    (tmp_path / "secirbot.yaml").write_text("imap:\n  hots: mail.example.org\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "secirbot.yaml", environ={})
+    assert "unknown key 'imap.hots'; did you mean 'host'?" in " ".join(caught.value.problems)

@@ -113,7 +113,7 @@ def test_the_readme_documents_every_exit_status_of_every_command() -> None:
     for command in cli.COMMANDS:
         assert f"`{command}" in documented or f" {command}" in documented, command
     codes = {int(code) for cell in table.values() for code in re.findall(r"\*\*(\d+)\*\*", cell)}
-    defined = {value for name, value in vars(cli).items() if name.startswith("EXIT_")}
+    defined = {value for name, value in vars(cli).items() if name.startswith("EXIT_") and isinstance(value, int)}
     assert codes == defined | {0, 1}
     assert "**75**" in table["`run --once`"] and "**5**" in table["`run --once`"]
     assert re.findall(r"\*\*(\d+)\*\*", table["`check --health`"]) == ["0", "1"]

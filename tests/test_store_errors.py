@@ -255,7 +255,8 @@ def test_six_processes_opening_one_new_store_at_the_same_moment_all_succeed(tmp_
 
 
 def test_commands_started_together_on_a_new_store_all_work(tmp_path: Path) -> None:
-    """`requests` and `export`, three of each, the moment a fresh deployment comes up."""
+    """`approve` and `deny`, three of each, the moment a fresh deployment comes up: commands that write
+    create the store (read-only ones never do), and every one of them must find it sound."""
     config = tmp_path / "secirbot.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -266,8 +267,8 @@ def test_commands_started_together_on_a_new_store_all_work(tmp_path: Path) -> No
             }
         )
     )
-    requests_ = (_CLI, ["--config", str(config), "requests", "--json"])
-    export = (_CLI, ["--config", str(config), "export", "--format", "json"])
-    done = start_together([requests_, export] * 3)
-    assert [(d.returncode, d.stdout, d.stderr) for d in done] == [(0, "[]\n", "")] * 6
+    approve = (_CLI, ["--config", str(config), "approve", "1"])
+    deny = (_CLI, ["--config", str(config), "deny", "1", "--reason", "x"])
+    done = start_together([approve, deny] * 3)
+    assert [(d.returncode, d.stderr) for d in done] == [(1, "error: no request 1\n")] * 6
     assert schema(tmp_path / "var" / "secirbot.sqlite3") == (SCHEMA_VERSION, TABLES)
