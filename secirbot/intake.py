@@ -56,10 +56,11 @@ class Facts:
 
     open_request_id: int | None  # the requester's open request, if any
     open_request_cctld: str | None
-    member_request_id: int | None  # the requester's approved request, if they are a member
+    member_request_id: int | None  # the requester's approved request, if they are a member (0: not admitted here)
     seats_used: int  # members plus open requests for the ccTLD
     cctld_last_hour: int  # requests created for the ccTLD in the last hour
     all_last_hour: int  # requests created in the last hour
+    replacing: str | None = None  # a member of the same ccTLD this request would replace (past the seat cap)
 
 
 @dataclass(frozen=True)
@@ -154,10 +155,11 @@ def check(claim: Claim, rules: Rules, facts: Facts) -> Refusal | None:
     if pilot.enabled and claim.cctld.ascii not in pilot_cctlds(rules):
         return Refusal("pilot", f".{claim.cctld.unicode} is not among the ccTLDs invited to the pilot")
     if facts.member_request_id is not None:
-        return Refusal("already-member", f"already a member (request {facts.member_request_id})")
+        how = f"request {facts.member_request_id}" if facts.member_request_id else "on the list before secirbot"
+        return Refusal("already-member", f"already a member ({how})")
     if facts.open_request_id is not None:
         return Refusal("already-pending", f"request {facts.open_request_id} is still open")
-    if facts.seats_used >= rules.requests.seats_per_cctld:
+    if facts.seats_used >= rules.requests.seats_per_cctld and facts.replacing is None:
         return Refusal(
             "seats-full",
             f"all {rules.requests.seats_per_cctld} seats for .{claim.cctld.unicode} are taken or requested",

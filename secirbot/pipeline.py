@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import intake, mailman, tokens, workflow
+from . import intake, mailman, roster, tokens, workflow
 from .authenticity import check_sender
 from .classify import Classification, Kind, classify
 from .message import (
@@ -511,18 +511,16 @@ def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
         " ('resolving', 'pending') ORDER BY id LIMIT 1",
         (key,),
     )
-    member = store.one(
-        "SELECT id FROM requests WHERE requester_key = ? AND state = 'approved' ORDER BY id LIMIT 1", (key,)
-    )
-    seats = store.count(
-        "SELECT COUNT(*) FROM requests WHERE cctld = ? AND state IN ('resolving', 'pending', 'approved')", (cctld,)
+    member = roster.on_list(store, requester)
+    seats = roster.seats_taken(store, cctld) + store.count(
+        "SELECT COUNT(*) FROM requests WHERE cctld = ? AND state IN ('resolving', 'pending')", (cctld,)
     )
     cctld_hour = store.count("SELECT COUNT(*) FROM requests WHERE cctld = ? AND created_at >= ?", (cctld, since))
     all_hour = store.count("SELECT COUNT(*) FROM requests WHERE created_at >= ?", (since,))
     return intake.Facts(
         open_request_id=open_row["id"] if open_row else None,
         open_request_cctld=open_row["cctld"] if open_row else None,
-        member_request_id=member["id"] if member else None,
+        member_request_id=(member.request_id or 0) if member else None,
         seats_used=seats,
         cctld_last_hour=cctld_hour,
         all_last_hour=all_hour,

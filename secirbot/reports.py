@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from .iana.names import NotACcTLD, parse_tld
+from .roster import counts_by_cctld, members
 from .store import Store, from_iso, iso
 
 
@@ -194,7 +195,7 @@ def digest_context(bot: Any) -> dict[str, Any]:
     undeliverable = bot.store.one(
         "SELECT COUNT(*) AS n FROM outbox WHERE state = 'failed' AND created_at >= ?", (week_ago,)
     )["n"]
-    members = bot.store.one("SELECT COUNT(*) AS n FROM requests WHERE state = 'approved'")["n"]
+    members = sum(counts_by_cctld(bot.store).values())
     return {
         "open": open_requests,
         "decided_this_week": decided,
@@ -241,8 +242,8 @@ def cctld_report(store: Store, pilot: list[str]) -> dict[str, Any]:
         key = {"resolving": "open", "pending": "open"}.get(row["state"], row["state"])
         if key in item:
             item[key] += row["n"]
-    for item in rows.values():
-        item["members"] = item["approved"]
+    for cctld, n in counts_by_cctld(store).items():
+        entry(cctld)["members"] = n
     table = sorted(rows.values(), key=lambda r: r["cctld"])
     not_joined = [r["cctld_display"] for r in table if r["members"] == 0 and (r["invited_at"] or r["in_pilot"])]
     return {"cctlds": table, "not_joined": not_joined}
@@ -277,27 +278,30 @@ EXPORT_FIELDS = (
 
 
 def roster(store: Store) -> list[dict[str, Any]]:
-    """Every member with how they were vetted, for migration to the final trust system."""
+    """Every member on the list with how they were vetted, for migration to the final trust system. A member
+    imported from an existing list has no request: its `approved_by` says where it was imported from."""
     out = []
-    for r in store.all(
-        "SELECT r.*, s.source AS s_source, s.fetched_at AS s_fetched FROM requests r"
-        " LEFT JOIN iana_snapshots s ON s.id = r.snapshot_id WHERE r.state = 'approved' ORDER BY r.id"
-    ):
-        name = parse_tld(r["cctld"])
+    for member in members(store, include_removed=False):
+        r = store.one(
+            "SELECT r.*, s.source AS s_source, s.fetched_at AS s_fetched FROM requests r"
+            " LEFT JOIN iana_snapshots s ON s.id = r.snapshot_id WHERE r.id = ?",
+            (member.request_id,),
+        )
+        name = parse_tld(member.cctld)
         out.append(
             {
-                "request_id": r["id"],
-                "email": r["requester"],
-                "name": r["requester_name"] or "",
+                "request_id": member.request_id if member.request_id is not None else "",
+                "email": member.address,
+                "name": member.name,
                 "cctld": name.ascii,
                 "cctld_unicode": name.unicode,
-                "approved_by": r["decided_by"],
-                "approved_at": r["decided_at"],
-                "approved_via": r["decided_via"],
-                "iana_snapshot_id": r["snapshot_id"],
-                "iana_source": r["s_source"] or "",
-                "iana_fetched_at": r["s_fetched"] or "",
-                "mailman_status": r["mailman_status"] or "",
+                "approved_by": member.approved_by,
+                "approved_at": r["decided_at"] if r is not None else member.since,
+                "approved_via": r["decided_via"] if r is not None else member.source.value,
+                "iana_snapshot_id": r["snapshot_id"] if r is not None else "",
+                "iana_source": (r["s_source"] or "") if r is not None else "",
+                "iana_fetched_at": (r["s_fetched"] or "") if r is not None else "",
+                "mailman_status": (r["mailman_status"] or "") if r is not None else "",
             }
         )
-    return out
+    return sorted(out, key=lambda item: (item["request_id"] == "", item["request_id"] or 0, item["email"]))

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _SCHEMA = [
     # version 1
@@ -188,6 +188,34 @@ _SCHEMA = [
     -- who sent machine mail lately: no help or clarification goes to an address that auto-replied
     CREATE INDEX messages_from ON messages (from_addr COLLATE NOCASE, processed_at);
     """,
+    # version 4: the roster (secirbot/roster.py), one row per address that is or was on the list; filled
+    # from the requests approved before it existed
+    """
+    CREATE TABLE members (
+        id INTEGER PRIMARY KEY,
+        address TEXT NOT NULL,          -- as subscribed
+        address_key TEXT NOT NULL UNIQUE,
+        cctld TEXT NOT NULL,            -- lower-case A-label
+        name TEXT,
+        state TEXT NOT NULL,            -- member | leaving | removed
+        source TEXT NOT NULL,           -- admitted | imported | mailman
+        since TEXT NOT NULL,
+        approved_by TEXT,
+        request_id INTEGER REFERENCES requests (id),
+        updated_at TEXT NOT NULL,
+        removed_at TEXT,
+        removed_by TEXT,
+        reason TEXT
+    );
+    CREATE INDEX members_cctld ON members (cctld, state);
+
+    INSERT INTO members (address, address_key, cctld, name, state, source, since, approved_by, request_id,
+                         updated_at)
+    SELECT requester, requester_key, cctld, requester_name, 'member', 'admitted',
+           COALESCE(decided_at, updated_at), decided_by, id, updated_at
+    FROM requests r WHERE state = 'approved'
+      AND id = (SELECT MAX(id) FROM requests WHERE requester_key = r.requester_key AND state = 'approved');
+    """,
 ]
 
 
@@ -285,6 +313,7 @@ class Store:
                 # The first read is where SQLite finds out that a file is not a database.
                 self.version: int = self.conn.execute("PRAGMA user_version").fetchone()[0]
                 self._refuse_newer(self.version)
+                self._refuse_older(self.version)
             else:
                 self._wal()
                 self.conn.execute("PRAGMA synchronous=NORMAL")
@@ -323,6 +352,16 @@ class Store:
             raise StoreError(
                 f"the store {self.path} has schema version {version}; this secirbot knows "
                 f"only up to {SCHEMA_VERSION}: upgrade secirbot"
+            )
+
+    def _refuse_older(self, version: int) -> None:
+        # A read-only command cannot migrate, and answering from an older schema would leave out what the
+        # newer one holds (the roster): say so instead of answering wrong.
+        if 0 < version < SCHEMA_VERSION:
+            self.conn.close()
+            raise StoreError(
+                f"the store {self.path} has schema version {version} and this secirbot uses {SCHEMA_VERSION}: "
+                "start the bot once (`secirbot run --once`) to upgrade it, then ask again"
             )
 
     def _migrate(self) -> int:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import mailman, tokens
+from . import mailman, roster, tokens
 from .authenticity import SenderCheck
 from .config import Config
 from .iana.names import parse_tld
@@ -486,6 +486,7 @@ def decide(
     request = get_request(bot, request["id"])
     context = request_context(bot, request)
     if state == "approved":
+        roster.admit(bot.store, request, now=now, actor=actor or decided_by)
         mailman.queue_subscribe(bot, request)
         bot.outbox.queue_mail(
             purpose="decision-requester",

@@ -35,6 +35,7 @@ TABLES = [
     "folder_state",
     "iana_snapshots",
     "invitations",
+    "members",
     "messages",
     "meta",
     "outbox",
