@@ -44,7 +44,8 @@ never see):
    sent to a token address keeps the token, so the caller can link it to the approval it answers (for
    escalation), never to decide it.
 6. Mail to a token address bot+TOKEN@ from a human -> REPLY "token-reply".
-7. A new request (`is_request_text`) -> REQUEST "subscribe".
+7. A member leaving (`is_leave_text`: `leave` or `unsubscribe` alone) -> LEAVE "leave"; else a new request
+   (`is_request_text`) -> REQUEST "subscribe".
 8. A human reply threaded to us (reply prefix in the Subject, or In-Reply-To/References naming a
    Message-ID of the bot's domain) without a token -> OTHER "threaded-without-token" (the help text tells
    them to answer the approval mail itself).
@@ -84,6 +85,7 @@ class Kind(StrEnum):
     REPLY = "reply"  # a human's answer to a token address bot+TOKEN@domain
     AUTOMATED = "automated"  # never gets an answer
     MAILMAN = "mailman"  # Mailman's own mail about our commands and our list
+    LEAVE = "leave"  # a member asking to leave the list
     OTHER = "other"  # a human who wrote something else (one help reply per day)
 
 
@@ -138,6 +140,20 @@ def is_request_text(subject: str, new_text: str | None) -> bool:
     if own_subject and _REQUEST_WORDS.search(_own_words(subject)):
         return True
     return any(_REQUEST_WORDS.search(line) for line in _first_lines(new_text or ""))
+
+
+_LEAVE_LINE = re.compile(r"^\s*(?:leave|unsubscribe)\s*[.!]?\s*$", re.IGNORECASE)
+
+
+def is_leave_text(subject: str, new_text: str | None) -> bool:
+    """True if the sender's own Subject, or the first line of their new text, is `leave` or `unsubscribe`
+    alone: a member leaving. Checked before the request words, which "unsubscribe" also contains."""
+    subject = subject[:_SUBJECT_CHARS]
+    own_subject = bool(subject) and not (_REPLY_SUBJECT.match(subject) or _FORWARD_SUBJECT.match(subject))
+    if own_subject and _LEAVE_LINE.match(subject):
+        return True
+    first = _first_lines(new_text or "")[:1]
+    return bool(first) and bool(_LEAVE_LINE.match(first[0]))
 
 
 def _first_lines(text: str) -> list[str]:
@@ -766,8 +782,11 @@ def classify(mail: InboundMail, *, bot_address: str, list_address: str) -> Class
     # 6. A person answering one approval request.
     if token is not None:
         return Classification(Kind.REPLY, "token-reply", token, signals=("To: token address",))
-    # 7. A person asking to join.
-    if is_request_text(mail.subject, new_text(mail)):
+    # 7. A member leaving, then a person asking to join.
+    words = new_text(mail)
+    if is_leave_text(mail.subject, words):
+        return Classification(Kind.LEAVE, "leave", signals=("leave words",))
+    if is_request_text(mail.subject, words):
         return Classification(Kind.REQUEST, "subscribe", signals=("request words",))
     # 8.-9. A person writing something else: only the wording of the help reply differs.
     threaded = _threaded_to_us(mail, _split(bot_address)[1])

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .config import Config, ConfigError, config_named_explicitly, find_config_file, load_config
+from .iana.names import NotACcTLD, normalize_tld
 from .rules import Rules, load_rules
 from .store import Store, StoreError
 
@@ -128,6 +129,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="the membership roster with how each member was vetted")
     p.add_argument("--format", choices=("csv", "json"), default="csv")
     p.add_argument("--output", metavar="FILE", help="write here instead of standard output")
+
+    p = sub.add_parser("members", help="the roster: who is on the list for which ccTLD, since when, approved by whom")
+    p.add_argument("--cctld", metavar="CCTLD", help="only this ccTLD (as nl, .nl, .рф or xn--p1ai)")
+    p.add_argument("--json", action="store_true", help="the same as JSON, for scripts")
+    p.add_argument("--all", action="store_true", help="also members who left or were removed")
+    members_sub = p.add_subparsers(dest="members_command", metavar="ACTION")
+    q = members_sub.add_parser(
+        "import",
+        parents=[common],
+        help="take over an existing list: put its members on the roster as imported",
+        description="Put the members of an existing list on the roster as imported, from Mailman 3 over REST "
+        "or from a CSV file (address,cctld[,name]); an address whose ccTLD cannot be inferred is listed, "
+        "not guessed.",
+        epilog=EXIT_EPILOG,
+    )
+    source = q.add_mutually_exclusive_group(required=True)
+    source.add_argument("--csv", metavar="FILE", type=Path, help="lines of address,cctld[,name] (cctld may be empty)")
+    source.add_argument("--from-mailman", action="store_true", help="the list's members over Mailman 3 REST")
+    q.add_argument("--dry-run", action="store_true", help="say what would be imported; change nothing")
+    q.add_argument("--by", metavar="NAME", help="who imports (default: $SECIRBOT_OPERATOR, else the Unix user)")
+
+    p = sub.add_parser("remove", help="take a member off the list as the Secretariat")
+    p.add_argument("address", help="the member's address (see `secirbot members`)")
+    p.add_argument("--reason", help="why, for the audit and the member's notice (required unless --done)")
+    p.add_argument("--by", metavar="NAME", help="who removes (default: $SECIRBOT_OPERATOR, else the Unix user)")
+    p.add_argument(
+        "--done", action="store_true", help="the removal was already made in Mailman: only record it on the roster"
+    )
 
     p = sub.add_parser("explain", help="dry run: what the bot would do with one mail (nothing is changed or sent)")
     p.add_argument("file", type=Path, metavar="FILE.eml", help="the mail, as raw RFC 5322 bytes")
@@ -605,6 +634,13 @@ def deliver_if_idle(bot: Any, config: Config) -> None:
         if not config.sandbox:
             report = bot.outbox.deliver()
             print(f"notices: {report.sent} sent, {report.deferred} deferred, {report.failed} failed", file=sys.stderr)
+            if report.sent:
+                # A Mailman REST call that went through queues the notices about it: send those too.
+                again = bot.outbox.deliver()
+                if again.sent or again.deferred or again.failed:
+                    print(
+                        f"notices: {again.sent} sent, {again.deferred} deferred, {again.failed} failed", file=sys.stderr
+                    )
     finally:
         lock.release()
 
@@ -670,6 +706,110 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_members(args: argparse.Namespace) -> int:
+    if getattr(args, "members_command", None) == "import":
+        return cmd_members_import(args)
+    from .roster import members
+
+    config = load_configuration(args)
+    cctld = None
+    if args.cctld:
+        try:
+            cctld = normalize_tld(args.cctld).ascii
+        except NotACcTLD as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_NOT_CCTLD
+    rows = [m.as_json() for m in members(open_store(config, readonly=True), cctld, include_removed=args.all)]
+    if args.json:
+        json.dump(rows, sys.stdout, ensure_ascii=False, indent=2)
+        print()
+        return EXIT_OK
+    if not rows:
+        print("no members" + (f" for {args.cctld}" if cctld else ""))
+        return EXIT_OK
+    print(f"{'ADDRESS':<36} {'CCTLD':<10} {'STATE':<8} {'SINCE':<20} APPROVED BY")
+    for row in rows:
+        print(
+            f"{row['address']:<36} {row['cctld_unicode']:<10} {row['state']:<8} {row['since']:<20} {row['approved_by']}"
+        )
+    return EXIT_OK
+
+
+def cmd_members_import(args: argparse.Namespace) -> int:
+    from .bot import build
+    from .mailman import list_id
+    from .mailman_rest import MailmanRest, RestUnavailable
+    from .roster import ImportEntry, import_members, read_csv
+
+    config, rules = load(args)
+    if args.csv is not None:
+        try:
+            entries = read_csv(args.csv.read_text(encoding="utf-8-sig"))
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"error: cannot read {args.csv}: {getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+            return EXIT_FAILED
+        origin = f"CSV {args.csv.name}"
+    else:
+        if not config.mailman.rest_url:
+            print("error: --from-mailman needs mailman.rest_url (and rest_user, rest_password)", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            found = MailmanRest(config.mailman).member_addresses(list_id(config.mailman.list))
+        except RestUnavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_TEMPFAIL
+        entries = [ImportEntry(address, None, name) for address, name in found]
+        origin = f"Mailman {config.mailman.list}"
+    bot = build(config, rules)
+    actor = cli_actor(args.by)
+    with bot.store.transaction():
+        result = import_members(bot.store, entries, now=bot.now(), actor=actor, origin=origin, dry_run=args.dry_run)
+    verb = "would import" if args.dry_run else "imported"
+    print(f"{verb} {len(result.added)} member(s) from {origin}; {len(result.already)} already on the roster")
+    for address in result.added:
+        print(f"  + {address}")
+    if result.unplaced:
+        print(f"{len(result.unplaced)} address(es) not imported, for the Secretariat to place by hand:")
+        for address, why in result.unplaced:
+            print(f"  ? {address}: {why}")
+    return EXIT_OK
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from .bot import build
+    from .membership import confirmed, remove
+    from .roster import on_list
+
+    if not args.done and not (args.reason or "").strip():
+        print("error: --reason is required (it is audited and told to the member); or --done", file=sys.stderr)
+        return EXIT_FAILED
+    config, rules = load(args)
+    bot = build(config, rules)
+    actor = cli_actor(args.by)
+    with bot.store.transaction():
+        member = on_list(bot.store, args.address)
+        if member is None:
+            print(f"error: {args.address} is not on the roster as a member (see `secirbot members`)", file=sys.stderr)
+            return EXIT_FAILED
+        if args.done:
+            confirmed(bot, member, how=f"recorded by {actor}: made in Mailman", actor=actor, reason=args.reason)
+            print(f"{member.address}: removal recorded by {actor}")
+        else:
+            removal = remove(
+                bot, member, actor=actor, reason=args.reason.strip(), asked_by="The Secretariat", cause_message=None
+            )
+            print(
+                {
+                    "rest": f"{member.address}: leaving; the bot removes it over Mailman REST",
+                    "secretariat": f"{member.address}: leaving; make the removal in Mailman (the mail to "
+                    f"{bot.secretariat} says how), then `secirbot remove {member.address} --done`",
+                    "already-leaving": f"{member.address} is already leaving",
+                }[removal.how]
+            )
+    deliver_if_idle(bot, config)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -704,5 +844,7 @@ COMMANDS = {
     "invite": cmd_invite,
     "report": cmd_report,
     "export": cmd_export,
+    "members": cmd_members,
+    "remove": cmd_remove,
     "demo": cmd_demo,
 }

@@ -16,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import requests
 
+from . import membership, roster
 from .config import MailmanConfig
 from .mailman import list_id as mailman_list_id
 from .outbox import Attempt
@@ -109,6 +111,21 @@ class MailmanRest:
             },
         )
 
+    def remove_member(self, list_id: str, address: str) -> Answer:
+        """Unsubscribe, as the list's administrator (rest/members.py on_delete: 204 removed, 202 waiting for a
+        confirmation or a moderator, 404 no such member). pre_approved/pre_confirmed: the removal was
+        decided here; Mailman must not ask the member to confirm it."""
+        member = urllib.parse.quote(address, safe="@")
+        return self._call("DELETE", f"lists/{list_id}/member/{member}?pre_approved=true&pre_confirmed=true")
+
+    def member_addresses(self, list_id: str) -> list[tuple[str, str]]:
+        """(address, display name) of every regular member of the list (GET lists/LIST_ID/roster/member)."""
+        answer = self._call("GET", f"lists/{list_id}/roster/member")
+        if answer.status != 200:
+            raise RestUnavailable(f"Mailman REST lists/{list_id}/roster/member: HTTP {answer.status}")
+        entries = (answer.body or {}).get("entries", [])
+        return [(str(e.get("email", "")), str(e.get("display_name") or "")) for e in entries if e.get("email")]
+
     def is_member(self, list_id: str, address: str) -> bool:
         answer = self._call("POST", "members/find", {"list_id": list_id, "subscriber": address, "role": "member"})
         return answer.status == 200 and bool((answer.body or {}).get("total_size"))
@@ -191,6 +208,8 @@ def rest_attempt(bot: Bot, row: sqlite3.Row) -> Attempt:
     """Outbox handler for a queued REST subscription: make the call, map the answer to an Attempt whose
     `after` records the request's Mailman state in the same transaction as the outbox row."""
     call = json.loads(row["payload"])
+    if call.get("action") == "remove":
+        return _removal_attempt(bot, row, call)
     target = json.loads(row["recipients"])
     request_id = row["request_id"]
 
@@ -241,6 +260,53 @@ def rest_attempt(bot: Bot, row: sqlite3.Row) -> Attempt:
         failed=target,
         error=f"Mailman REST answered HTTP {answer.status}: {str(answer.body)[:300]}",
         after=lambda: record("failed", "mailman-failed", http=answer.status),
+    )
+
+
+def _removal_attempt(bot: Bot, row: sqlite3.Row, call: dict[str, Any]) -> Attempt:
+    """Outbox handler for a queued REST removal (membership.remove): the roster follows Mailman's answer."""
+    target = json.loads(row["recipients"])
+    address = call["address"]
+
+    def member() -> Any:
+        return roster.on_list(bot.store, address)
+
+    def removed(how: str) -> None:
+        current = member()
+        if current is not None:
+            membership.confirmed(bot, current, how=how, actor=call.get("actor", "bot"))
+
+    try:
+        answer = MailmanRest(bot.config.mailman).remove_member(call["list_id"], address)
+    except (RestUnavailable, ValueError) as exc:
+        error = str(exc)
+        return Attempt(deferred=target, error=error)
+    if answer.status == 204:
+        return Attempt(delivered=target, after=lambda: removed("Mailman REST: member deleted (HTTP 204)"))
+    if answer.status == 404:
+        return Attempt(delivered=target, after=lambda: removed("Mailman REST: not a member of the list (HTTP 404)"))
+
+    def waiting() -> None:
+        # 202: Mailman holds the removal for a confirmation or a moderator: still leaving; a person looks.
+        current = member()
+        bot.store.audit("mailman-remove-held", at=bot.now(), outbox_id=row["id"], address=address, http=answer.status)
+        if current is not None:
+            bot.outbox.queue_mail(
+                purpose="removal-secretariat",
+                template="removal_secretariat.txt",
+                context=membership.notice_context(
+                    bot, current, asked_by=call.get("asked_by", "someone"), reason=call.get("reason", "")
+                ),
+                to=[bot.secretariat],
+                request_id=current.request_id,
+            )
+
+    if answer.status == 202:
+        return Attempt(delivered=target, after=waiting)
+    return Attempt(
+        failed=target,
+        error=f"Mailman REST answered HTTP {answer.status} to removing {address}: {str(answer.body)[:300]}",
+        after=waiting,
     )
 
 

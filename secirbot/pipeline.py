@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import intake, mailman, roster, tokens, workflow
+from . import intake, mailman, membership, roster, tokens, workflow
 from .authenticity import check_sender
 from .classify import Classification, Kind, classify
 from .message import (
@@ -45,7 +45,7 @@ FOLDER_PROCESSED = "processed"
 FOLDER_FAILED = "failed"
 # Full raw bytes are kept for the kinds whose content can matter later (audit of a decision); for the
 # rest the headers suffice and a flood of junk does not grow the store by its bodies.
-KEEP_WHOLE = (Kind.REQUEST, Kind.REPLY, Kind.MAILMAN)
+KEEP_WHOLE = (Kind.REQUEST, Kind.REPLY, Kind.MAILMAN, Kind.LEAVE)
 
 
 @dataclass(frozen=True)
@@ -883,6 +883,12 @@ class MailmanHandler:
 
     @staticmethod
     def commit(bot: Bot, incoming: Incoming) -> Outcome:
+        if incoming.cls.detail == "owner-notice":
+            gone = membership.confirmed_by_notice(
+                bot, incoming.mail.subject, incoming.mail.text or "", message_row=incoming.row
+            )
+            if gone is not None:
+                return Outcome("member-removed", gone.request_id)
         request_id = mailman.link_request(bot, incoming.mail)
         if request_id is None:
             return Outcome(incoming.cls.detail)
@@ -935,6 +941,85 @@ MAILMAN_STATES = {
 }
 
 
+class LeaveHandler:
+    """A member asks to leave (`leave` or `unsubscribe`): exactly the From address is taken off the list.
+
+    Removing a member is a denial of service on a security list if a forged From can do it, so the mail
+    must pass the sender check at `dmarc` at least, whatever `authentication.require` says for approvals.
+    When it does not, nothing is removed: the Secretariat is asked to confirm, and the member (at the
+    address on the roster, which a forger does not read) is told so."""
+
+    @staticmethod
+    def prepare(bot: Bot, incoming: Incoming) -> Any:
+        sender = incoming.mail.from_addr or ""
+        member = roster.on_list(bot.store, sender) if sender else None
+        if member is None:
+            return None
+        require = bot.require_for(member.address).level
+        check = check_sender(
+            incoming.mail,
+            expected_from=member.address,
+            authserv_id=bot.rules.authentication.authserv_id,
+            require=require if require == "dkim" else "dmarc",
+            dnsfunc=bot.dnsfunc,
+        )
+        return member, check
+
+    @staticmethod
+    def commit(bot: Bot, incoming: Incoming) -> Outcome:
+        context = _base_context(bot)
+        if incoming.plan is None:
+            sent = _limited_reply(
+                bot,
+                incoming,
+                purpose="leave-not-member",
+                template="leave_not_member.txt",
+                context={**context, "address": incoming.mail.from_addr},
+            )
+            return Outcome("leave-not-member" if sent else "leave-not-member-suppressed")
+        member, check = incoming.plan
+        # The member's own roster row may have changed since prepare (another copy, the CLI): read it again.
+        member = roster.on_list(bot.store, member.address)
+        if member is None or member.state is roster.MemberState.LEAVING:
+            bot.store.audit("leave-repeated", at=bot.now(), message_row=incoming.row, address=incoming.mail.from_addr)
+            return Outcome("leave-repeated")
+        if not check.ok:
+            bot.store.audit(
+                "leave-unverified",
+                at=bot.now(),
+                message_row=incoming.row,
+                address=member.address,
+                why=check.failure,
+                checks=check.checks,
+            )
+            bot.outbox.queue_mail(
+                purpose="removal-secretariat",
+                template="leave_unverified.txt",
+                context={**context, "address": member.address, "why": check.failure, "to_secretariat": True},
+                to=[bot.secretariat],
+                request_id=member.request_id,
+                cause_message=incoming.row,
+            )
+            bot.outbox.queue_mail(
+                purpose="removal-member",
+                template="leave_unverified.txt",
+                context={**context, "address": member.address, "why": check.failure, "to_secretariat": False},
+                to=[member.address],
+                request_id=member.request_id,
+                cause_message=incoming.row,
+            )
+            return Outcome("leave-unverified", member.request_id)
+        removal = membership.remove(
+            bot,
+            member,
+            actor=member.address,
+            reason="asked to leave",
+            asked_by="The member",
+            cause_message=incoming.row,
+        )
+        return Outcome(f"leave-{removal.how}", member.request_id, extra={"checks": check.checks})
+
+
 class OtherHandler:
     """A human wrote something that is not a request: one short help reply per day."""
 
@@ -961,5 +1046,6 @@ HANDLERS: dict[Kind, Any] = {
     Kind.REPLY: ReplyHandler,
     Kind.AUTOMATED: AutomatedHandler,
     Kind.MAILMAN: MailmanHandler,
+    Kind.LEAVE: LeaveHandler,
     Kind.OTHER: OtherHandler,
 }

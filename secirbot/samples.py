@@ -49,6 +49,19 @@ def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dic
             "reminders_sent": 2,
         }
     ]
+    removal = {
+        **plain,
+        "address": "jan@cctld.example",
+        "name": "Jan Jansen",
+        "cctld": "рф",
+        "dialect": "mailman3",
+        "done": False,
+        "unasked": False,
+        "asked_by": "",
+        "reason": "",
+        "actor": "cli:ana",
+        "said": "",
+    }
     return {
         "approval_request.txt": {
             **base,
@@ -92,6 +105,15 @@ def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dic
         },
         "decision_approvers.txt": {**base, "approver": approver},
         "withdrawn_requester.txt": base,
+        "leave_not_member.txt": {**plain, "address": "someone@cctld.example"},
+        "leave_unverified.txt": {
+            **plain,
+            "address": "jan@cctld.example",
+            "why": "dmarc-required",
+            "to_secretariat": True,
+        },
+        "member_removed.txt": {**removal, "done": False, "asked_by": "The member", "reason": "asked to leave"},
+        "removal_secretariat.txt": {**removal, "done": False, "asked_by": "The Secretariat", "reason": "changed jobs"},
         "withdrawn_notice.txt": {
             **base,
             "approver": None,
