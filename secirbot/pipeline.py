@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import intake, mailman, membership, roster, tokens, workflow
+from . import delegation, intake, mailman, membership, roster, tokens, workflow
 from .authenticity import check_sender
 from .classify import Classification, Kind, classify
 from .message import (
@@ -536,6 +536,10 @@ class ReplyPlan:
     token_problem: str | None = None  # why no token was taken although the mail names one
     thread_request_id: int | None = None  # the request whose mail this answers by In-Reply-To/References
     requester: bool = False  # the token is the requester's own reply address (WITHDRAW)
+    # From is not the contact's address: whether the sender qualifies to answer on its behalf, and the
+    # check of the sender's own address (delegation.py). None when From is the contact's or delegates are off.
+    delegate: Any = None  # delegation.Qualification
+    delegate_sender: Any = None  # SenderCheck for the delegate's own address
 
 
 class ReplyHandler:
@@ -588,7 +592,35 @@ class ReplyHandler:
         )
         if effective.note:  # why this level, audited with the checks it chose
             sender.checks["dmarc_policy"] = effective.note
-        return ReplyPlan(approver, request, sender, read_decision(mail), thread_request_id=_thread_request(bot, mail))
+        qualification = delegate_sender = None
+        if sender.rule == "from-mismatch" and bot.rules.approvers.delegates.allow and mail.from_addr:
+            # The delegate's own address must authenticate at dmarc at least, whatever the rules require.
+            delegate_sender = check_sender(
+                mail,
+                expected_from=mail.from_addr,
+                authserv_id=auth.authserv_id,
+                require="dkim" if bot.require_for(mail.from_addr).level == "dkim" else "dmarc",
+                dnsfunc=bot.dnsfunc,
+                token_header=token_header,
+            )
+            qualification = delegation.conditions(
+                delegate=mail.from_addr,
+                contact=approver["email"],
+                contacts=workflow.iana_contacts(bot, request),
+                requester=request["requester"],
+                authentication=delegate_sender,
+                copied=[*mail.addresses_in("To"), *mail.addresses_in("Cc")],
+                objected_before=delegation.objected_before(bot.store, request["id"]),
+            )
+        return ReplyPlan(
+            approver,
+            request,
+            sender,
+            read_decision(mail),
+            thread_request_id=_thread_request(bot, mail),
+            delegate=qualification,
+            delegate_sender=delegate_sender,
+        )
 
     @staticmethod
     def commit(bot: Bot, incoming: Incoming) -> Outcome:
@@ -616,22 +648,31 @@ class ReplyHandler:
             )
             return Outcome(f"rejected:{rule}")
         request, approver, mail = plan.request, plan.approver, incoming.mail
+        sender = plan.sender
+        qualified = plan.delegate is not None and plan.delegate.ok
+        if qualified:
+            sender = plan.delegate_sender
+        elif plan.delegate is not None and plan.delegate.rule != "delegate-org-domain":
+            # Someone of the contact's own organisation, with a reason that can be put right: say which.
+            return _delegate_refused(bot, incoming, plan)
         judgement = workflow.judge_reply(
             request_state=request["state"],
             approver_state=approver["state"],
             approver_expires_at=workflow.from_iso(approver["expires_at"]),
             requester=request["requester"],
-            sender=plan.sender,
+            sender=sender,
             mail_from=mail.from_addr,
             decision=plan.decision,
             now=bot.now(),
             request_id=request["id"],
             thread_request_id=plan.thread_request_id,
         )
-        checks = dict(plan.sender.checks)
+        checks = dict(sender.checks)
+        if qualified:
+            checks["delegated_for"] = approver["email"]
         audit = {
             "rule": judgement.rule,
-            "failure": plan.sender.failure,
+            "failure": sender.failure,
             "checks": checks,
             "approver": approver["email"],
             "sender": mail.from_addr,
@@ -708,6 +749,25 @@ class ReplyHandler:
             )
             return Outcome("clarification-asked", request["id"])
         assert judgement.verdict is not None  # judge_reply gives a verdict with every "decide"
+        if judgement.verdict is Verdict.OBJECT:
+            return _objection(bot, incoming, plan, request, approver, ctx)
+        if qualified and judgement.verdict is Verdict.APPROVE:
+            workflow.delegated_approve(
+                bot, request, approver, delegate=mail.from_addr or "", checks=checks, message_row=incoming.row
+            )
+            return Outcome("delegated:approve-waiting", request["id"])
+        if qualified:
+            workflow.delegated_deny(
+                bot,
+                request,
+                approver,
+                delegate=mail.from_addr or "",
+                checks=checks,
+                reason=plan.decision.reason,
+                message_row=incoming.row,
+                headers=mail.raw_headers().decode("utf-8", "replace"),
+            )
+            return Outcome("delegated:deny", request["id"])
         workflow.decide(
             bot,
             request,
@@ -722,6 +782,75 @@ class ReplyHandler:
             headers=mail.raw_headers().decode("utf-8", "replace"),
         )
         return Outcome(f"decided:{judgement.verdict.value.lower()}", request["id"])
+
+
+def _delegate_refused(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
+    """A reply with a contact's token from someone of its organisation who does not (yet) qualify as a
+    delegate: nothing is decided; they are told which condition failed and how to answer so it counts."""
+    request, approver, mail, why = plan.request, plan.approver, incoming.mail, plan.delegate
+    checks = {**plan.sender.checks, **{f"delegate_{k}": v for k, v in (plan.delegate_sender.checks or {}).items()}}
+    bot.store.audit(
+        "reply-rejected",
+        at=bot.now(),
+        message_row=incoming.row,
+        request_id=request["id"],
+        rule=why.rule,
+        failure=why.why,
+        checks=checks,
+        approver=approver["email"],
+        sender=mail.from_addr,
+        first_line=plan.decision.first_line[:200],
+    )
+    _limited_reply(
+        bot,
+        incoming,
+        purpose="reply-not-accepted",
+        template="reply_not_accepted.txt",
+        context={
+            **_base_context(bot),
+            "rule": why.rule,
+            "delegate_why": "" if why.rule == "self-approval" else why.why,
+            "contact": approver["email"],
+        },
+        request_id=request["id"],
+    )
+    if why.rule in ("delegate-unauthenticated", "self-approval") and reads_as_decision(plan.decision):
+        ctx = {**workflow.request_context(bot, request), "approver": {"email": approver["email"], "name": ""}}
+        bot.outbox.queue_mail(
+            purpose="reply-rejected-secretariat",
+            template="reply_rejected_secretariat.txt",
+            context={**ctx, "rule": why.rule, "sender": mail.from_addr or "", "checks": checks},
+            to=[bot.secretariat],
+            request_id=request["id"],
+        )
+    return Outcome(f"rejected:{why.rule}", request["id"])
+
+
+def _objection(bot: Bot, incoming: Incoming, plan: ReplyPlan, request: Any, approver: Any, ctx: dict) -> Outcome:
+    """OBJECT from a contact (or a qualifying delegate): cancels the delegated APPROVE waiting on this request."""
+    waiting = delegation.waiting(bot.store, request["id"])
+    if waiting is None:
+        why = (
+            "your reply said OBJECT, but no answer given on a contact's behalf is waiting for this request, so "
+            "there is nothing to object to; to decide, answer APPROVE or DENY"
+        )
+        bot.store.audit("reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request["id"], why=why)
+        bot.outbox.queue_mail(
+            purpose="clarify",
+            template="clarify.txt",
+            context={**ctx, "why": why},
+            to=[approver["email"]],
+            in_reply_to=incoming.mail.message_id,
+            request_id=request["id"],
+            cause_message=incoming.row,
+            auto="auto-replied",
+            reply_to=_reply_address_of(incoming.mail, bot),
+        )
+        return Outcome("clarification-asked", request["id"])
+    workflow.delegation_objected(
+        bot, request, waiting, objector=incoming.mail.from_addr or approver["email"], message_row=incoming.row
+    )
+    return Outcome("delegation-objected", request["id"])
 
 
 def _requester_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:

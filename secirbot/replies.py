@@ -40,6 +40,7 @@ class Verdict(StrEnum):
     APPROVE = "APPROVE"
     DENY = "DENY"
     WITHDRAW = "WITHDRAW"  # the requester's only word: close my request
+    OBJECT = "OBJECT"  # a contact (or a qualifying delegate) cancels a delegated APPROVE in its window
     UNCLEAR = "UNCLEAR"
 
 
@@ -54,8 +55,16 @@ class ReadDecision:
 
 # --- the public functions --------------------------------------------------------------------------
 
-APPROVER_WORDS = (Verdict.APPROVE, Verdict.DENY)
+APPROVER_WORDS = (Verdict.APPROVE, Verdict.DENY, Verdict.OBJECT)
 REQUESTER_WORDS = (Verdict.WITHDRAW,)
+
+
+# A word on its own line below the first that contradicts it makes the reply unclear.
+_CONFLICTING = {
+    Verdict.APPROVE: (Verdict.DENY, Verdict.OBJECT),
+    Verdict.DENY: (Verdict.APPROVE,),
+    Verdict.OBJECT: (Verdict.APPROVE, Verdict.DENY),
+}
 
 
 def read_decision(mail: InboundMail, allowed: tuple[Verdict, ...] = APPROVER_WORDS) -> ReadDecision:
@@ -76,9 +85,11 @@ def read_decision(mail: InboundMail, allowed: tuple[Verdict, ...] = APPROVER_WOR
         if _names_both(first):
             return _unclear(first, audit, "your reply named both APPROVE and DENY")
         return _unclear(first, audit, f"the first line of your reply was '{_shorten(first)}'")
-    opposite = {Verdict.APPROVE: Verdict.DENY, Verdict.DENY: Verdict.APPROVE}.get(word)
-    if opposite is not None and any(decision_word(line) is opposite for line in content[1:]):
-        return _unclear(first, audit, "your reply named both APPROVE and DENY")
+    opposite = _CONFLICTING.get(word, ())
+    clash = next((w for w in map(decision_word, content[1:]) if w in opposite), None)
+    if clash is not None:
+        one, other = sorted((word, clash), key=list(Verdict).index)
+        return _unclear(first, audit, f"your reply named both {one.value} and {other.value}")
     reason = ""
     if word is Verdict.DENY:
         after = lines[lines.index(first) + 1 :]
@@ -93,7 +104,12 @@ def decision_word(line: str) -> Verdict | None:
     # ASCII only: a look-alike letter from another script must not pass as the word.
     if not word.isascii():
         return None
-    return {"approve": Verdict.APPROVE, "deny": Verdict.DENY, "withdraw": Verdict.WITHDRAW}.get(word.lower())
+    return {
+        "approve": Verdict.APPROVE,
+        "deny": Verdict.DENY,
+        "withdraw": Verdict.WITHDRAW,
+        "object": Verdict.OBJECT,
+    }.get(word.lower())
 
 
 # --- reading the first line --------------------------------------------------------------------------
@@ -103,7 +119,7 @@ def reads_as_decision(decision: ReadDecision) -> bool:
     """Whether the new text says APPROVE or DENY anywhere as a word: a human deciding, even if unclearly.
     Mail that does not is no forgery attempt, whoever sent it (a colleague's question, a machine)."""
     words = {w.lower() for w in re.findall(r"[A-Za-z]+", decision.new_text)}
-    return bool(words & {"approve", "deny"})
+    return bool(words & {"approve", "deny", "object"})
 
 
 def _names_both(line: str) -> bool:

@@ -97,6 +97,9 @@ _ACTIONS = {
     "reply-rejected": "answer rejected",
     "reply-after-decision": "answer after the decision",
     "request-decided": "DECIDED",
+    "delegated-answer": "answer on a contact's behalf",
+    "delegation-objected": "OBJECTED to the delegated answer",
+    "member-added": "on the roster",
     "mailman-acknowledged": "Mailman acknowledged",
     "mailman-member": "Mailman: member",
     "mailman-conflict": "Mailman: already pending or member",
@@ -143,26 +146,41 @@ def render_timeline(data: dict[str, Any]) -> str:
     for item in data["timeline"]:
         details = item["details"]
         label = _ACTIONS.get(item["action"], item["action"])
-        extra = ", ".join(
-            f"{k}={v}"
-            for k, v in details.items()
-            if k
-            in (
-                "to",
-                "purpose",
-                "rule",
-                "decision",
-                "via",
-                "state",
-                "approver",
-                "why",
-                "problem",
-                "error",
-                "stage",
-                "detail",
-                "first_line",
-                "sender",
+        said = []
+        checks = details.get("checks") if isinstance(details.get("checks"), dict) else {}
+        if "delegated_by" in details or checks.get("delegated_for"):
+            # "delegated by P for C" and which authentication of P passed (issue 14: the audit and show say so).
+            who = details.get("delegated_by") or item["actor"]
+            passed = "; ".join(f"{k}: {v}" for k, v in checks.items() if k in ("authres", "dkim"))
+            said.append(
+                f"delegated by {who} for {details.get('delegated_for') or checks.get('delegated_for')}"
+                + (f" (authentication {passed})" if passed else "")
             )
+        extra = ", ".join(
+            said
+            + [
+                f"{k}={v}"
+                for k, v in details.items()
+                if k
+                in (
+                    "to",
+                    "purpose",
+                    "rule",
+                    "decision",
+                    "via",
+                    "state",
+                    "approver",
+                    "why",
+                    "problem",
+                    "error",
+                    "stage",
+                    "detail",
+                    "first_line",
+                    "sender",
+                    "takes_effect_at",
+                    "objector",
+                )
+            ]
         )
         lines.append(f"    {item['at']}  {label:<34} {item['actor']:<14} {extra}")
     return "\n".join(lines)

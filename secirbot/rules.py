@@ -1,6 +1,7 @@
 """Policy from `rules.yaml`: who may ask, who may approve, how replies are authenticated, the timings.
 
-Pinned keys: `pilot: {enabled, cctlds}`, `approvers: {roles}`, `authentication: {authserv_id, require}`
+Pinned keys: `pilot: {enabled, cctlds}`, `approvers: {roles, delegates: {allow, objection_window}}`,
+`authentication: {authserv_id, require}`
 (require: none | dmarc | dkim | adaptive, the default; adaptive is resolved per approver by dmarc_policy).
 Every key is documented in the shipped `rules.yaml`. Loading reuses the config loader, so errors name the
 file, the line and the key.
@@ -26,9 +27,18 @@ class PilotRules:
 
 
 @dataclass(frozen=True)
+class DelegateRules:
+    # A person answering with a role contact's token from their own address (section "Delegated answers"
+    # of the README): allowed when every condition holds; an APPROVE waits out the objection window.
+    allow: bool = True
+    objection_window: timedelta = timedelta(hours=48)
+
+
+@dataclass(frozen=True)
 class ApproverRules:
     roles: tuple[str, ...] = ROLES
     ask_first: tuple[str, ...] = ROLES
+    delegates: DelegateRules = field(default_factory=DelegateRules)
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,20 @@ def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dic
         },
         "decision_approvers.txt": {**base, "approver": approver},
         "withdrawn_requester.txt": base,
+        "delegated_notice.txt": {
+            **base,
+            "approver": approver,
+            "delegate": "ivan@cctld.example",
+            "contact": "hostmaster@cctld.example",
+            "takes_effect": "2026-11-29 09:30 UTC",
+        },
+        "delegation_objected.txt": {
+            **base,
+            "approver": approver,
+            "delegate": "ivan@cctld.example",
+            "contact": "hostmaster@cctld.example",
+            "objector": "admin@cctld.example",
+        },
         "leave_not_member.txt": {**plain, "address": "someone@cctld.example"},
         "leave_unverified.txt": {
             **plain,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from apscheduler.triggers.cron import CronTrigger
 
-from . import workflow
+from . import delegation, workflow
 from .iana.names import parse_tld
 from .mailman_rest import RestUnavailable, check_pending
 from .reports import digest_context
@@ -34,6 +34,7 @@ def run_due_jobs(bot: Bot, lookups: bool = True) -> dict[str, int]:
     """Everything due now, in a fixed order; returns how many items of each kind were handled.
     `lookups=False` leaves the IANA lookups to a caller that runs them outside its lock."""
     return {
+        "delegations": delegations_due(bot),
         "expired": expire_due(bot),
         "lookups": retry_due_lookups(bot) if lookups else 0,
         "escalations": escalate_due(bot),
@@ -42,6 +43,17 @@ def run_due_jobs(bot: Bot, lookups: bool = True) -> dict[str, int]:
         "recheck": recheck_if_due(bot),
         "mailman_pending": pending_check_if_due(bot),
     }
+
+
+def delegations_due(bot: Bot) -> int:
+    """Delegated APPROVEs whose objection window ended without an OBJECT decide their requests."""
+    decided = 0
+    for waiting in delegation.due(bot.store, bot.now()):
+        with bot.store.transaction():
+            current = delegation.waiting(bot.store, waiting.request_id)
+            if current is not None and current.id == waiting.id:
+                decided += workflow.delegation_due(bot, current)
+    return decided
 
 
 def expire_due(bot: Bot) -> int:

@@ -188,8 +188,8 @@ _SCHEMA = [
     -- who sent machine mail lately: no help or clarification goes to an address that auto-replied
     CREATE INDEX messages_from ON messages (from_addr COLLATE NOCASE, processed_at);
     """,
-    # version 4: the roster (secirbot/roster.py), one row per address that is or was on the list; filled
-    # from the requests approved before it existed
+    # version 4: the roster (secirbot/roster.py), one row per address that is or was on the list, filled
+    # from the requests approved before it existed; delegated answers (secirbot/delegation.py)
     """
     CREATE TABLE members (
         id INTEGER PRIMARY KEY,
@@ -208,6 +208,25 @@ _SCHEMA = [
         reason TEXT
     );
     CREATE INDEX members_cctld ON members (cctld, state);
+
+    -- answers given with a contact's token by a person behind it (secirbot/delegation.py)
+    CREATE TABLE delegations (
+        id INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL REFERENCES requests (id),
+        approver_id INTEGER NOT NULL REFERENCES approvers (id),  -- the IANA contact C answered for
+        delegate TEXT NOT NULL,         -- P, as written in From
+        delegate_key TEXT NOT NULL,
+        verdict TEXT NOT NULL,          -- APPROVE | DENY
+        state TEXT NOT NULL,            -- waiting | effective | objected | superseded
+        authentication TEXT NOT NULL,   -- JSON: which check passed for P
+        created_at TEXT NOT NULL,
+        takes_effect_at TEXT,           -- APPROVE: the end of the objection window
+        ended_at TEXT,
+        ended_by TEXT,
+        message_row INTEGER
+    );
+    CREATE INDEX delegations_request ON delegations (request_id, state);
+    CREATE INDEX delegations_due ON delegations (state, takes_effect_at);
 
     INSERT INTO members (address, address_key, cctld, name, state, source, since, approved_by, request_id,
                          updated_at)

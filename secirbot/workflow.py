@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import mailman, roster, tokens
+from . import delegation, mailman, roster, tokens
 from .authenticity import SenderCheck
 from .config import Config
 from .iana.names import parse_tld
@@ -447,6 +447,8 @@ def decide(
 ) -> None:
     """Record the decision, close every token, queue the Mailman action and the notices."""
     now = bot.now()
+    # A delegated APPROVE still in its window is overtaken by this decision (a contact's own, the Secretariat's).
+    delegation.end_all_waiting(bot.store, request["id"], delegation.DelegationState.SUPERSEDED, now=now, by=decided_by)
     state = "approved" if verdict is Verdict.APPROVE else "denied"
     _set(
         bot,
@@ -535,6 +537,182 @@ def decide(
             to=[other["email"]],
             request_id=request["id"],
         )
+
+
+# --- delegated answers (delegation.py has the conditions and the table) ------------------------------
+
+
+def iana_contacts(bot: Bot, request: sqlite3.Row) -> list[str]:
+    """Every IANA contact address of the request's ccTLD: those asked, and all in the IANA answer kept."""
+    found = [r["email"] for r in bot.store.all("SELECT email FROM approvers WHERE request_id = ?", (request["id"],))]
+    record = load_snapshot(bot.store, request["snapshot_id"]) if request["snapshot_id"] else None
+    if record is not None:
+        found += [c.email for c in record.contacts]
+    return found
+
+
+def _delegation_mails(
+    bot: Bot, request: sqlite3.Row, template: str, purpose: str, extra: dict[str, Any], delegate: str
+) -> None:
+    """The same notice to every contact asked (each with a fresh token: OBJECT, APPROVE or DENY answer
+    it), to the delegate and to the Secretariat (no token)."""
+    context = {**request_context(bot, request), **extra}
+    for approver in live_approvers(bot, request["id"]):
+        token = tokens.mint()
+        bot.store.execute(
+            "INSERT INTO tokens (token_hash, approver_id, issued_at) VALUES (?, ?, ?)",
+            (tokens.digest(token), approver["id"], iso(bot.now())),
+        )
+        bot.outbox.queue_mail(
+            purpose=purpose,
+            template=template,
+            context={**context, "approver": {"email": approver["email"], "name": approver["name"] or ""}},
+            to=[approver["email"]],
+            reply_to=tokens.reply_address(bot.bot_address, token),
+            request_id=request["id"],
+        )
+    for address in (delegate, bot.secretariat):
+        bot.outbox.queue_mail(
+            purpose=purpose,
+            template=template,
+            context={**context, "approver": None},
+            to=[address],
+            request_id=request["id"],
+        )
+
+
+def delegated_approve(
+    bot: Bot, request: sqlite3.Row, approver: sqlite3.Row, *, delegate: str, checks: dict[str, str], message_row: int
+) -> None:
+    """A qualifying delegate answered APPROVE: provisional until the objection window ends."""
+    now = bot.now()
+    takes_effect = now + bot.rules.approvers.delegates.objection_window
+    delegation.record(
+        bot.store,
+        request_id=request["id"],
+        approver_id=approver["id"],
+        delegate=delegate,
+        verdict="APPROVE",
+        state=delegation.DelegationState.WAITING,
+        checks=checks,
+        now=now,
+        takes_effect_at=takes_effect,
+        message_row=message_row,
+    )
+    bot.store.audit(
+        "delegated-answer",
+        at=now,
+        actor=delegate,
+        request_id=request["id"],
+        message_row=message_row,
+        decision="APPROVE",
+        delegated_by=delegate,
+        delegated_for=approver["email"],
+        takes_effect_at=iso(takes_effect),
+        checks=checks,
+    )
+    _delegation_mails(
+        bot,
+        request,
+        "delegated_notice.txt",
+        "delegated-notice",
+        {"delegate": delegate, "contact": approver["email"], "takes_effect": when(takes_effect)},
+        delegate,
+    )
+
+
+def delegated_deny(
+    bot: Bot,
+    request: sqlite3.Row,
+    approver: sqlite3.Row,
+    *,
+    delegate: str,
+    checks: dict[str, str],
+    reason: str,
+    message_row: int,
+    headers: str,
+) -> None:
+    """A qualifying delegate answered DENY: it takes effect at once; the Secretariat is told who gave it."""
+    now = bot.now()
+    delegation.record(
+        bot.store,
+        request_id=request["id"],
+        approver_id=approver["id"],
+        delegate=delegate,
+        verdict="DENY",
+        state=delegation.DelegationState.EFFECTIVE,
+        checks=checks,
+        now=now,
+        takes_effect_at=now,
+        message_row=message_row,
+    )
+    decide(
+        bot,
+        request,
+        Verdict.DENY,
+        decided_by=delegate,
+        via=f"delegated for {approver['email']}",
+        reason=reason,
+        approver_id=approver["id"],
+        message_row=message_row,
+        checks=checks,
+        rule="delegated",
+        headers=headers,
+        actor=delegate,
+    )
+
+
+def delegation_objected(
+    bot: Bot, request: sqlite3.Row, waiting: delegation.Delegation, *, objector: str, message_row: int | None
+) -> None:
+    """OBJECT in the window: the delegated APPROVE is cancelled, the request stays open, everyone is told."""
+    now = bot.now()
+    delegation.end(bot.store, waiting.id, delegation.DelegationState.OBJECTED, now=now, by=objector)
+    contact = bot.store.one("SELECT email FROM approvers WHERE id = ?", (waiting.approver_id,))
+    bot.store.audit(
+        "delegation-objected",
+        at=now,
+        actor=objector,
+        request_id=request["id"],
+        message_row=message_row,
+        delegated_by=waiting.delegate,
+        delegated_for=contact["email"] if contact else "",
+        objector=objector,
+    )
+    _delegation_mails(
+        bot,
+        request,
+        "delegation_objected.txt",
+        "delegation-objected",
+        {"delegate": waiting.delegate, "contact": contact["email"] if contact else "", "objector": objector},
+        waiting.delegate,
+    )
+
+
+def delegation_due(bot: Bot, waiting: delegation.Delegation) -> bool:
+    """The objection window of a delegated APPROVE ended without an OBJECT: it decides the request, if the
+    request is still open. Returns whether it decided."""
+    request = get_request(bot, waiting.request_id)
+    now = bot.now()
+    if request["state"] not in OPEN_STATES:
+        delegation.end(bot.store, waiting.id, delegation.DelegationState.SUPERSEDED, now=now, by="bot")
+        return False
+    contact = bot.store.one("SELECT email FROM approvers WHERE id = ?", (waiting.approver_id,))
+    delegation.end(bot.store, waiting.id, delegation.DelegationState.EFFECTIVE, now=now, by="objection window")
+    decide(
+        bot,
+        request,
+        Verdict.APPROVE,
+        decided_by=waiting.delegate,
+        via=f"delegated for {contact['email'] if contact else '?'}",
+        reason="",
+        approver_id=waiting.approver_id,
+        message_row=waiting.message_row,
+        checks={**{k: str(v) for k, v in waiting.authentication.items()}, "objection_window": "ended, no OBJECT"},
+        rule="delegated-after-window",
+        actor="bot",
+    )
+    return True
 
 
 def withdraw(bot: Bot, request: sqlite3.Row, *, message_row: int | None, checks: dict[str, str]) -> None:

@@ -229,7 +229,9 @@ def test_a_colleagues_question_on_a_token_address_is_no_forgery_alert(world: Wor
     world.deliver(client_reply("gmail", opened.approvals[NL_ADMIN].message, colleague, "APPROVE"))
     world.run_once()
     sent = world.sent()
-    assert summary(sent) == [(SECRETARIAT, REJECTED.format(rule="from-mismatch"))]  # a decision: alert
+    # A decision: alert. Piet is of the contact's organisation, so it is judged as an answer on the contact's
+    # behalf (delegation.py), and refused as unauthenticated.
+    assert summary(sent) == [(SECRETARIAT, REJECTED.format(rule="delegate-unauthenticated"))]
     assert_undecided(world, sent)
 
 

@@ -108,7 +108,8 @@ def test_reply_threaded_only_by_in_reply_to_and_references_decides_nothing(world
 # --- a valid token in the wrong hands ---------------------------------------------------------------------
 
 FORWARDED = {  # who answers -> (who is told the answer did not count, the rule the Secretariat hears)
-    "colleague": ("Piet Colleague <colleague@sidn.nl>", "colleague@sidn.nl", "from-mismatch"),
+    # Of the contact's own organisation: judged as an answer on its behalf (delegation.py), unauthenticated.
+    "colleague": ("Piet Colleague <colleague@sidn.nl>", "colleague@sidn.nl", "delegate-unauthenticated"),
     "requester-themselves": (f"Jan Jansen <{REQUESTER}>", REQUESTER, "from-mismatch"),
     "display-name-spoof": ('"admin@sidn.nl" <evil@evil.example>', "evil@evil.example", "from-mismatch"),
     # Several From addresses: nobody is answered (the first one may be the approver, who never wrote it).
@@ -129,7 +130,12 @@ def test_valid_token_from_another_address_decides_nothing(world: World, who: str
         assert summary(sent) == [(SECRETARIAT, REJECTED.format(rule=rule))]
     else:
         assert summary(sent) == sorted([(told, NOT_ACCEPTED), (SECRETARIAT, REJECTED.format(rule=rule))])
-        assert "an approval request can only be answered from the address it was sent to" in flat(one(sent, told))
+        said = (
+            "counts only when every condition of an answer on a contact's behalf holds"
+            if rule.startswith("delegate-")
+            else "an approval request can only be answered from the address it was sent to"
+        )
+        assert said in flat(one(sent, told))
     report = flat(one(sent, SECRETARIAT))
     assert "An answer to the approval request sent to admin@sidn.nl did not count." in report
     assert "The request is still pending." in report

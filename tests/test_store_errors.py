@@ -32,6 +32,7 @@ EXIT_STORE = 5
 TABLES = [
     "approvers",
     "audit",
+    "delegations",
     "folder_state",
     "iana_snapshots",
     "invitations",
