@@ -158,7 +158,7 @@ def _check(rules: Rules, source: YamlSource) -> list[str]:
     need(
         not not_allowed,
         ("approvers", "ask_first"),
-        f"names {', '.join(not_allowed)}, which approvers.roles ({_at(source, ('approvers', 'roles'))}: "
+        f"names {', '.join(not_allowed)}, which approvers.roles ({source.at(('approvers', 'roles'))}: "
         f"{', '.join(rules.approvers.roles)}) does not allow to approve; the roles asked first must be allowed"
         " to approve: add them to approvers.roles, take them out of ask_first, or leave ask_first out to ask"
         " every role in approvers.roles",
@@ -174,7 +174,7 @@ def _check(rules: Rules, source: YamlSource) -> list[str]:
     need(
         require not in ("dmarc", "dkim") or bool(rules.authentication.authserv_id),
         ("authentication", "authserv_id"),
-        f"required because authentication.require is {require} ({_at(source, ('authentication', 'require'))}):"
+        f"required because authentication.require is {require} ({source.at(('authentication', 'require'))}):"
         " without it no Authentication-Results header is trusted, so your server's DMARC verdict can neither"
         " pass nor refuse a reply; set it to the authserv-id your receiving server writes, or use"
         " require: adaptive",
@@ -185,7 +185,7 @@ def _check(rules: Rules, source: YamlSource) -> list[str]:
     need(
         rules.outbox.retry_first <= rules.outbox.retry_max,
         ("outbox", "retry_first"),
-        f"must not be longer than outbox.retry_max ({_at(source, ('outbox', 'retry_max'))}: "
+        f"must not be longer than outbox.retry_max ({source.at(('outbox', 'retry_max'))}: "
         f"{_duration(rules.outbox.retry_max)}): the wait before a retry starts at retry_first and doubles up to"
         " retry_max; shorten retry_first or lengthen retry_max",
     )
@@ -193,17 +193,10 @@ def _check(rules: Rules, source: YamlSource) -> list[str]:
         need(
             bool(rules.pilot.cctlds),
             ("pilot", "cctlds"),
-            f"empty while pilot.enabled is true ({_at(source, ('pilot', 'enabled'))}): every request would be"
+            f"empty while pilot.enabled is true ({source.at(('pilot', 'enabled'))}): every request would be"
             " refused; list the invited ccTLDs here, or set pilot.enabled: false to admit every ccTLD",
         )
     return problems
-
-
-def _at(source: YamlSource, key: tuple[str, ...]) -> str:
-    """Where the other key of a cross-key rule is set: its line in the same file, or the default."""
-    if key in source.lines:
-        return f"line {source.lines[key]}"
-    return source.env.get(key, "the default")
 
 
 def _duration(value: timedelta) -> str:

@@ -1,9 +1,9 @@
-"""The rules of `rules.yaml` that tie one key to another. An operator who copied the shipped file (as
-`secirbot init` does) and changed one key must get a file that loads, or an error naming both keys, where
-each is set, and how to resolve it; the shipped file explains each such rule beside its keys.
+"""The rules of `rules.yaml` (and `secirbot.yaml`) that tie one key to another. An operator who copied the
+shipped file (as `secirbot init` does) and changed one key must get a file that loads, or an error naming
+both keys, where each is set, and how to resolve it; the shipped file explains each such rule beside its keys.
 
-Through `secirbot check` as a real process, as an operator meets them, and through load_rules for what
-the bot then does with the file."""
+Through `secirbot check` as a real process, as an operator meets them, and through load_rules/load_config
+for what the bot then does with the file."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from secirbot.config import ConfigError
+from secirbot.config import ConfigError, load_config
 from secirbot.rules import load_rules
 from tests.harness import REPO
 from tests.helpers_intake import cli_env
@@ -135,3 +135,36 @@ def test_the_shipped_rules_explain_every_cross_key_rule_beside_its_keys() -> Non
     assert any("not below retry_first" in e for e in explained)
     shipped = load_rules(SHIPPED)
     assert shipped.approvers.ask_first == shipped.approvers.roles
+
+
+# --- the same kind of rule in secirbot.yaml ------------------------------------------------------------------
+
+
+def test_a_real_mailbox_without_login_or_smtp_names_imap_host_and_the_way_back_to_the_sandbox(tmp_path: Path) -> None:
+    path = tmp_path / "secirbot.yaml"
+    path.write_text("addresses: {bot: join@lists.example.org}\nimap:\n  host: mail.example.org\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    found = {p.split(": ", 2)[1]: p for p in caught.value.problems}
+    assert set(found) == {"imap.username", "imap.password", "smtp.host"}
+    for message in found.values():
+        assert "required because imap.host is set (line 3), so this is the real mailbox" in message
+        assert message.endswith("or remove imap.host to run on the local sandbox")
+    assert "set SECIRBOT_IMAP_PASSWORD (or imap.password)" in found["imap.password"]
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={"SECIRBOT_IMAP_HOST": "mx.example.org", "SECIRBOT_IMAP_USERNAME": "join"})
+    assert all("imap.host is set (environment SECIRBOT_IMAP_HOST)" in p for p in caught.value.problems)
+
+
+def test_the_rest_dialect_without_its_keys_names_the_dialect_and_the_alternative(tmp_path: Path) -> None:
+    path = tmp_path / "secirbot.yaml"
+    path.write_text("mailman:\n  list: secir@lists.example.org\n  dialect: mailman3-rest\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    found = {p.split(": ", 2)[1]: p for p in caught.value.problems}
+    assert set(found) == {"mailman.rest_url", "mailman.rest_user", "mailman.rest_password"}
+    for message in found.values():
+        assert message.startswith(f"{path}:")
+        assert "required because mailman.dialect is mailman3-rest (line 3)" in message
+        assert message.endswith("or choose dialect mailman3 to send the e-mail command instead")
+    assert "SECIRBOT_MAILMAN_REST_PASSWORD" in found["mailman.rest_password"]
