@@ -65,6 +65,29 @@ def test_a_copy_of_the_shipped_rules_that_narrows_only_the_roles_loads_and_asks_
     assert "ok" in done.stdout
 
 
+def test_after_secirbot_init_editing_only_the_roles_passes_check(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+
+    def secirbot(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "secirbot", *args],
+            cwd=tmp_path,
+            env=cli_env(SECIRBOT_IMAP_PASSWORD="secret"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert secirbot("init", str(site)).returncode == 0
+    rules = site / "rules.yaml"
+    text = rules.read_text(encoding="utf-8")
+    rules.write_text(text.replace("roles: [administrative, technical]", "roles: [administrative]"), encoding="utf-8")
+    done = secirbot("--config", str(site / "secirbot.yaml"), "check")
+    assert done.returncode == 0, done.stdout + done.stderr
+    ok = f"ok: {site / 'secirbot.yaml'}, {rules}, "
+    assert any(line.startswith(ok) for line in done.stdout.splitlines()), done.stdout
+
+
 def test_ask_first_naming_a_role_roles_no_longer_allows_says_both_keys_and_the_fixes(tmp_path: Path) -> None:
     path = copy_of_shipped(
         tmp_path,
