@@ -3,7 +3,9 @@
 Pinned keys: `pilot: {enabled, cctlds}`, `approvers: {roles}`, `authentication: {authserv_id, require}`
 (require: none | dmarc | dkim | adaptive, the default; adaptive is resolved per approver by dmarc_policy).
 Every key is documented in the shipped `rules.yaml`. Loading reuses the config loader, so errors name the
-file, the line and the key.
+file, the line and the key. A rule that ties keys together (ask_first within roles, authserv_id for a strict
+require, retry_first up to retry_max, cctlds for an enabled pilot) names both keys, where the other is set,
+and the fix; `rules.yaml` explains each beside its keys.
 """
 
 from __future__ import annotations
