@@ -176,6 +176,15 @@ class YamlSource:
                 return f"{name}:{self.lines[key[:n]]}"
         return name
 
+    def at(self, key: tuple[str, ...]) -> str:
+        """Where the other key of a cross-key rule is set, for an error already naming this file: its line,
+        the environment variable, or the default."""
+        if key in self.env:
+            return f"environment {self.env[key]}"
+        if key in self.lines:
+            return f"line {self.lines[key]}"
+        return "the default"
+
 
 def read_yaml(path: Path) -> YamlSource:
     """Read a YAML mapping, keeping the line number of each key path. Raises ConfigError."""
@@ -478,14 +487,25 @@ def _check_semantics(config: Config, source: YamlSource) -> list[str]:
                 (name, "ca_file"),
                 f"file not found: {section.ca_file}",
             )
+    # Cross-key rules: each message names the key that requires this one, where it is set, and the fix.
     if config.imap.host:
-        need(bool(config.imap.username), ("imap", "username"), "required when imap.host is set")
+        host_at = f"imap.host is set ({source.at(('imap', 'host'))}), so this is the real mailbox"
+        sandbox = "or remove imap.host to run on the local sandbox"
+        need(
+            bool(config.imap.username),
+            ("imap", "username"),
+            f"required because {host_at}: set the user the bot logs in as, {sandbox}",
+        )
         need(
             config.imap.password is not None,
             ("imap", "password"),
-            "required when imap.host is set (or set SECIRBOT_IMAP_PASSWORD)",
+            f"required because {host_at}: set SECIRBOT_IMAP_PASSWORD (or imap.password), {sandbox}",
         )
-        need(bool(config.smtp.host), ("smtp", "host"), "required when imap.host is set")
+        need(
+            bool(config.smtp.host),
+            ("smtp", "host"),
+            f"required because {host_at} and the bot's replies need a real SMTP server: set smtp.host, {sandbox}",
+        )
     need(bool(_EMAIL.match(config.addresses.bot)), ("addresses", "bot"), "not an e-mail address")
     need(
         "+" not in config.addresses.bot.split("@")[0],
@@ -495,12 +515,25 @@ def _check_semantics(config: Config, source: YamlSource) -> list[str]:
     need(bool(_EMAIL.match(config.addresses.secretariat)), ("addresses", "secretariat"), "not an e-mail address")
     need(bool(_EMAIL.match(config.mailman.list)), ("mailman", "list"), "not an e-mail address")
     if config.mailman.dialect == "mailman3-rest":
-        need(bool(config.mailman.rest_url), ("mailman", "rest_url"), "required for dialect mailman3-rest")
-        need(bool(config.mailman.rest_user), ("mailman", "rest_user"), "required for dialect mailman3-rest")
+        rest = (
+            f"required because mailman.dialect is mailman3-rest ({source.at(('mailman', 'dialect'))}), which"
+            " subscribes over Mailman's REST API"
+        )
+        other = "or choose dialect mailman3 to send the e-mail command instead"
+        need(
+            bool(config.mailman.rest_url),
+            ("mailman", "rest_url"),
+            f"{rest}: set it to the API's URL, e.g. http://localhost:8001, {other}",
+        )
+        need(
+            bool(config.mailman.rest_user),
+            ("mailman", "rest_user"),
+            f"{rest}: set the API's admin user (Mailman's [webservice] admin_user), {other}",
+        )
         need(
             config.mailman.rest_password is not None,
             ("mailman", "rest_password"),
-            "required for dialect mailman3-rest (or set SECIRBOT_MAILMAN_REST_PASSWORD)",
+            f"{rest}: set SECIRBOT_MAILMAN_REST_PASSWORD (or mailman.rest_password), {other}",
         )
     need(bool(re.fullmatch(r"[^:\s]+(:\d+)?", config.iana.whois)), ("iana", "whois"), "expected host or host:port")
     need(config.iana.rdap.startswith(("http://", "https://")), ("iana", "rdap"), "expected an http(s) URL")

@@ -3,19 +3,27 @@
 It starts a private Dovecot (the bot's mailbox), an SMTP sink (where the bot's mail lands), and a local
 stand-in for IANA's whois serving real records (.dk, .se); then runs the real daemon (IDLE and all) in a
 thread, plays a requester and an IANA contact, and prints every mail that passes, in order.
+
+The transcript owns stdout. The bot's own log lines go to a log file named in the transcript's first
+paragraph (and kept afterwards), never to the terminal: on a terminal stderr and stdout interleave, and a
+log line in the middle of a mail reads as part of it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import email.policy
 import email.utils
+import logging
+import os
 import shutil
 import sys
 import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from email.message import EmailMessage
 from importlib import resources
 from pathlib import Path
@@ -55,7 +63,8 @@ class Transcript:
         self.count = 0
 
     def say(self, text: str) -> None:
-        print("\n" + textwrap.fill(text, 100), file=self.out)
+        # Never split a path or an address at a hyphen: the operator copies them from here.
+        print("\n" + textwrap.fill(text, 100, break_on_hyphens=False, break_long_words=False), file=self.out)
 
     def mail(self, direction: str, msg: EmailMessage | Captured) -> None:
         self.count += 1
@@ -71,24 +80,51 @@ class Transcript:
         print((body.get_content() if body is not None else "").rstrip(), file=self.out)
 
 
+@contextlib.contextmanager
+def logs_to(path: Path) -> Iterator[None]:
+    """Send every log record to `path` instead of the handlers `secirbot --log-format` set up (keeping
+    their format), and give those back afterwards."""
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    handler = logging.FileHandler(path, encoding="utf-8")
+    formatter = next((h.formatter for h in saved if h.formatter is not None), None)
+    handler.setFormatter(formatter or logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.handlers = [handler]
+    try:
+        yield
+    finally:
+        root.handlers = saved
+        handler.close()
+
+
 def run_demo(keep: bool = False, out: TextIO = sys.stdout) -> int:
     templates, rules_file = find_folder("templates"), find_folder("rules.yaml")
     if templates is None or rules_file is None:
         print("error: run the demo from the secirbot folder (it needs templates/ and rules.yaml)", file=sys.stderr)
         return 1
+    # Outside the demo's folder, so that it outlives the clean-up: the log is what one reads after a surprise.
+    handle, name = tempfile.mkstemp(prefix="secirbot-demo-", suffix=".log")
+    os.close(handle)
+    log_file = Path(name)
+    with logs_to(log_file):
+        return _run(keep, out, templates, rules_file, log_file)
+
+
+def _run(keep: bool, out: TextIO, templates: Path, rules_file: Path, log_file: Path) -> int:
     root = Path(tempfile.mkdtemp(prefix="secirbot-demo-"))
     dovecot = Dovecot(pool_size=2, user_prefix="demo")
     try:
         dovecot.start()
     except DovecotError as exc:
-        print(f"error: the demo needs Dovecot: {exc}", file=sys.stderr)
+        print(f"error: the demo needs Dovecot: {exc} (log: {log_file})", file=sys.stderr)
+        shutil.rmtree(root, ignore_errors=True)
         return 1
     sink, whois, rdap = SmtpSink(), WhoisServer(_records()), RdapServer({})
     sink.start()
     whois.__enter__()
     rdap.__enter__()
     try:
-        return _play(root, templates, rules_file, dovecot, dovecot.new_user(), sink, whois, rdap, out)
+        return _play(root, templates, rules_file, dovecot, dovecot.new_user(), sink, whois, rdap, out, log_file)
     finally:
         rdap.__exit__(None, None, None)
         whois.__exit__(None, None, None)
@@ -110,6 +146,7 @@ def _play(
     whois: WhoisServer,
     rdap: RdapServer,
     out: TextIO,
+    log_file: Path,
 ) -> int:
     rules = yaml.safe_load(rules_file.read_text(encoding="utf-8")) or {}
     rules["pilot"] = {"enabled": True, "cctlds": list(RECORDS)}
@@ -138,7 +175,8 @@ def _play(
     show.say(
         f"secirbot demo. The bot ({config.addresses.bot}) watches a private Dovecot mailbox; its mail "
         f"goes to a local SMTP sink; a local stand-in answers like whois.iana.org with the real records "
-        f"of {', '.join('.' + t for t in RECORDS)}. Nothing leaves this machine."
+        f"of {', '.join('.' + t for t in RECORDS)}. Nothing leaves this machine. The bot's own log lines "
+        f"go to {log_file}, not here."
     )
     thread.start()
     try:
@@ -196,7 +234,7 @@ def _play(
         print("\n" + render_timeline(data), file=out)
     show.say(
         f"Done: {show.count} mails. With a real mailbox, SMTP server and Mailman configured in secirbot.yaml, "
-        "`secirbot run` does the same for real."
+        f"`secirbot run` does the same for real. What the bot logged meanwhile is in {log_file}."
     )
     bot.store.close()
     return 0

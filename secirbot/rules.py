@@ -4,7 +4,9 @@ Pinned keys: `pilot: {enabled, cctlds}`, `approvers: {roles, delegates: {allow, 
 `authentication: {authserv_id, require}`
 (require: none | dmarc | dkim | adaptive, the default; adaptive is resolved per approver by dmarc_policy).
 Every key is documented in the shipped `rules.yaml`. Loading reuses the config loader, so errors name the
-file, the line and the key.
+file, the line and the key. A rule that ties keys together (ask_first within roles, authserv_id for a strict
+require, retry_first up to retry_max, cctlds for an enabled pilot) names both keys, where the other is set,
+and the fix; `rules.yaml` explains each beside its keys.
 """
 
 from __future__ import annotations
@@ -163,33 +165,56 @@ def _check(rules: Rules, source: YamlSource) -> list[str]:
         unknown = [r for r in roles if r not in ROLES]
         need(not unknown, key, f"unknown role(s) {', '.join(unknown)} (IANA roles: {', '.join(ROLES)})")
     need(bool(rules.approvers.roles), ("approvers", "roles"), "at least one role must be allowed to approve")
+    # Cross-key rules: each message names both keys, where the other one is set, and how to resolve it.
+    not_allowed = [r for r in rules.approvers.ask_first if r not in rules.approvers.roles]
     need(
-        set(rules.approvers.ask_first) <= set(rules.approvers.roles),
+        not not_allowed,
         ("approvers", "ask_first"),
-        "may only name roles that are in approvers.roles (the roles asked first must be allowed to approve;"
-        " leave ask_first out to ask every role in approvers.roles)",
+        f"names {', '.join(not_allowed)}, which approvers.roles ({source.at(('approvers', 'roles'))}: "
+        f"{', '.join(rules.approvers.roles)}) does not allow to approve; the roles asked first must be allowed"
+        " to approve: add them to approvers.roles, take them out of ask_first, or leave ask_first out to ask"
+        " every role in approvers.roles",
     )
-    need(bool(rules.approvers.ask_first), ("approvers", "ask_first"), "at least one role must be asked")
+    need(
+        bool(rules.approvers.ask_first),
+        ("approvers", "ask_first"),
+        "at least one role must be asked: name one, or leave ask_first out to ask every role in approvers.roles",
+    )
     # Not for adaptive: with no trusted header it still asks for an aligned DKIM signature where the policy
     # is enforcing, and it is the default, which must load with the shipped authserv_id: null.
-    if rules.authentication.require in ("dmarc", "dkim") or rules.authentication.authserv_id is not None:
-        need(
-            bool(rules.authentication.authserv_id),
-            ("authentication", "authserv_id"),
-            "required when authentication.require is dmarc or dkim",
-        )
+    require = rules.authentication.require
+    need(
+        require not in ("dmarc", "dkim") or bool(rules.authentication.authserv_id),
+        ("authentication", "authserv_id"),
+        f"required because authentication.require is {require} ({source.at(('authentication', 'require'))}):"
+        " without it no Authentication-Results header is trusted, so your server's DMARC verdict can neither"
+        " pass nor refuse a reply; set it to the authserv-id your receiving server writes, or use"
+        " require: adaptive",
+    )
     need(rules.requests.seats_per_cctld >= 1, ("requests", "seats_per_cctld"), "must be at least 1")
     need(rules.requests.expire_after > timedelta(0), ("requests", "expire_after"), "must be positive")
     need(0 <= rules.digest.hour <= 23, ("digest", "hour"), "must be 0-23")
     need(
         rules.outbox.retry_first <= rules.outbox.retry_max,
         ("outbox", "retry_first"),
-        "must not be longer than outbox.retry_max",
+        f"must not be longer than outbox.retry_max ({source.at(('outbox', 'retry_max'))}: "
+        f"{_duration(rules.outbox.retry_max)}): the wait before a retry starts at retry_first and doubles up to"
+        " retry_max; shorten retry_first or lengthen retry_max",
     )
     if rules.pilot.enabled:
         need(
             bool(rules.pilot.cctlds),
             ("pilot", "cctlds"),
-            "the pilot is enabled but invites no ccTLD: every request would be refused",
+            f"empty while pilot.enabled is true ({source.at(('pilot', 'enabled'))}): every request would be"
+            " refused; list the invited ccTLDs here, or set pilot.enabled: false to admit every ccTLD",
         )
     return problems
+
+
+def _duration(value: timedelta) -> str:
+    """A duration as rules.yaml writes it (90s, 30m, 12h, 3d, 2w), the largest unit that divides it."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("w", 604800), ("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
