@@ -620,7 +620,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
         print(result.message, file=sys.stdout if result.ok else sys.stderr)
     if any(r.ok for r in results) and not args.dry_run:
         deliver_if_idle(bot, config)
-    if any(r.kind == "refused" for r in results):
+    if any(r.kind in ("refused", "outside-pilot") for r in results):
         return EXIT_FAILED
     if any(r.kind == "not-cctld" for r in results):
         return EXIT_NOT_CCTLD
