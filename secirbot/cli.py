@@ -126,7 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why, for the audit and the notices")
     p.add_argument("--by", metavar="NAME", help="who decides (default: $SECIRBOT_OPERATOR, else the Unix user)")
 
-    p = sub.add_parser("invite", help="mail the IANA administrative contacts of ccTLDs an invitation")
+    p = sub.add_parser(
+        "invite",
+        help="mail the IANA administrative contacts of ccTLDs an invitation (only pilot ccTLDs while the pilot is on)",
+    )
     p.add_argument("names", nargs="+", metavar="CCTLD", help="ccTLDs, as nl, .nl, .рф or xn--p1ai")
     p.add_argument("--dry-run", action="store_true", help="say who would get what; send and record nothing")
     p.add_argument(
