@@ -11,7 +11,14 @@
 #
 # /etc/secirbot/secirbot.yaml must set store.path to /var/lib/secirbot/secirbot.sqlite3 (or leave it to
 # SECIRBOT_STORE_PATH below) and may point rules/templates at files in /etc/secirbot.
-FROM python:3.11-slim
+#
+# Reproducible: the Python packages come from requirements.lock, every one by version and hash (rebuild it
+# as README.md "Docker" says); the base image must be pinned by digest, which no tag alone is. The digest was
+# not known where this file was written, so PYTHON_IMAGE names the tag until someone pins it:
+#   docker build --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:<digest> -t secirbot .
+# or write that into the default below (README.md "Docker": how to read the digest).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+FROM ${PYTHON_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -21,11 +28,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SECIRBOT_TEMPLATES=/opt/secirbot/templates
 
 WORKDIR /opt/secirbot
-COPY pyproject.toml README.md ./
+# The locked dependencies first, in their own layer (they change less often than the code), then the
+# project itself without resolving anything again: what runs is exactly what the lock names.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --disable-pip-version-check --require-hashes -r requirements.lock
+COPY pyproject.toml README.md LICENSE rules.yaml ./
 COPY secirbot ./secirbot
 COPY templates ./templates
 COPY rules.yaml ./rules.yaml.example
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --disable-pip-version-check --no-deps . \
+    && pip check \
     && useradd --system --uid 10001 --home-dir /var/lib/secirbot --create-home secirbot \
     && mkdir -p /etc/secirbot && chown secirbot /var/lib/secirbot
 

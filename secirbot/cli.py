@@ -89,7 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--once", action="store_true", help="process what waits, deliver the outbox, exit")
 
     p = sub.add_parser("check", help="validate the configuration, rules.yaml and templates")
-    p.add_argument("--connect", action="store_true", help="also log in to IMAP and SMTP")
+    p.add_argument(
+        "--connect",
+        action="store_true",
+        help="also probe, in parallel, IMAP, SMTP, a probe mail to bot+probe@, Mailman REST, IANA whois/RDAP, DNS",
+    )
+    p.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=5,
+        metavar="SECONDS",
+        help="with --connect: per network operation (default 5; the probe mail may take 3 times as long)",
+    )
     p.add_argument("--health", action="store_true", help="container health check of a running bot")
 
     p = sub.add_parser("lookup", help="the IANA contacts of a ccTLD")
@@ -116,7 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", required=True, help="why, for the audit and the notices")
     p.add_argument("--by", metavar="NAME", help="who decides (default: $SECIRBOT_OPERATOR, else the Unix user)")
 
-    p = sub.add_parser("invite", help="mail the IANA administrative contacts of ccTLDs an invitation")
+    p = sub.add_parser(
+        "invite",
+        help="mail the IANA administrative contacts of ccTLDs an invitation (only pilot ccTLDs while the pilot is on)",
+    )
     p.add_argument("names", nargs="+", metavar="CCTLD", help="ccTLDs, as nl, .nl, .рф or xn--p1ai")
     p.add_argument("--dry-run", action="store_true", help="say who would get what; send and record nothing")
     p.add_argument(
@@ -169,6 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole procedure on local servers, with a transcript of every mail")
     p.add_argument("--keep", action="store_true", help="keep the demo's folder (store, config) afterwards")
     return parser
+
+
+def positive_seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of seconds, at least 1, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -376,7 +400,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {store_problem}", file=sys.stderr)
         return EXIT_STORE
     if args.connect:
-        return check_connect(config, sys.stdout)
+        return check_connect(config, rules, sys.stdout, args.timeout)
     return EXIT_OK
 
 
@@ -442,47 +466,11 @@ def check_templates(config: Config) -> list[str]:
     return missing + templates.check({n: c for n, c in contexts.items() if n in templates.names()})
 
 
-def check_connect(config: Config, out: TextIO) -> int:
-    from .mailbox import Mailbox, MailboxError
-    from .outbox import SmtpError, open_smtp
+def check_connect(config: Config, rules: Rules, out: TextIO, timeout: int) -> int:
+    """Every probe of secirbot.probes, one line each; EXIT_FAILED if any failed (a skip is no failure)."""
+    from .probes import report, run_probes
 
-    status = EXIT_OK
-    if config.mailman.rest_url:
-        status = check_mailman_rest(config, out)
-    if config.sandbox:
-        print("connect: no imap.host configured (sandbox mode): no mailbox or SMTP server to connect to", file=out)
-        return status
-    mailbox = Mailbox(config.imap)
-    try:
-        mailbox.connect()
-        print(
-            f"imap: ok, logged in to {config.imap.host}:{config.imap.port} as {config.imap.username}, "
-            f"folder {config.imap.folder} ({'IDLE' if mailbox.can_idle else 'no IDLE: polling'})",
-            file=out,
-        )
-    except MailboxError as exc:
-        print(f"imap: FAILED: {exc}", file=out)
-        status = EXIT_FAILED
-    finally:
-        mailbox.close()
-    try:
-        session = open_smtp(config.smtp)
-        session.quit()
-        print(f"smtp: ok, {config.smtp.host}:{config.smtp.port} ({config.smtp.security})", file=out)
-    except SmtpError as exc:
-        print(f"smtp: FAILED: {exc}", file=out)
-        status = EXIT_FAILED
-    return status
-
-
-def check_mailman_rest(config: Config, out: TextIO) -> int:
-    """One line per probe of Mailman's REST API (login, the list); EXIT_FAILED if any failed."""
-    from .mailman_rest import MailmanRest
-
-    probes = MailmanRest(config.mailman).probe(config.mailman.list)
-    for probe in probes:
-        print(f"{probe.name}: {'ok' if probe.ok else 'FAILED'}: {probe.said}", file=out)
-    return EXIT_OK if all(p.ok for p in probes) else EXIT_FAILED
+    return EXIT_OK if report(config, rules, run_probes(config, rules, timeout), out) else EXIT_FAILED
 
 
 # --- lookup --------------------------------------------------------------------------------------
@@ -656,7 +644,7 @@ def cmd_invite(args: argparse.Namespace) -> int:
         print(result.message, file=sys.stdout if result.ok else sys.stderr)
     if any(r.ok for r in results) and not args.dry_run:
         deliver_if_idle(bot, config)
-    if any(r.kind == "refused" for r in results):
+    if any(r.kind in ("refused", "outside-pilot") for r in results):
         return EXIT_FAILED
     if any(r.kind == "not-cctld" for r in results):
         return EXIT_NOT_CCTLD

@@ -26,12 +26,13 @@ class InviteResult:
     name: str
     ok: bool
     message: str
-    kind: str = "ok"  # ok | not-cctld | unresolved | refused (invited recently)
+    kind: str = "ok"  # ok | not-cctld | unresolved | refused (invited recently) | outside-pilot
 
 
 def invite(bot: Bot, names: list[str], actor: str, *, dry_run: bool = False, again: bool = False) -> list[InviteResult]:
     """Invite each ccTLD's administrative contacts. `dry_run` says who would get what and writes and sends
-    nothing; a ccTLD invited within `invitations.min_interval` is refused unless `again`."""
+    nothing; a ccTLD invited within `invitations.min_interval` is refused unless `again`, and one outside an
+    enabled pilot is refused always."""
     results = []
     pilot = pilot_cctlds(bot.rules)
     for text in names:
@@ -39,6 +40,20 @@ def invite(bot: Bot, names: list[str], actor: str, *, dry_run: bool = False, aga
             name = normalize_tld(text)
         except NotACcTLD as exc:
             results.append(InviteResult(text, False, str(exc), "not-cctld"))
+            continue
+        # An invitation asks the ccTLD's staff to write in, and while the pilot is on the bot refuses every
+        # request from a ccTLD outside it: inviting them would only earn them a refusal. No --again here:
+        # the way in is to add the ccTLD to the pilot, which is a decision recorded in rules.yaml.
+        if bot.rules.pilot.enabled and name.ascii not in pilot:
+            results.append(
+                InviteResult(
+                    text,
+                    False,
+                    f"{name.display()}: not invited: it is not in rules.yaml pilot.cctlds, so the bot would refuse "
+                    "its staff's requests; add it to pilot.cctlds first (and reload: SIGHUP), then invite",
+                    "outside-pilot",
+                )
+            )
             continue
         last = _last_invited(bot, name)
         if last is not None and not again and bot.now() - last < bot.rules.invitations.min_interval:
@@ -93,15 +108,8 @@ def invite(bot: Bot, names: list[str], actor: str, *, dry_run: bool = False, aga
                     },
                     to=[admin.email],
                 )
-        # Outside an enabled pilot the invitation still goes, with a warning (tests/test_operations.py pins
-        # this); refusing it instead is the lead's call, see the report of issue 16.
-        note = ""
-        if bot.rules.pilot.enabled and name.ascii not in pilot:
-            note = " (note: not in rules.yaml pilot.cctlds, so its requests are refused until you add it)"
         results.append(
-            InviteResult(
-                text, True, f"{name.display()}: invitation queued for {', '.join(a.email for a in admins)}{note}"
-            )
+            InviteResult(text, True, f"{name.display()}: invitation queued for {', '.join(a.email for a in admins)}")
         )
     return results
 

@@ -1,6 +1,7 @@
 """The configuration: YAML file, environment overrides, errors that name file, line and dotted key without
 ever showing a secret, paths relative to the file, and `secirbot check` (with `--connect` against the real
-Dovecot and SMTP sink, over plain IMAP, STARTTLS and implicit TLS)."""
+Dovecot and SMTP sink, over plain IMAP, STARTTLS and implicit TLS; the other probes of `--connect` are in
+tests/test_probes.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import yaml
 from secirbot.cli import main
 from secirbot.config import ConfigError, find_config_file, load_config
 from secirbot.sandbox.dovecot import Dovecot, MailUser
+from secirbot.sandbox.iana_servers import DnsServer, RdapServer, WhoisServer
 from secirbot.sandbox.ports import free_ports
 from secirbot.sandbox.smtp_sink import SmtpSink
 from tests.harness import REPO, default_rules
@@ -317,10 +319,20 @@ def test_check_names_rules_yaml_and_the_line(
 # --- secirbot check --connect against the real servers ---------------------------------------------------
 
 
+@pytest.fixture
+def iana(_whois_server: WhoisServer, _rdap_server: RdapServer, _dns_server: DnsServer) -> dict[str, Any]:
+    """The IANA and DNS settings of the local stand-ins, so that those probes of `--connect` pass."""
+    return {
+        "iana": {"whois": _whois_server.endpoint, "rdap": _rdap_server.base_url},
+        "dns": {"nameservers": ["127.0.0.1"], "port": _dns_server.port},
+    }
+
+
 def connect_config(
     folder: Path,
     mailbox: MailUser,
     sink: SmtpSink,
+    iana: dict[str, Any],
     imap: dict[str, Any] | None = None,
     smtp: dict[str, Any] | None = None,
 ) -> Path:
@@ -335,59 +347,73 @@ def connect_config(
             **(imap or {}),
         },
         "smtp": {"host": sink.host, "port": sink.port, "security": "none", **(smtp or {})},
+        **iana,
     }
+    # The sink is also the bot's MX, so that the probe mail to join+probe@ arrives in the mailbox.
+    sink.deliver_locally("join@lists.example.org", mailbox.append)
     return bot_config(folder, yaml.safe_dump(settings))
 
 
 def check_connect(path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = main(["--verbose", "--config", str(path), "check", "--connect"])  # debug logging: still no secret
+    code = main(["--verbose", "--config", str(path), "check", "--connect", "--timeout", "2"])  # debug: no secret
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
 
+def probe(out: str, name: str) -> tuple[str, str]:
+    """(status, detail) of the `--connect` line of probe `name` ("ok    imap          logged in ...")."""
+    (found,) = [line.split(None, 2)[::2] for line in out.splitlines() if line[6:].startswith(f"{name} ")]
+    return found[0], found[1]
+
+
 def test_check_connect_logs_in_to_imap_and_smtp(
-    tmp_path: Path, mailbox: MailUser, smtp_sink: SmtpSink, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, mailbox: MailUser, smtp_sink: SmtpSink, iana: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = check_connect(connect_config(tmp_path, mailbox, smtp_sink), capsys)
+    code, out, _ = check_connect(connect_config(tmp_path, mailbox, smtp_sink, iana), capsys)
     assert code == 0, out
-    assert f"imap: ok, logged in to 127.0.0.1:{mailbox.server.imap_port} as {mailbox.name}" in out
-    assert f"smtp: ok, 127.0.0.1:{smtp_sink.port}" in out
+    assert probe(out, "imap")[0] == "ok"
+    assert probe(out, "imap")[1].startswith(
+        f"logged in to 127.0.0.1:{mailbox.server.imap_port} (none) as {mailbox.name}"
+    )
+    assert probe(out, "smtp")[0] == "ok" and probe(out, "smtp")[1].startswith(f"127.0.0.1:{smtp_sink.port} (none)")
+    assert probe(out, "probe-mail")[0] == "ok"
 
 
 def test_check_connect_with_a_wrong_imap_password_says_login_failed_without_the_password(
-    tmp_path: Path, mailbox: MailUser, smtp_sink: SmtpSink, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, mailbox: MailUser, smtp_sink: SmtpSink, iana: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = connect_config(tmp_path, mailbox, smtp_sink, imap={"password": SECRET})
+    path = connect_config(tmp_path, mailbox, smtp_sink, iana, imap={"password": SECRET})
     code, out, err = check_connect(path, capsys)
     assert code == 1
-    (line,) = [x for x in out.splitlines() if x.startswith("imap:")]
-    assert line.startswith("imap: FAILED") and "login" in line.lower() and mailbox.name in line
-    assert "smtp: ok" in out
+    status, line = probe(out, "imap")
+    assert status == "FAIL" and "login" in line.lower() and mailbox.name in line
+    assert probe(out, "smtp")[0] == "ok"
     assert SECRET not in out + err
 
 
 def test_check_connect_with_a_wrong_smtp_password_says_login_failed_without_the_password(
-    tmp_path: Path, mailbox: MailUser, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, mailbox: MailUser, iana: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with SmtpSink(credentials=("relay-user", "the-right-one")) as sink:
         path = connect_config(
-            tmp_path, mailbox, sink, smtp={"username": "relay-user", "password": SECRET, "timeout_seconds": 2}
+            tmp_path, mailbox, sink, iana, smtp={"username": "relay-user", "password": SECRET, "timeout_seconds": 2}
         )
         code, out, err = check_connect(path, capsys)
     assert code == 1
-    (line,) = [x for x in out.splitlines() if x.startswith("smtp:")]
-    assert line.startswith("smtp: FAILED") and "login" in line.lower() and "535" in line
+    status, line = probe(out, "smtp")
+    assert status == "FAIL" and "login" in line.lower() and "535" in line
+    assert probe(out, "probe-mail")[0] == "FAIL"
     assert SECRET not in out + err
 
 
 @pytest.mark.parametrize(
     ("imap", "ok", "expected"),
     [
-        ({"security": "tls", "port": "imaps", "ca_file": "CA"}, True, "imap: ok"),
-        ({"security": "starttls", "ca_file": "CA"}, True, "imap: ok"),
+        ({"security": "tls", "port": "imaps", "ca_file": "CA"}, True, "logged in to"),
+        ({"security": "starttls", "ca_file": "CA"}, True, "logged in to"),
         ({"security": "tls", "port": "imaps"}, False, "certificate verify failed"),
         ({"security": "starttls"}, False, "certificate verify failed"),
-        ({"security": "tls", "port": "imaps", "tls_verify": False}, True, "imap: ok"),
+        ({"security": "tls", "port": "imaps", "tls_verify": False}, True, "logged in to"),
     ],
     ids=[
         "tls-with-ca-file",
@@ -402,6 +428,7 @@ def test_imap_tls_verifies_the_certificate_unless_told_not_to(
     dovecot: Dovecot,
     mailbox: MailUser,
     smtp_sink: SmtpSink,
+    iana: dict[str, Any],
     capsys: pytest.CaptureFixture[str],
     imap: dict[str, Any],
     ok: bool,
@@ -412,33 +439,41 @@ def test_imap_tls_verifies_the_certificate_unless_told_not_to(
         imap["port"] = dovecot.imaps_port
     if imap.get("ca_file") == "CA":
         imap["ca_file"] = str(dovecot.ca_file)
-    code, out, _ = check_connect(connect_config(tmp_path, mailbox, smtp_sink, imap=imap), capsys)
-    (line,) = [x for x in out.splitlines() if x.startswith("imap:")]
-    assert expected in line
-    assert code == (0 if ok else 1)
+    code, out, _ = check_connect(connect_config(tmp_path, mailbox, smtp_sink, iana, imap=imap), capsys)
+    status, line = probe(out, "imap")
+    assert expected in line and status == ("ok" if ok else "FAIL")
+    assert code == (0 if ok else 1), out
     if imap.get("tls_verify") is False:
         assert "warning: imap.tls_verify is false" in out
 
 
 @pytest.mark.parametrize("security", ["tls", "starttls"])
 def test_smtp_tls_verifies_the_certificate(
-    tmp_path: Path, dovecot: Dovecot, mailbox: MailUser, capsys: pytest.CaptureFixture[str], security: str
+    tmp_path: Path,
+    dovecot: Dovecot,
+    mailbox: MailUser,
+    iana: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    security: str,
 ) -> None:
     certs = dovecot.certs
     with SmtpSink(security=security, tls_cert=certs.cert_file, tls_key=certs.key_file) as sink:  # type: ignore[arg-type]
         verified = connect_config(
-            tmp_path / "a", mailbox, sink, smtp={"security": security, "ca_file": str(certs.ca_file)}
+            tmp_path / "a", mailbox, sink, iana, smtp={"security": security, "ca_file": str(certs.ca_file)}
         )
-        default = connect_config(tmp_path / "b", mailbox, sink, smtp={"security": security})
+        default = connect_config(tmp_path / "b", mailbox, sink, iana, smtp={"security": security})
         code, out, _ = check_connect(verified, capsys)
-        assert code == 0 and f"smtp: ok, 127.0.0.1:{sink.port} ({security})" in out
+        assert code == 0, out
+        assert probe(out, "smtp")[0] == "ok" and probe(out, "smtp")[1].startswith(f"127.0.0.1:{sink.port} ({security})")
+        assert probe(out, "probe-mail")[0] == "ok"  # sent over that TLS session's twin
         code, out, _ = check_connect(default, capsys)
     assert code == 1
-    assert "smtp: FAILED" in out and "certificate verify failed" in out
+    status, line = probe(out, "smtp")
+    assert status == "FAIL" and "certificate verify failed" in line
 
 
 def test_check_connect_says_which_server_cannot_be_reached(
-    tmp_path: Path, mailbox: MailUser, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, mailbox: MailUser, iana: dict[str, Any], capsys: pytest.CaptureFixture[str]
 ) -> None:
     closed_imap, closed_smtp = free_ports(2)  # nothing listens there
     sink = SmtpSink()  # never started
@@ -446,12 +481,15 @@ def test_check_connect_says_which_server_cannot_be_reached(
         tmp_path,
         mailbox,
         sink,
+        iana,
         imap={"port": closed_imap, "timeout_seconds": 2},
         smtp={"port": closed_smtp, "timeout_seconds": 2},
     )
     code, out, _ = check_connect(path, capsys)
     assert code == 1
-    assert f"imap: FAILED: IMAP 127.0.0.1:{closed_imap}" in out and f"smtp: FAILED: SMTP 127.0.0.1:{closed_smtp}" in out
+    assert probe(out, "imap")[0] == "FAIL" and probe(out, "smtp")[0] == "FAIL"
+    assert probe(out, "imap")[1].startswith(f"IMAP 127.0.0.1:{closed_imap}")
+    assert probe(out, "smtp")[1].startswith(f"SMTP 127.0.0.1:{closed_smtp}")
     assert out.count("refused") >= 2
 
 

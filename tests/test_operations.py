@@ -31,6 +31,7 @@ from tests.harness import REPO, World, reply_to
 from tests.helpers_intake import cli_env, note, secirbot, wait_until
 
 INVITATION = "Invitation: the ccTLD security list, for the staff of {}"
+MX_ADMIN = "adm-iana@nic.mx"
 EXPORT_COLUMNS = [
     "request_id",
     "email",
@@ -76,14 +77,14 @@ def members(world: World) -> None:
 
 def test_invite_mails_each_administrative_contact_an_invitation_and_records_it(world: World) -> None:
     config = world.write_config()
-    done = secirbot("--config", str(config), "invite", "nl", ".FI", "is")
+    done = secirbot("--config", str(config), "invite", "nl", ".FI", "mx")
     assert done.returncode == 0, done.stderr
     sent = world.sent()
     assert summary(sent) == sorted(
         [
             (NL_ADMIN, INVITATION.format(".nl")),
             ("firootadmin@traficom.fi", INVITATION.format(".fi")),
-            ("jens@isnic.is", INVITATION.format(".is")),
+            (MX_ADMIN, INVITATION.format(".mx")),
         ]
     )
     assert NL_TECH not in by_rcpt(sent)  # administrative contacts only
@@ -94,8 +95,7 @@ def test_invite_mails_each_administrative_contact_an_invitation_and_records_it(w
     assert done.stdout.splitlines() == [
         ".nl: invitation queued for admin@sidn.nl",
         ".fi: invitation queued for firootadmin@traficom.fi",
-        ".is: invitation queued for jens@isnic.is (note: not in rules.yaml pilot.cctlds, so its requests are "
-        "refused until you add it)",
+        f".mx: invitation queued for {MX_ADMIN}",
     ]
     store = store_of(world)
     try:
@@ -103,7 +103,7 @@ def test_invite_mails_each_administrative_contact_an_invitation_and_records_it(w
         assert [(r["cctld"], json.loads(r["recipients"])) for r in rows] == [
             ("nl", [NL_ADMIN]),
             ("fi", ["firootadmin@traficom.fi"]),
-            ("is", ["jens@isnic.is"]),
+            ("mx", [MX_ADMIN]),
         ]
         assert all(
             store.one("SELECT source FROM iana_snapshots WHERE id = ?", (r["snapshot_id"],))["source"] == "whois"
@@ -126,6 +126,39 @@ def test_invite_refuses_what_it_cannot_invite_and_sends_nothing(world: World, na
     assert said in done.stderr
     assert code != 4 or "nothing was sent" in done.stderr
     assert world.sent() == []
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_invite_refuses_a_cctld_outside_the_pilot_with_the_reason_and_invites_the_others(
+    world: World, dry_run: bool
+) -> None:
+    config = str(world.write_config())  # the pilot: nl, fi, рф, jo, gt, mx; .is is a ccTLD IANA knows
+    done = secirbot("--config", config, "invite", *(["--dry-run"] if dry_run else []), "is", "nl")
+    assert done.returncode == 1
+    assert (
+        ".is: not invited: it is not in rules.yaml pilot.cctlds, so the bot would refuse its staff's requests; "
+        "add it to pilot.cctlds first (and reload: SIGHUP), then invite"
+    ) in done.stderr.splitlines()
+    nl = ".nl: would mail invitation.txt to" if dry_run else ".nl: invitation queued for admin@sidn.nl"
+    assert done.stdout.startswith(nl)
+    sent = world.sent()
+    assert "jens@isnic.is" not in by_rcpt(sent)
+    assert summary(sent) == ([] if dry_run else [(NL_ADMIN, INVITATION.format(".nl"))])
+    store = store_of(world)
+    try:
+        invited = [r["cctld"] for r in store.all("SELECT cctld FROM invitations ORDER BY id")]
+        assert invited == ([] if dry_run else ["nl"])
+        # Refused before IANA is asked: no snapshot of .is was taken either.
+        assert store.all("SELECT id FROM iana_snapshots WHERE tld = 'is'") == []
+    finally:
+        store.close()
+
+    # With the pilot over (rules.yaml pilot.enabled: false) every ccTLD may be invited.
+    world.rules["pilot"]["enabled"] = False
+    opened = secirbot("--config", str(world.write_config()), "invite", "is")
+    assert opened.returncode == 0, opened.stderr
+    assert opened.stdout.splitlines() == [".is: invitation queued for jens@isnic.is"]
+    assert summary(world.sent()) == [("jens@isnic.is", INVITATION.format(".is"))]
 
 
 # --- report and export --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ subprocess sees no SECIRBOT_* variables) and must appear in no output.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from secirbot.mailman_rest import MailmanRest
 from secirbot.sandbox.mailman import Mailman3
 from secirbot.sandbox.ports import free_port
 from tests.flow import request
-from tests.harness import LIST, SECRETARIAT, World
+from tests.harness import BOT, LIST, SECRETARIAT, World
 from tests.helpers_intake import secirbot
 from tests.test_mailman3 import LIST_ID, approve, use_rest
 
@@ -92,13 +93,21 @@ def connect(world: World, mailman3: Mailman3, rest_url: str, password: str | Non
             "mailman.rest_password": password or mailman3.admin_pass,
         }
     )
-    done = secirbot("--config", str(world.write_config()), "check", "--connect")
+    world.sink.deliver_locally(BOT, world.mailbox.append)  # the MX: the probe mail arrives, the others pass
+    done = secirbot("--config", str(world.write_config()), "check", "--connect", "--timeout", "5")
     assert "Traceback" not in done.stderr, done.stderr
     for secret in (mailman3.admin_pass, password or mailman3.admin_pass):
         assert secret not in done.stdout + done.stderr
-    lines = done.stdout.splitlines()
-    assert any(line.startswith("imap: ok") for line in lines) and any(line.startswith("smtp: ok") for line in lines)
+    # "ok    imap          logged in ..." -> "imap: ok: logged in ...", to read the Mailman lines below.
+    lines = [f"{name}: {status}: {detail}" for status, name, detail in (x.split(None, 2) for x in probe_lines(done))]
+    assert [x.split(":")[:2] for x in lines if not x.startswith("mailman-")] == [
+        [name, " ok"] for name in ("imap", "imap-folders", "smtp", "probe-mail", "iana-whois", "iana-rdap", "dns")
+    ], done.stdout
     return done.returncode, [line for line in lines if line.startswith("mailman-")]
+
+
+def probe_lines(done: subprocess.CompletedProcess[str]) -> list[str]:
+    return [x for x in done.stdout.splitlines() if x.startswith(("ok  ", "FAIL", "skip"))]
 
 
 @pytest.mark.parametrize("suffix", ["", "/3.1", "/3.1/"])
@@ -115,9 +124,9 @@ def test_check_connect_says_wrong_password_missing_list_and_unreachable(world: W
     code, lines = connect(world, mailman3, mailman3.rest_url + "/3.1", password="not-the-password")
     assert code == 1
     assert lines == [
-        f"mailman-rest: FAILED: {mailman3.rest_url}/3.1/ refused the login of user 'restadmin' (HTTP 401): check "
+        f"mailman-rest: FAIL: {mailman3.rest_url}/3.1/ refused the login of user 'restadmin' (HTTP 401): check "
         "mailman.rest_user and mailman.rest_password (or SECIRBOT_MAILMAN_REST_PASSWORD)",
-        f"mailman-list: FAILED: {LIST} not checked: the REST login failed",
+        f"mailman-list: FAIL: {LIST} not checked: the REST login failed",
     ]
 
     mailman3.rest.delete(f"lists/{LIST_ID}")
@@ -125,7 +134,7 @@ def test_check_connect_says_wrong_password_missing_list_and_unreachable(world: W
     assert code == 1
     assert lines[0].startswith("mailman-rest: ok: ")
     assert lines[1:] == [
-        f"mailman-list: FAILED: Mailman has no list {LIST} (HTTP 404 for lists/{LIST_ID}): "
+        f"mailman-list: FAIL: Mailman has no list {LIST} (HTTP 404 for lists/{LIST_ID}): "
         "create it in Mailman or correct mailman.list"
     ]
 
@@ -133,9 +142,9 @@ def test_check_connect_says_wrong_password_missing_list_and_unreachable(world: W
     code, lines = connect(world, mailman3, nowhere + "/3.1/")
     assert code == 1
     assert lines == [
-        f"mailman-rest: FAILED: Mailman REST GET {nowhere}/3.1/system/versions: ConnectionError: Connection "
+        f"mailman-rest: FAIL: Mailman REST GET {nowhere}/3.1/system/versions: ConnectionError: Connection "
         "refused: check mailman.rest_url and that Mailman's REST runner is up",
-        f"mailman-list: FAILED: {LIST} not checked: Mailman's REST API is unreachable",
+        f"mailman-list: FAIL: {LIST} not checked: Mailman's REST API is unreachable",
     ]
 
 

@@ -7,6 +7,10 @@ temporary or permanent DATA failures (:meth:`SmtpSink.fail_next`), refused recip
 (:meth:`SmtpSink.reject_recipient`) and connections closed at the DATA command
 (:meth:`SmtpSink.drop_connections`).
 
+:meth:`SmtpSink.deliver_locally` makes it also the MTA in front of a mailbox: mail for one address (and its
+``local+detail@`` sub-addresses, as Postfix's ``recipient_delimiter = +`` does) is appended there too, so that a
+mail sent through the sink can be seen arriving over IMAP (`secirbot check --connect`'s probe mail).
+
 Optional transport security mirrors the bot's ``smtp.security`` setting: ``"tls"`` (implicit TLS,
 as on port 465) or ``"starttls"``; optional AUTH PLAIN/LOGIN with one fixed login.
 """
@@ -21,6 +25,7 @@ import ssl
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +62,7 @@ class _Handler:
         self.attempts = 0
         self.credentials: tuple[str, str] | None = None
         self.spool: Path | None = None
+        self.local: dict[str, Callable[[bytes], object]] = {}  # address -> where its mail is delivered
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
@@ -90,6 +96,10 @@ class _Handler:
             number = len(self.captured)
         if self.spool is not None:  # the sandbox keeps what the bot sent where a person can read it
             (self.spool / f"{number:05d}.eml").write_bytes(bytes(raw).replace(b"\r\n", b"\n"))
+        with self.lock:
+            local = dict(self.local)
+        for append in {id(a): a for a in (local.get(_without_detail(r)) for r in item.rcpt_tos) if a}.values():
+            append(bytes(raw))
         return f"250 2.0.0 OK queued as {number}"
 
     def take_drop(self) -> bool:
@@ -110,6 +120,11 @@ class _Handler:
         )
         # handled=False: aiosmtpd then sends the 535 itself; with the default the client waits forever.
         return AuthResult(success=ok, auth_data=auth_data if ok else None, handled=False)
+
+
+def _without_detail(address: str) -> str:
+    local, at, domain = address.lower().rpartition("@")
+    return f"{local.split('+', 1)[0]}{at}{domain}"
 
 
 class _SinkSMTP(SMTP):
@@ -258,6 +273,12 @@ class SmtpSink:
         """RCPT TO for ``address`` (case-insensitive) answers ``reply`` until reset_failures()."""
         with self._handler.lock:
             self._handler.rcpt_replies[address.lower()] = reply
+
+    def deliver_locally(self, address: str, append: Callable[[bytes], object]) -> None:
+        """From now on also pass each accepted message for ``address`` or ``local+anything@domain`` to
+        ``append`` (e.g. ``MailUser.append``), once per message, as raw bytes."""
+        with self._handler.lock:
+            self._handler.local[_without_detail(address)] = append
 
     def drop_connections(self, n: int) -> None:
         """The next ``n`` DATA commands close the connection without any reply."""
