@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import email
 import email.policy
+import logging
+import os
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from secirbot.authenticity import SenderCheck
+from secirbot.cli import main
 from secirbot.replies import ReadDecision, Verdict
 from secirbot.workflow import Judgement, judge_reply
 from tests.clients import client_reply
@@ -270,3 +273,42 @@ def test_judge_reply_not_mine_is_refused_or_answered_like_a_decision() -> None:
     assert judged(approver_state="not-mine") == Judgement("reject", "token-not-mine")
     assert judged(now=NOW + timedelta(days=5)) == Judgement("reject", "token-expired")
     assert judged(mail_from=REQUESTER) == Judgement("reject", "self-approval")
+
+
+# --- what the Secretariat sees, and decides ----------------------------------------------------------------
+
+
+def test_the_secretariat_sees_not_mine_in_show_and_decides(
+    world: World, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("USER", "alice")
+    for name in [n for n in os.environ if n.startswith("SECIRBOT_")]:
+        monkeypatch.delenv(name)
+    root = logging.getLogger()  # the CLI configures logging; later tests get it back as it was
+    monkeypatch.setattr(root, "handlers", root.handlers[:])
+    monkeypatch.setattr(root, "level", root.level)
+    opened = open_request(world)
+    for approver, sender in ((NL_ADMIN, ADMIN_FROM), (NL_TECH, TECH_FROM)):
+        world.deliver(client_reply("gmail", opened.approvals[approver].message, sender, "NOT MINE"))
+    world.run_once()
+    assert (SECRETARIAT, ALERT) in summary(world.sent())
+
+    world.write_config()
+    capsys.readouterr()
+    assert main(["--config", str(world.config_file), "show", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shown = [ln.split()[:3] for ln in lines if ln.startswith("    ") and "reminders:" in ln]
+    assert shown == [[NL_ADMIN, "administrative", "not-mine"], [NL_TECH, "technical", "not-mine"]]
+    timeline = "\n".join(lines[lines.index("  timeline:") + 1 :])
+    assert timeline.count("approver answered NOT MINE (no decision)") == 2
+
+    assert main(["--config", str(world.config_file), "approve", "1"]) == 0
+    sent = world.sent()
+    assert summary(sent) == sorted(
+        [
+            (COMMAND_ADDRESS, ""),
+            (REQUESTER, "Approved: your request to join the ccTLD security list for .nl [#1]"),
+            (SECRETARIAT, "APPROVE: jan@registry.example for .nl [#1]"),
+        ]
+    )  # the contacts who said it was not theirs are not asked or told again
+    assert (request(world)["state"], request(world)["decided_via"]) == ("approved", "cli")
