@@ -546,8 +546,8 @@ class ReplyHandler:
     """A reply to a token address: judge it; decide, ask for clarity, or say why it does not count.
 
     The token is read from one place (tokens.reply_token); under a DKIM or DMARC policy the header it came
-    from must be signed. An approver's token can decide APPROVE or DENY; the requester's (on the
-    acknowledgement) only WITHDRAW."""
+    from must be signed. An approver's token can decide APPROVE or DENY, or record NOT MINE (no decision);
+    the requester's (on the acknowledgement) only WITHDRAW."""
 
     @staticmethod
     def prepare(bot: Bot, incoming: Incoming) -> ReplyPlan:
@@ -748,6 +748,17 @@ class ReplyHandler:
                 reply_to=_reply_address_of(mail, bot),
             )
             return Outcome("clarification-asked", request["id"])
+        if judgement.outcome == "not-mine":
+            escalated = workflow.not_mine(
+                bot,
+                request,
+                approver,
+                message_row=incoming.row,
+                in_reply_to=mail.message_id,
+                checks=checks,
+                rule=judgement.rule,
+            )
+            return Outcome("not-mine", request["id"], extra={"escalated": escalated})
         assert judgement.verdict is not None  # judge_reply gives a verdict with every "decide"
         if judgement.verdict is Verdict.OBJECT:
             return _objection(bot, incoming, plan, request, approver, ctx)

@@ -1,9 +1,9 @@
 """Reading an approver's decision out of a reply: what the first line of their new text says.
 
 Owns the strict rule: the first non-empty line of the new text (as `newtext` reads it, the one reader of
-what a person wrote) must be exactly APPROVE or DENY, and the opposite word must not appear on a line of
-its own below it. Anything else is UNCLEAR, with a reason a human can act on; this module never guesses.
-Pure: no I/O.
+what a person wrote) must be exactly APPROVE, DENY or NOT MINE (alias ABSTAIN: "not mine to judge", no
+decision), and no other of these words may appear on a line of its own below it. Anything else is UNCLEAR,
+with a reason a human can act on; this module never guesses. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 
 from secirbot.message import InboundMail
 from secirbot.newtext import HTML_QUOTE_SEPARATOR, REPLY_MARKER, html_to_text, new_text, normalise, read_new_text
@@ -39,6 +40,7 @@ _SPACES = "".join(c for c in map(chr, range(0x3000 + 1)) if c.isspace())
 class Verdict(StrEnum):
     APPROVE = "APPROVE"
     DENY = "DENY"
+    NOT_MINE = "NOT MINE"  # an approver's "not mine to judge": recorded, decides nothing
     WITHDRAW = "WITHDRAW"  # the requester's only word: close my request
     OBJECT = "OBJECT"  # a contact (or a qualifying delegate) cancels a delegated APPROVE in its window
     UNCLEAR = "UNCLEAR"
@@ -55,21 +57,13 @@ class ReadDecision:
 
 # --- the public functions --------------------------------------------------------------------------
 
-APPROVER_WORDS = (Verdict.APPROVE, Verdict.DENY, Verdict.OBJECT)
+APPROVER_WORDS = (Verdict.APPROVE, Verdict.DENY, Verdict.NOT_MINE, Verdict.OBJECT)
 REQUESTER_WORDS = (Verdict.WITHDRAW,)
-
-
-# A word on its own line below the first that contradicts it makes the reply unclear.
-_CONFLICTING = {
-    Verdict.APPROVE: (Verdict.DENY, Verdict.OBJECT),
-    Verdict.DENY: (Verdict.APPROVE,),
-    Verdict.OBJECT: (Verdict.APPROVE, Verdict.DENY),
-}
 
 
 def read_decision(mail: InboundMail, allowed: tuple[Verdict, ...] = APPROVER_WORDS) -> ReadDecision:
     """The verdict of a reply: one of the `allowed` words only when the first line of the new text is
-    exactly that word (an approver's APPROVE or DENY; a requester's WITHDRAW)."""
+    exactly that word (an approver's APPROVE, DENY or NOT MINE; a requester's WITHDRAW)."""
     extract = read_new_text(mail)
     text = extract.text
     audit = text[:MAX_NEW_TEXT_CHARS]
@@ -82,14 +76,14 @@ def read_decision(mail: InboundMail, allowed: tuple[Verdict, ...] = APPROVER_WOR
     if word not in allowed:
         word = None
     if word is None:
-        if _names_both(first):
-            return _unclear(first, audit, "your reply named both APPROVE and DENY")
+        named = _named_words(first)
+        if len(named) > 1:
+            return _unclear(first, audit, _both(named))
         return _unclear(first, audit, f"the first line of your reply was '{_shorten(first)}'")
-    opposite = _CONFLICTING.get(word, ())
-    clash = next((w for w in map(decision_word, content[1:]) if w in opposite), None)
-    if clash is not None:
-        one, other = sorted((word, clash), key=list(Verdict).index)
-        return _unclear(first, audit, f"your reply named both {one.value} and {other.value}")
+    # Another of the allowed words standing as a line below the first contradicts it.
+    others = [w for w in allowed if w is not word and any(decision_word(line) is w for line in content[1:])]
+    if others:
+        return _unclear(first, audit, _both([w for w in allowed if w is word or w in others]))
     reason = ""
     if word is Verdict.DENY:
         after = lines[lines.index(first) + 1 :]
@@ -98,33 +92,57 @@ def read_decision(mail: InboundMail, allowed: tuple[Verdict, ...] = APPROVER_WOR
 
 
 def decision_word(line: str) -> Verdict | None:
-    """APPROVE or DENY if the line is exactly that word (any case; surrounding whitespace, '*'/'_' and
-    trailing .,!;: tolerated), else None."""
+    """APPROVE, DENY, NOT MINE (also NOT-MINE, NOTMINE, ABSTAIN) or WITHDRAW if the line is exactly that
+    word (any case; surrounding whitespace, '*'/'_' and trailing .,!;: tolerated), else None."""
     word = line.lstrip(_SPACES + "*_").rstrip(_SPACES + "*_.,!;:")
     # ASCII only: a look-alike letter from another script must not pass as the word.
     if not word.isascii():
         return None
-    return {
-        "approve": Verdict.APPROVE,
-        "deny": Verdict.DENY,
-        "withdraw": Verdict.WITHDRAW,
-        "object": Verdict.OBJECT,
-    }.get(word.lower())
+    word = word.lower()
+    if _NOT_MINE.fullmatch(word):
+        return Verdict.NOT_MINE
+    return _WORDS.get(word)
+
+
+_WORDS = {
+    "approve": Verdict.APPROVE,
+    "deny": Verdict.DENY,
+    "abstain": Verdict.NOT_MINE,
+    "withdraw": Verdict.WITHDRAW,
+    "object": Verdict.OBJECT,
+}
+# "not mine", "not-mine", "not_mine", "notmine": NOT and MINE and nothing else; "not" alone is no word at all.
+_NOT_MINE = re.compile(r"not(?:[ \t]+|[-_])?mine")
 
 
 # --- reading the first line --------------------------------------------------------------------------
 
 
 def reads_as_decision(decision: ReadDecision) -> bool:
-    """Whether the new text says APPROVE or DENY anywhere as a word: a human deciding, even if unclearly.
-    Mail that does not is no forgery attempt, whoever sent it (a colleague's question, a machine)."""
-    words = {w.lower() for w in re.findall(r"[A-Za-z]+", decision.new_text)}
-    return bool(words & {"approve", "deny", "object"})
+    """Whether the new text says APPROVE, DENY or NOT MINE anywhere as words: a human answering, even if
+    unclearly. Mail that does not is no forgery attempt, whoever sent it (a colleague's question, a machine)."""
+    return bool(_named_words(decision.new_text))
 
 
-def _names_both(line: str) -> bool:
-    words = {w.lower() for w in re.findall(r"[A-Za-z]+", line)}
-    return "approve" in words and "deny" in words
+def _named_words(text: str) -> list[Verdict]:
+    """The approver's words the text names anywhere as words, in APPROVER_WORDS order ("not mine" counts
+    as NOT MINE, "not" alone does not)."""
+    words = [w.lower() for w in re.findall(r"[A-Za-z]+", text)]
+    found = set(words)
+    named = {
+        Verdict.APPROVE: "approve" in found,
+        Verdict.DENY: "deny" in found,
+        Verdict.NOT_MINE: bool({"abstain", "notmine"} & found) or ("not", "mine") in pairwise(words),
+        Verdict.OBJECT: "object" in found,
+    }
+    return [w for w in APPROVER_WORDS if named[w]]
+
+
+def _both(words: list[Verdict]) -> str:
+    names = [w.value for w in words]
+    if len(names) == 2:
+        return f"your reply named both {names[0]} and {names[1]}"
+    return f"your reply named {', '.join(names[:-1])} and {names[-1]}"
 
 
 def _shorten(line: str, limit: int = 80) -> str:

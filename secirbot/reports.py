@@ -90,6 +90,7 @@ _ACTIONS = {
     "approver-reminded": "reminder sent",
     "approver-bounced": "approver address bounced",
     "approver-away": "approver is away (auto-reply)",
+    "approver-not-mine": "approver answered NOT MINE (no decision)",
     "escalated": "escalated",
     "lookup-failed": "IANA lookup failed",
     "lookup-alert": "Secretariat told IANA keeps failing",

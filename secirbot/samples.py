@@ -73,6 +73,7 @@ def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dic
         "request_copy.txt": {**base, "asked": ["admin@cctld.example", "tech@cctld.example"], "note": ""},
         "request_received.txt": {**base, "delayed": False, "asked": 2},
         "decision_recorded.txt": {**base, "approver": approver},
+        "not_mine_recorded.txt": {**base, "approver": approver, "recorded_at": "2026-11-27 09:30 UTC"},
         "request_problem.txt": {**plain, "reason": "several-cctlds", "names": ["nl", "рф"]},
         "request_refused.txt": {
             **plain,

@@ -5,6 +5,9 @@
         +----------------------------+------(time)-----> expired
         +----------------------------+--(WITHDRAW)-----> withdrawn
 
+An approver's NOT MINE decides nothing: it takes that contact out of the live ones, and when none is left
+the request escalates at once, as after silence (next roles, then the Secretariat).
+
 `judge_reply` is pure: whether an approver's reply decides, needs a clarification, or is refused. The other
 functions write the change, its audit record and the mail it causes in the caller's transaction; nothing
 here sends anything (the outbox does, after the commit).
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
 OPEN_STATES = ("resolving", "pending")
 DECIDED_STATES = ("approved", "denied")
+# Who may still decide. Not "not-mine": that contact answered that the request is not theirs to judge.
 LIVE_APPROVER_STATES = ("asked", "bounced", "away")
 
 
@@ -45,7 +49,7 @@ LIVE_APPROVER_STATES = ("asked", "bounced", "away")
 
 @dataclass(frozen=True)
 class Judgement:
-    outcome: Literal["decide", "clarify", "already-decided", "reject"]
+    outcome: Literal["decide", "not-mine", "clarify", "already-decided", "reject"]
     rule: str  # the rule that fired, for the audit and the reply
     verdict: Verdict | None = None
 
@@ -85,6 +89,8 @@ def judge_reply(
         return Judgement("clarify", "thread-mismatch")
     if decision.verdict is Verdict.UNCLEAR:
         return Judgement("clarify", "decision-unclear")
+    if decision.verdict is Verdict.NOT_MINE:  # as authenticated as a decision, but none
+        return Judgement("not-mine", "token+from+authentication", decision.verdict)
     return Judgement("decide", "token+from+authentication", decision.verdict)
 
 
@@ -764,6 +770,62 @@ def withdraw(bot: Bot, request: sqlite3.Row, *, message_row: int | None, checks:
             to=[other["email"]],
             request_id=request["id"],
         )
+
+
+def not_mine(
+    bot: Bot,
+    request: sqlite3.Row,
+    approver: sqlite3.Row,
+    *,
+    message_row: int | None,
+    in_reply_to: str | None,
+    checks: dict[str, str],
+    rule: str,
+) -> bool:
+    """An approver answered NOT MINE: record it on their row (no longer live, no more reminders), thank
+    them, and when no contact who may decide is left, escalate at once. Returns whether it escalated."""
+    now = bot.now()
+    bot.store.execute(
+        "UPDATE approvers SET state = 'not-mine', used_at = ?, next_reminder_at = NULL WHERE id = ?",
+        (iso(now), approver["id"]),
+    )
+    left = live_approvers(bot, request["id"])
+    bot.store.audit(
+        "approver-not-mine",
+        at=now,
+        actor=approver["email"],
+        request_id=request["id"],
+        message_row=message_row,
+        approver=approver["email"],
+        rule=rule,
+        checks=checks,
+        left=[a["email"] for a in left],
+    )
+    bot.outbox.queue_mail(
+        purpose="not-mine-recorded",
+        template="not_mine_recorded.txt",
+        context={
+            **request_context(bot, request),
+            "approver": {"email": approver["email"], "name": approver["name"] or ""},
+            "recorded_at": when(now),
+        },
+        to=[approver["email"]],
+        in_reply_to=in_reply_to,
+        request_id=request["id"],
+        cause_message=message_row,
+        auto="auto-replied",
+    )
+    if left:
+        return False
+    # Bounced and away contacts are still live (they may answer): only when nobody is, escalate now.
+    said = [
+        a["email"]
+        for a in bot.store.all(
+            "SELECT email FROM approvers WHERE request_id = ? AND state = 'not-mine' ORDER BY id", (request["id"],)
+        )
+    ]
+    escalate(bot, get_request(bot, request["id"]), f"every contact asked answered NOT MINE ({', '.join(said)})")
+    return True
 
 
 def snapshot_summary(bot: Bot, snapshot_id: int | None) -> dict[str, Any]:

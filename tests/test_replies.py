@@ -22,12 +22,14 @@ from secirbot.message import InboundMail, parse_mail
 from secirbot.replies import (
     HTML_QUOTE_SEPARATOR,
     REPLY_MARKER,
+    REQUESTER_WORDS,
     Verdict,
     decision_word,
     html_to_text,
     new_text,
     normalise,
     read_decision,
+    reads_as_decision,
 )
 from tests.mailedit import rewrite, swap
 
@@ -683,6 +685,87 @@ def test_decision_word() -> None:
     assert decision_word(" *Deny!* ") is Verdict.DENY
     assert decision_word("APPROVE?") is None
     assert decision_word("") is None
+
+
+# --- NOT MINE: an approver's "not mine to judge" --------------------------------------------------------
+
+NOT_MINE_AND_APPROVE = "your reply named both APPROVE and NOT MINE"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "NOT MINE",
+        "not mine",
+        "  Not Mine.  ",
+        "NOT  MINE",
+        "NOT\xa0MINE",  # a non-breaking space from an HTML client: NFKC makes it a space
+        "NOT-MINE",
+        "not_mine",
+        "NotMine!",
+        "**NOT MINE**",
+        "ABSTAIN",
+        "abstain.",
+        "NOT MINE\n\nI only run the name servers; Anna decides who joins.",
+    ],
+)
+def test_not_mine_first_lines(body: str) -> None:
+    decision = read_decision(mail_with_body(body))
+    assert (decision.verdict, decision.why, decision.reason) == (Verdict.NOT_MINE, "", "")
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        ("NOT MINE, APPROVE", NOT_MINE_AND_APPROVE),
+        ("NOT MINE APPROVE", NOT_MINE_AND_APPROVE),
+        ("approve? not mine", NOT_MINE_AND_APPROVE),
+        ("Approve or abstain", NOT_MINE_AND_APPROVE),
+        ("NOT MINE\nAPPROVE", NOT_MINE_AND_APPROVE),
+        ("APPROVE\n\nthanks\n\nnot mine.", NOT_MINE_AND_APPROVE),
+        ("abstain or deny", "your reply named both DENY and NOT MINE"),
+        ("DENY\nNot our staff.\nABSTAIN", "your reply named both DENY and NOT MINE"),
+        ("approve, deny, not mine?", "your reply named APPROVE, DENY and NOT MINE"),
+        ("not", "the first line of your reply was 'not'"),
+        ("mine", "the first line of your reply was 'mine'"),
+        ("NOT APPROVE", "the first line of your reply was 'NOT APPROVE'"),
+        ("not deny", "the first line of your reply was 'not deny'"),
+        ("NOT MINE?", "the first line of your reply was 'NOT MINE?'"),
+        ("Not mine, sorry", "the first line of your reply was 'Not mine, sorry'"),
+        ("this one is not mine", "the first line of your reply was 'this one is not mine'"),
+        ("NOT\nMINE", "the first line of your reply was 'NOT'"),
+        ("NOT M\u0406NE", "the first line of your reply was 'NOT M\u0406NE'"),  # Cyrillic І
+        ("> NOT MINE", NO_NEW_TEXT),
+    ],
+)
+def test_not_mine_where_it_is_not_the_one_word(body: str, why: str) -> None:
+    decision = read_decision(mail_with_body(body))
+    assert decision.verdict is Verdict.UNCLEAR
+    assert decision.why == why
+
+
+@pytest.mark.parametrize("line", ["not", "NOT APPROVE", "not approve.", "NOT: APPROVE", "Not-approve", "notapprove"])
+def test_not_never_reads_as_approve(line: str) -> None:
+    assert decision_word(line) is None
+    assert read_decision(mail_with_body(f"{line}\n")).verdict is Verdict.UNCLEAR
+
+
+def test_not_mine_inside_a_deny_reason_is_the_reason() -> None:
+    decision = read_decision(mail_with_body("DENY\nNot mine to say, but she left in May."))
+    assert (decision.verdict, decision.reason) == (Verdict.DENY, "Not mine to say, but she left in May.")
+
+
+def test_not_mine_is_no_requester_word() -> None:
+    decision = read_decision(mail_with_body("NOT MINE"), REQUESTER_WORDS)
+    assert decision.verdict is Verdict.UNCLEAR
+    assert read_decision(mail_with_body("WITHDRAW\nnot mine"), REQUESTER_WORDS).verdict is Verdict.WITHDRAW
+
+
+def test_not_mine_reads_as_an_answer_for_the_forgery_alert() -> None:
+    said = [reads_as_decision(read_decision(mail_with_body(t))) for t in ("Not mine.", "I abstain", "NOTMINE")]
+    assert said == [True, True, True]
+    quiet = [reads_as_decision(read_decision(mail_with_body(t))) for t in ("is the mine safe?", "mine, not yours")]
+    assert quiet == [False, False]
 
 
 def test_long_first_line_is_shortened_in_why_and_new_text_is_capped() -> None:
