@@ -31,6 +31,8 @@ _KEYWORD_ARG = re.compile(rf"^\s*(?:subscribe|join)\s+\.?({_LABEL})\s*[.!]?\s*$"
 _NOT_BARE_TLDS = frozenset({"me", "us"})
 _LABELLED = re.compile(rf"^\s*(?:cc)?tld\s*[:=]\s*\.?({_LABEL})\s*$", re.IGNORECASE | re.UNICODE)
 _FIELD = re.compile(r"^\s*(name|role|organi[sz]ation)\s*:\s*(.+?)\s*$", re.IGNORECASE)
+# Pinned: a line `replacing ADDRESS` (a colon allowed, the address bare or in <>).
+_REPLACING = re.compile(r"^\s*replacing\s*:?\s*<?([^\s<>@]+@[^\s<>@]+?)>?\s*[.,;]?\s*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Claim:
     name: str
     role: str
     words: str  # their own text, for the approvers, cut to the configured length
+    replacing: str | None = None  # a line `replacing ADDRESS`: the member this requester takes over from
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,13 @@ class Facts:
     seats_used: int  # members plus open requests for the ccTLD
     cctld_last_hour: int  # requests created for the ccTLD in the last hour
     all_last_hour: int  # requests created in the last hour
-    replacing: str | None = None  # a member of the same ccTLD this request would replace (past the seat cap)
+    replacing: str | None = None  # the member of the same ccTLD this request would replace (past the seat cap)
+    replacing_problem: str | None = None  # why the `replacing` line names nobody who can be replaced
 
 
 @dataclass(frozen=True)
 class Refusal:
-    rule: str  # pilot | already-member | already-pending | seats-full | rate-cctld | rate-global
+    rule: str  # pilot | already-member | already-pending | replacing-not-member | seats-full | rate-cctld | rate-global
     detail: str
 
 
@@ -89,12 +93,14 @@ def read_claim(mail: InboundMail, text: str, max_chars: int) -> Claim | ClaimPro
         if match:
             fields.setdefault(match.group(1).lower()[:5], match.group(2))
     words = "\n".join(lines).strip()
+    replacing = next((m.group(1) for m in map(_REPLACING.match, lines) if m), None)
     return Claim(
         cctld=cctld,
         name=_clean(fields.get("name") or mail.from_name or "", 120),
         role=_clean(fields.get("role", ""), 120),
         # Kept a little longer than relayed, so the approvers' copy can show that it was cut.
         words=words[: max_chars + 200],
+        replacing=replacing,
     )
 
 
@@ -159,6 +165,8 @@ def check(claim: Claim, rules: Rules, facts: Facts) -> Refusal | None:
         return Refusal("already-member", f"already a member ({how})")
     if facts.open_request_id is not None:
         return Refusal("already-pending", f"request {facts.open_request_id} is still open")
+    if facts.replacing_problem is not None:
+        return Refusal("replacing-not-member", facts.replacing_problem)
     if facts.seats_used >= rules.requests.seats_per_cctld and facts.replacing is None:
         return Refusal(
             "seats-full",

@@ -31,6 +31,7 @@ from .message import (
     is_plain_address,
     normalise_message_id,
     parse_mail,
+    same_address,
 )
 from .newtext import new_text
 from .replies import REQUESTER_WORDS, Verdict, read_decision, reads_as_decision
@@ -515,6 +516,17 @@ def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
     seats = roster.seats_taken(store, cctld) + store.count(
         "SELECT COUNT(*) FROM requests WHERE cctld = ? AND state IN ('resolving', 'pending')", (cctld,)
     )
+    replacing = problem = None
+    if claim.replacing:
+        replaced = roster.on_list(store, claim.replacing)
+        if replaced is None or replaced.state is not roster.MemberState.MEMBER:
+            problem = f"{claim.replacing} is not a member of the list"
+        elif replaced.cctld != cctld:
+            problem = f"{claim.replacing} is a member for another ccTLD, not for .{claim.cctld.unicode}"
+        elif same_address(replaced.address, requester):
+            problem = "a member cannot replace themselves"
+        else:
+            replacing = replaced.address
     cctld_hour = store.count("SELECT COUNT(*) FROM requests WHERE cctld = ? AND created_at >= ?", (cctld, since))
     all_hour = store.count("SELECT COUNT(*) FROM requests WHERE created_at >= ?", (since,))
     return intake.Facts(
@@ -524,6 +536,8 @@ def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
         seats_used=seats,
         cctld_last_hour=cctld_hour,
         all_last_hour=all_hour,
+        replacing=replacing,
+        replacing_problem=problem,
     )
 
 

@@ -228,6 +228,9 @@ _SCHEMA = [
     CREATE INDEX delegations_request ON delegations (request_id, state);
     CREATE INDEX delegations_due ON delegations (state, takes_effect_at);
 
+    -- a request's `replacing ADDRESS` line: the member it takes over from (past the seat cap)
+    ALTER TABLE requests ADD COLUMN replacing TEXT;
+
     INSERT INTO members (address, address_key, cctld, name, state, source, since, approved_by, request_id,
                          updated_at)
     SELECT requester, requester_key, cctld, requester_name, 'member', 'admitted',

@@ -19,10 +19,10 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import delegation, mailman, roster, tokens
+from . import delegation, mailman, membership, roster, tokens
 from .authenticity import SenderCheck
 from .config import Config
 from .iana.names import parse_tld
@@ -133,12 +133,27 @@ def context_for(config: Config, rules: Rules, request: Mapping[str, Any]) -> dic
             ),
             "decided_at": when(request["decided_at"]),
             "decision_reason": request["decision_reason"] or "",
+            "replacing": request.get("replacing") or "",
         },
         "bot": config.addresses.bot,
         "secretariat": config.addresses.secretariat,
         "list_address": config.mailman.list,
         "claim_max_chars": rules.requests.claim_max_chars,
+        "delegates": {
+            "allow": rules.approvers.delegates.allow,
+            "window": _duration(rules.approvers.delegates.objection_window),
+        },
     }
+
+
+def _duration(span: timedelta) -> str:
+    """48h -> '48 hours', 2d -> '2 days', 90m -> '90 minutes': as a person reads it."""
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0 and not (unit == "day" and seconds // size < 3):
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} seconds"
 
 
 def get_request(bot: Bot, request_id: int) -> sqlite3.Row:
@@ -171,8 +186,8 @@ def open_request(bot: Bot, *, requester: str, claim: Claim, message_row: int | N
     now = bot.now()
     cur = bot.store.execute(
         "INSERT INTO requests (cctld, requester, requester_key, requester_name, claim, state, created_at,"
-        " updated_at, expires_at, source_message, snapshot_id, lookup_attempts, next_lookup_at)"
-        " VALUES (?, ?, ?, ?, ?, 'resolving', ?, ?, ?, ?, NULL, 0, ?)",
+        " updated_at, expires_at, source_message, snapshot_id, lookup_attempts, next_lookup_at, replacing)"
+        " VALUES (?, ?, ?, ?, ?, 'resolving', ?, ?, ?, ?, NULL, 0, ?, ?)",
         (
             claim.cctld.ascii,
             requester,
@@ -184,6 +199,7 @@ def open_request(bot: Bot, *, requester: str, claim: Claim, message_row: int | N
             iso(now + bot.rules.requests.expire_after),
             message_row,
             iso(now),
+            claim.replacing,
         ),
     )
     request_id = rowid(cur)
@@ -195,6 +211,7 @@ def open_request(bot: Bot, *, requester: str, claim: Claim, message_row: int | N
         cctld=claim.cctld.ascii,
         requester=requester,
         in_reply_to=in_reply_to,
+        replacing=claim.replacing,
     )
     return request_id
 
@@ -496,6 +513,17 @@ def decide(
     if state == "approved":
         roster.admit(bot.store, request, now=now, actor=actor or decided_by)
         mailman.queue_subscribe(bot, request)
+        replaced = roster.on_list(bot.store, request["replacing"]) if request["replacing"] else None
+        if replaced is not None and replaced.state is roster.MemberState.MEMBER:
+            # The approval was asked and given for this replacement: the one replaced leaves the list.
+            membership.remove(
+                bot,
+                replaced,
+                actor=actor or decided_by,
+                reason=f"replaced by {request['requester']} (request #{request['id']})",
+                asked_by=f"The approved request #{request['id']}",
+                cause_message=message_row,
+            )
         bot.outbox.queue_mail(
             purpose="decision-requester",
             template="approved_requester.txt",

@@ -299,3 +299,42 @@ def test_a_read_only_command_on_an_older_store_says_to_upgrade_it(
     assert cli.main(["--config", str(world.config_file), "members"]) == EXIT_STORE
     err = capsys.readouterr().err
     assert "schema version 3" in err and "secirbot run --once" in err
+
+
+# --- replacement ----------------------------------------------------------------------------------------
+
+
+def import_three(world: World, tmp_path: Path) -> None:
+    csv_file = tmp_path / "members.csv"
+    csv_file.write_text("a@sidn.nl,nl\nb@sidn.nl,nl,Bea\nc@sidn.nl,nl\n", encoding="utf-8")
+    world.bot()
+    assert cli.main(["--config", str(world.config_file), "members", "import", "--csv", str(csv_file)]) == 0
+
+
+def test_a_replacement_passes_the_seat_cap_and_approval_takes_the_replaced_off(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import_three(world, tmp_path)
+    opened = open_request(world, text="Name: Jan Jansen\nreplacing b@sidn.nl\nBea moved to another team.\n")
+    approval = opened.approvals[NL_ADMIN]
+    assert "Replaces: b@sidn.nl, a member for .nl now. If you APPROVE, b@sidn.nl is taken off the list." in flat(
+        approval
+    )
+    world.deliver(reply_to(approval, ADMIN_FROM, "APPROVE"))
+    world.run_once()
+    sent = by_rcpt(world.sent())
+    assert any(subject(m).startswith("Approved:") for m in sent[REQUESTER])
+    [to_bea] = sent["b@sidn.nl"]
+    assert subject(to_bea) == f"Your removal from {LIST}" and f"replaced by {REQUESTER} (request #1)" in flat(to_bea)
+    assert f"Please remove: b@sidn.nl (nl) from {LIST}" in [subject(m) for m in sent[SECRETARIAT]]
+    states = {m["address"]: m["state"] for m in members_json(world, capsys, "--all")}
+    assert states == {"a@sidn.nl": "member", "b@sidn.nl": "leaving", "c@sidn.nl": "member", REQUESTER: "member"}
+
+
+def test_replacing_someone_who_is_not_a_member_for_that_cctld_is_refused(world: World, tmp_path: Path) -> None:
+    import_three(world, tmp_path)
+    world.request(sender=f"Jan <{REQUESTER}>", body="replacing nobody@sidn.nl\n")
+    world.run_once()
+    [refusal] = world.sent()
+    assert refusal.rcpt_tos == [REQUESTER] and "nobody@sidn.nl is not a member of the list" in flat(refusal)
+    assert world.bot().store.count("SELECT COUNT(*) FROM requests") == 0
