@@ -92,6 +92,7 @@ def invite(bot: Bot, names: list[str], actor: str, *, dry_run: bool = False, aga
                         "seats": bot.rules.requests.seats_per_cctld,
                     },
                     to=[admin.email],
+                    language=bot.rules.languages.for_cctld(name.ascii),
                 )
         # Outside an enabled pilot the invitation still goes, with a warning (tests/test_operations.py pins
         # this); refusing it instead is the lead's call, see the report of issue 16.

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import intake, mailman, tokens, workflow
 from .authenticity import check_sender
 from .classify import Classification, Kind, classify
+from .compose import ENGLISH, Language
 from .message import (
     InboundMail,
     UnparseableMail,
@@ -296,6 +297,7 @@ def _limited_reply(
     context: dict[str, Any],
     request_id: int | None = None,
     reply_to: str | None = None,
+    language: Language = ENGLISH,
 ) -> bool:
     """Answer a human at most `replies_per_sender_per_day` times per purpose. True if queued."""
     sender = incoming.mail.from_addr
@@ -329,6 +331,7 @@ def _limited_reply(
         cause_message=incoming.row,
         auto="auto-replied",
         reply_to=reply_to,
+        language=language,
     )
     return True
 
@@ -676,6 +679,7 @@ class ReplyHandler:
                 template="already_decided.txt",
                 context=ctx,
                 request_id=request["id"],
+                language=bot.rules.languages.for_cctld(request["cctld"]),
             )
             return Outcome("already-decided", request["id"])
         if judgement.outcome == "clarify":
@@ -707,6 +711,7 @@ class ReplyHandler:
                 cause_message=incoming.row,
                 auto="auto-replied",
                 reply_to=_reply_address_of(mail, bot),
+                language=bot.rules.languages.for_cctld(request["cctld"]),
             )
             return Outcome("clarification-asked", request["id"])
         assert judgement.verdict is not None  # judge_reply gives a verdict with every "decide"

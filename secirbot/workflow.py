@@ -370,6 +370,7 @@ def _mail_approval_request(
         to=[email],
         reply_to=tokens.reply_address(bot.bot_address, token),
         request_id=request["id"],
+        language=bot.rules.languages.for_cctld(request["cctld"]),
     )
 
 
@@ -525,6 +526,7 @@ def decide(
             context={**context, "approver": {"email": decider["email"], "name": decider["name"]}},
             to=[decider["email"]],
             request_id=request["id"],
+            language=bot.rules.languages.for_cctld(request["cctld"]),
         )
     for other in others:
         bot.outbox.queue_mail(
@@ -533,6 +535,7 @@ def decide(
             context={**context, "approver": {"email": other["email"], "name": other["name"]}},
             to=[other["email"]],
             request_id=request["id"],
+            language=bot.rules.languages.for_cctld(request["cctld"]),
         )
 
 
@@ -584,6 +587,7 @@ def withdraw(bot: Bot, request: sqlite3.Row, *, message_row: int | None, checks:
             },
             to=[other["email"]],
             request_id=request["id"],
+            language=bot.rules.languages.for_cctld(request["cctld"]),
         )
 
 
