@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
+from babel.messages.catalog import Catalog as BabelCatalog
 from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
+from babel.messages.pofile import PoFileError, read_po
 from babel.support import NullTranslations, Translations
 
 from .message import one_line
@@ -132,6 +133,21 @@ def po_path(code: str) -> Path:
     return LOCALE_DIR / code / "LC_MESSAGES" / f"{DOMAIN}.po"
 
 
+def _catalog_problems(messages: BabelCatalog) -> list[str]:
+    """What would make a translated mail wrong rather than merely English: a placeholder renamed, lost or
+    added (a KeyError, or a value silently dropped), a stray '%', the wrong number of plural forms."""
+    problems = [f"{m.id!r}: {'; '.join(map(str, errors))}" for m, errors in messages.check()]
+    for message in messages:
+        if not message.id or not message.string:
+            continue
+        ids = [message.id] if isinstance(message.id, str) else list(message.id)
+        wanted = set(_PLACEHOLDER.findall(ids[0])) | set(_PLACEHOLDER.findall(ids[-1]))
+        for text in [message.string] if isinstance(message.string, str) else list(message.string):
+            if text and (set(_PLACEHOLDER.findall(text)) != wanted or "%" in _PLACEHOLDER.sub("", text)):
+                problems.append(f"{ids[0]!r}: placeholders {sorted(wanted)} expected in {text!r}")
+    return problems
+
+
 @functools.cache
 def catalog(code: str) -> Catalog:
     """The catalog of `code`, read from its .po and compiled to .mo in memory (fuzzy entries left out, as
@@ -141,8 +157,14 @@ def catalog(code: str) -> Catalog:
         if code == SOURCE_LANGUAGE:
             return Catalog(code, NullTranslations())
         raise TemplateError(f"no catalog for language {code!r} (available: {', '.join(available_languages())})")
-    with path.open("rb") as fp:
-        messages = read_po(fp, locale=code, domain=DOMAIN)
+    try:
+        with path.open("rb") as fp:
+            messages = read_po(fp, locale=code, domain=DOMAIN, abort_invalid=True)
+    except (OSError, ValueError, PoFileError) as exc:
+        raise TemplateError(f"catalog {path}: {exc}") from exc
+    problems = _catalog_problems(messages)
+    if problems:
+        raise TemplateError(f"catalog {path}: " + "; ".join(problems[:5]))
     compiled = io.BytesIO()
     write_mo(compiled, messages)
     compiled.seek(0)
@@ -222,13 +244,16 @@ class Templates:
         return Rendered(subject=" ".join(one_line(subject).split()), body=body.rstrip() + "\n")
 
     def check(self, context_for: Mapping[str, Mapping[str, Any]]) -> list[str]:
-        """Render every named template with a sample context; return the problems found."""
+        """Render every named template with a sample context, in every language with a catalog (a broken
+        catalog shows here, not when the first approver of that language is due a mail); return the problems."""
         problems = []
         for name, context in context_for.items():
-            try:
-                self.render(name, context)
-            except TemplateError as exc:
-                problems.append(str(exc))
+            for code in available_languages():
+                try:
+                    self.render(name, context, Language(code))
+                except TemplateError as exc:
+                    problems.append(str(exc) if code == SOURCE_LANGUAGE else f"{exc} (language {code})")
+                    break
         return problems
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import email
 import re
+import shutil
 from datetime import UTC, datetime
 from email.message import Message
 from pathlib import Path
@@ -23,6 +24,7 @@ from babel.messages.frontend import parse_mapping_cfg
 from babel.messages.plurals import get_plural
 from babel.messages.pofile import read_po
 
+import secirbot.compose as compose_module
 from secirbot.compose import (
     DECISION_WORDS_NOTE,
     FSI,
@@ -413,3 +415,24 @@ def test_by_cctld_in_rules_yaml_changes_the_language_of_the_mail(world: World) -
         assert subject(mail).startswith("Freigabe erbeten: jan@registry.example beantragt die Aufnahme")
         assert "SO ANTWORTEN SIE" in body(mail) and SEPARATOR not in body(mail)
         assert DECISION_WORDS_NOTE.split("\n")[0] in body(mail)
+
+
+def test_secirbot_check_names_a_broken_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Templates.check (what `secirbot check` runs) renders in every language: a catalog whose translation
+    renamed a placeholder is reported with its file, before any approver of that language is due a mail."""
+    shutil.copytree(LOCALE_DIR, tmp_path / "locale")
+    broken = tmp_path / "locale" / "fr" / "LC_MESSAGES" / "secirbot.po"
+    broken.write_text(
+        broken.read_text(encoding="utf-8").replace('msgstr "Bonjour %(name)s', 'msgstr "Bonjour %(nom)s', 1), "utf-8"
+    )
+    monkeypatch.setattr(compose_module, "LOCALE_DIR", tmp_path / "locale")
+    compose_module.catalog.cache_clear()
+    try:
+        problems = TEMPLATES.check({"clarify.txt": contexts()["clarify.txt"]})
+    finally:
+        monkeypatch.undo()
+        compose_module.catalog.cache_clear()
+    assert len(problems) == 1 and problems[0].startswith(f"catalog {broken}: 'Dear %(name)s,\\n'")
+    assert "placeholders ['%(name)s'] expected in 'Bonjour %(nom)s,\\n'" in problems[0]
+    assert problems[0].endswith("(language fr)")
+    assert TEMPLATES.check({"clarify.txt": contexts()["clarify.txt"]}) == []
