@@ -128,6 +128,8 @@ def test_catalog_covers_every_message_of_the_pot(code: str) -> None:
             continue
         assert "fuzzy" not in message.flags, message.id
         assert all(s.strip() for s in forms(message.string)), f"untranslated: {message.id!r}"
+        if code == "en":  # the templates' own words: English mail is exactly what the templates say
+            assert forms(message.string) == forms(message.id)
     assert not catalog.obsolete
 
 
