@@ -107,6 +107,7 @@ def invite(bot: Bot, names: list[str], actor: str, *, dry_run: bool = False, aga
                         "seats": bot.rules.requests.seats_per_cctld,
                     },
                     to=[admin.email],
+                    language=bot.rules.languages.for_cctld(name.ascii),
                 )
         results.append(
             InviteResult(text, True, f"{name.display()}: invitation queued for {', '.join(a.email for a in admins)}")

@@ -23,7 +23,7 @@ from datetime import datetime
 from email.message import Message
 from typing import Any, Literal
 
-from .compose import Templates, as_bytes, compose
+from .compose import ENGLISH, Language, Templates, as_bytes, compose
 from .config import Config, SmtpConfig
 from .health import record_delivery
 from .mailbox import tls_context
@@ -121,11 +121,12 @@ class Outbox:
         cause_message: int | None = None,
         auto: Literal["auto-generated", "auto-replied"] = "auto-generated",
         sender: str | None = None,
+        language: Language = ENGLISH,
     ) -> int:
-        """Render, compose (Message-ID fixed now) and queue one message. Returns the outbox id."""
+        """Render (in `language`), compose (Message-ID fixed now) and queue one message. Returns the outbox id."""
         when = self.now()
         msg = compose(
-            self.templates.render(template, context),
+            self.templates.render(template, context, language),
             sender=sender or self.config.addresses.bot,
             sender_name=self.config.addresses.bot_name,
             to=to,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from . import delegation, intake, mailman, membership, roster, tokens, workflow
 from .authenticity import check_sender
 from .classify import Classification, Kind, classify
+from .compose import ENGLISH, Language
 from .message import (
     InboundMail,
     UnparseableMail,
@@ -297,6 +298,7 @@ def _limited_reply(
     context: dict[str, Any],
     request_id: int | None = None,
     reply_to: str | None = None,
+    language: Language = ENGLISH,
 ) -> bool:
     """Answer a human at most `replies_per_sender_per_day` times per purpose. True if queued."""
     sender = incoming.mail.from_addr
@@ -330,6 +332,7 @@ def _limited_reply(
         cause_message=incoming.row,
         auto="auto-replied",
         reply_to=reply_to,
+        language=language,
     )
     return True
 
@@ -729,6 +732,7 @@ class ReplyHandler:
                 template="already_decided.txt",
                 context=ctx,
                 request_id=request["id"],
+                language=bot.rules.languages.for_cctld(request["cctld"]),
             )
             return Outcome("already-decided", request["id"])
         if judgement.outcome == "clarify":
@@ -760,6 +764,7 @@ class ReplyHandler:
                 cause_message=incoming.row,
                 auto="auto-replied",
                 reply_to=_reply_address_of(mail, bot),
+                language=bot.rules.languages.for_cctld(request["cctld"]),
             )
             return Outcome("clarification-asked", request["id"])
         if judgement.outcome == "not-mine":

@@ -1,8 +1,9 @@
 """Policy from `rules.yaml`: who may ask, who may approve, how replies are authenticated, the timings.
 
 Pinned keys: `pilot: {enabled, cctlds}`, `approvers: {roles, delegates: {allow, objection_window}}`,
-`authentication: {authserv_id, require}`
-(require: none | dmarc | dkim | adaptive, the default; adaptive is resolved per approver by dmarc_policy).
+`authentication: {authserv_id, require}` (require: none | dmarc | dkim | adaptive, the default; adaptive is
+resolved per approver by dmarc_policy), `languages: {default, by_cctld, bilingual}` (the language of the
+mail to a ccTLD's contacts).
 Every key is documented in the shipped `rules.yaml`. Loading reuses the config loader, so errors name the
 file, the line and the key. A rule that ties keys together (ask_first within roles, authserv_id for a strict
 require, retry_first up to retry_max, cctlds for an enabled pilot) names both keys, where the other is set,
@@ -12,12 +13,18 @@ and the fix; `rules.yaml` explains each beside its keys.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import yaml
+
+from .compose import Language, available_languages
 from .config import ConfigError, YamlSource, build_section, read_yaml
+from .iana.names import NotACcTLD, parse_tld
 
 ROLES = ("administrative", "technical")
 
@@ -116,6 +123,36 @@ class InvitationRules:
     min_interval: timedelta = timedelta(days=30)
 
 
+LANGUAGE_TABLE = Path(__file__).resolve().parent / "data" / "languages.yaml"
+
+
+@functools.cache
+def default_languages() -> Mapping[str, str]:
+    """ccTLD (A-label) -> its country's main official language, where secirbot has a catalog for it."""
+    data = yaml.safe_load(LANGUAGE_TABLE.read_text(encoding="utf-8")) or {}
+    return {str(k).lower(): str(v) for k, v in data.items()}
+
+
+@dataclass(frozen=True)
+class LanguageRules:
+    default: str = "en"
+    by_cctld: tuple[tuple[str, str], ...] = ()  # (A-label, language) pairs from rules.yaml
+    bilingual: bool = True  # the local text first, the English text below it, in the same mail
+
+    def code_for(self, cctld: str) -> str:
+        """rules.yaml's language for this ccTLD, else its country's (where a catalog exists), else default."""
+        try:
+            name = parse_tld(cctld).ascii
+        except NotACcTLD:
+            return self.default
+        chosen = dict(self.by_cctld).get(name) or default_languages().get(name) or self.default
+        return chosen if chosen in available_languages() else self.default
+
+    def for_cctld(self, cctld: str) -> Language:
+        """How to write to the IANA contacts of `cctld`."""
+        return Language(self.code_for(cctld), self.bilingual)
+
+
 @dataclass(frozen=True)
 class Rules:
     pilot: PilotRules = field(default_factory=PilotRules)
@@ -130,13 +167,21 @@ class Rules:
     outbox: OutboxRules = field(default_factory=OutboxRules)
     mailman: MailmanRules = field(default_factory=MailmanRules)
     invitations: InvitationRules = field(default_factory=InvitationRules)
+    languages: LanguageRules = field(default_factory=LanguageRules)
 
 
 def load_rules(path: Path) -> Rules:
     """Read and validate rules.yaml. Raises ConfigError naming file, line and key."""
     source = read_yaml(path)
     problems: list[str] = []
-    rules = build_section(Rules, source.data, (), source, path.parent, problems)
+    data = source.data
+    languages = LanguageRules()
+    if isinstance(data, dict) and "languages" in data:
+        # by_cctld is a mapping, which the generic section builder does not read: built here.
+        data = {k: v for k, v in data.items() if k != "languages"}
+        languages = _languages(source.data["languages"], source, problems)
+    rules = build_section(Rules, data, (), source, path.parent, problems)
+    rules = dataclasses.replace(rules, languages=languages)
     approvers = source.data.get("approvers") if isinstance(source.data, dict) else None
     if not problems and not (isinstance(approvers, dict) and "ask_first" in approvers):
         # ask_first left out: ask every role that may approve (a rules.yaml that narrows roles to
@@ -149,6 +194,43 @@ def load_rules(path: Path) -> Rules:
     if problems:
         raise ConfigError(problems)
     return rules
+
+
+def _languages(raw: Any, source: YamlSource, problems: list[str]) -> LanguageRules:
+    key = ("languages",)
+    if raw is None:
+        return LanguageRules()
+    if not isinstance(raw, dict):
+        problems.append(f"{source.where(key)}: languages: must be a mapping")
+        return LanguageRules()
+    known = available_languages()
+    hint = f"(catalogs: {', '.join(known)})"
+
+    def language(value: Any, sub: tuple[str, ...]) -> str | None:
+        code = str(value).strip().lower() if isinstance(value, str) else None
+        if code not in known:
+            problems.append(f"{source.where(sub)}: {'.'.join(sub)}: unknown language {value!r} {hint}")
+            return None
+        return code
+
+    plain = {k: v for k, v in raw.items() if k != "by_cctld"}
+    built = build_section(LanguageRules, plain, key, source, Path("."), problems)
+    default = language(built.default, (*key, "default")) or "en"
+    pairs: list[tuple[str, str]] = []
+    by_cctld = raw.get("by_cctld")
+    if by_cctld is not None and not isinstance(by_cctld, dict):
+        problems.append(f"{source.where((*key, 'by_cctld'))}: languages.by_cctld: must be a mapping of ccTLD: language")
+    for cctld, value in (by_cctld or {}).items():
+        sub = (*key, "by_cctld", str(cctld))
+        try:
+            name = parse_tld(str(cctld)).ascii
+        except NotACcTLD as exc:
+            problems.append(f"{source.where(sub)}: {'.'.join(sub)}: {exc}")
+            continue
+        code = language(value, sub)
+        if code is not None:
+            pairs.append((name, code))
+    return LanguageRules(default=default, by_cctld=tuple(pairs), bilingual=built.bilingual)
 
 
 def _check(rules: Rules, source: YamlSource) -> list[str]:

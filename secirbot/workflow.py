@@ -393,6 +393,7 @@ def _mail_approval_request(
         to=[email],
         reply_to=tokens.reply_address(bot.bot_address, token),
         request_id=request["id"],
+        language=bot.rules.languages.for_cctld(request["cctld"]),
     )
 
 
@@ -562,6 +563,7 @@ def decide(
             context={**context, "approver": {"email": decider["email"], "name": decider["name"]}},
             to=[decider["email"]],
             request_id=request["id"],
+            language=bot.rules.languages.for_cctld(request["cctld"]),
         )
     for other in others:
         bot.outbox.queue_mail(
@@ -570,6 +572,7 @@ def decide(
             context={**context, "approver": {"email": other["email"], "name": other["name"]}},
             to=[other["email"]],
             request_id=request["id"],
+            language=bot.rules.languages.for_cctld(request["cctld"]),
         )
 
 
@@ -797,6 +800,7 @@ def withdraw(bot: Bot, request: sqlite3.Row, *, message_row: int | None, checks:
             },
             to=[other["email"]],
             request_id=request["id"],
+            language=bot.rules.languages.for_cctld(request["cctld"]),
         )
 
 

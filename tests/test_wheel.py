@@ -43,6 +43,10 @@ def test_the_wheel_carries_templates_rules_and_licence(wheel: Path) -> None:
     shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith("secirbot/defaults/templates/")}
     assert shipped == {p.name for p in (REPO / "templates").glob("*.txt")}
     assert any(n.endswith("/licenses/LICENSE") for n in names)
+    # The message catalogs, read at load time (no compiled .mo to build), and the ccTLD language table.
+    catalogs = {n.split("/")[2] for n in names if n.startswith("secirbot/locale/") and n.endswith("/secirbot.po")}
+    assert catalogs == {p.parent.parent.name for p in (REPO / "secirbot" / "locale").glob("*/LC_MESSAGES/*.po")}
+    assert {"secirbot/locale/messages.pot", "secirbot/data/languages.yaml"} <= names
 
 
 @pytest.fixture(scope="module")

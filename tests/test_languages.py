@@ -1,0 +1,440 @@
+"""Languages of the mail to a ccTLD's IANA contacts: the message catalogs, the bilingual body, right-to-left
+text, rules.yaml's `languages:` section, and a French approval request end to end through the SMTP sink.
+
+The catalog checks read the shipped files (secirbot/locale, messages.pot, babel.cfg) with babel itself, so a
+template edited without re-extracting, a message left untranslated, a placeholder lost or renamed, or a
+plural form missing fails here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import email
+import re
+import shutil
+from datetime import UTC, datetime
+from email.message import Message
+from pathlib import Path
+from typing import Any
+
+import pytest
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.plurals import get_plural
+from babel.messages.pofile import read_po
+
+import secirbot.compose as compose_module
+from secirbot.compose import (
+    DECISION_WORDS_NOTE,
+    FSI,
+    LOCALE_DIR,
+    PDI,
+    SEPARATOR,
+    Language,
+    Templates,
+    as_bytes,
+    available_languages,
+    compose,
+    po_path,
+)
+from secirbot.config import Config, ConfigError
+from secirbot.replies import REPLY_MARKER, decision_word
+from secirbot.rules import default_languages, load_rules
+from secirbot.samples import sample_contexts
+from tests.flow import body, one, subject
+from tests.harness import SECRETARIAT, World, reply_to
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIG = dataclasses.replace(Config(), templates=REPO / "templates", rules=REPO / "rules.yaml")
+TEMPLATES = Templates(CONFIG.templates)
+SHIPPED = ["ar", "de", "en", "es", "fr", "pt", "ru", "zh"]  # the six UN languages, Portuguese, German
+LOCAL = [code for code in SHIPPED if code != "en"]
+# Mail to a ccTLD's contacts: each is written in the ccTLD's language.
+TO_CONTACTS = [
+    "already_decided.txt",
+    "approval_request.txt",
+    "clarify.txt",
+    "decision_approvers.txt",
+    "decision_recorded.txt",
+    "invitation.txt",
+    "withdrawn_notice.txt",
+]
+PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+DECISION_WORDS = re.compile(r"\b(APPROVE|DENY)\b")
+
+
+def pot() -> Catalog:
+    with (LOCALE_DIR / "messages.pot").open("rb") as fp:
+        return read_po(fp)
+
+
+def po(code: str) -> Catalog:
+    with po_path(code).open("rb") as fp:
+        return read_po(fp, locale=code)
+
+
+def forms(value: str | tuple[str, ...] | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
+
+
+def contexts() -> dict[str, dict[str, Any]]:
+    return sample_contexts(CONFIG, load_rules(CONFIG.rules))
+
+
+def contact_context(name: str) -> dict[str, Any]:
+    """The sample context of a mail to contacts (withdrawn_notice's sample is the Secretariat's copy)."""
+    context = dict(contexts()[name])
+    if name == "withdrawn_notice.txt":
+        context |= {"approver": {"email": "admin@cctld.example", "name": "Anna Admin"}, "asked": []}
+    return context
+
+
+# --- the catalogs ------------------------------------------------------------------------------------------
+
+
+def test_the_six_un_languages_portuguese_and_german_have_catalogs() -> None:
+    assert available_languages() == SHIPPED
+    for code in SHIPPED:
+        assert po_path(code).is_file()
+
+
+def test_messages_pot_is_what_the_templates_ask_for() -> None:
+    """Extracted again with babel.cfg (jinja2's extractor, the options compose.Templates uses): the same
+    msgids as the committed messages.pot. Fails when a template changes and nobody re-ran pybabel extract."""
+    with (REPO / "babel.cfg").open(encoding="utf-8") as fp:
+        method_map, options_map = parse_mapping_cfg(fp)
+    extracted = {
+        message
+        for _file, _line, message, _comments, _context in extract_from_dir(
+            str(REPO), method_map, options_map, keywords={"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}
+        )
+    }
+    committed = {m.id for m in pot() if m.id}
+    assert extracted == committed
+    # Every template addressed to contacts has its text in the catalog (not just its subject).
+    assert len(committed) > 40
+
+
+@pytest.mark.parametrize("code", SHIPPED)
+def test_catalog_covers_every_message_of_the_pot(code: str) -> None:
+    template, catalog = pot(), po(code)
+    wanted = {m.id for m in template if m.id}
+    have = {m.id for m in catalog if m.id}
+    assert wanted - have == set(), "messages missing from the catalog"
+    assert have - wanted == set(), "messages the templates no longer use (run pybabel update)"
+    for message in catalog:
+        if not message.id:
+            continue
+        assert "fuzzy" not in message.flags, message.id
+        assert all(s.strip() for s in forms(message.string)), f"untranslated: {message.id!r}"
+        if code == "en":  # the templates' own words: English mail is exactly what the templates say
+            assert forms(message.string) == forms(message.id)
+    assert not catalog.obsolete
+
+
+@pytest.mark.parametrize("code", SHIPPED)
+def test_placeholders_and_line_ends_are_those_of_the_english(code: str) -> None:
+    for message in po(code):
+        if not message.id:
+            continue
+        ids = forms(message.id)
+        expected = set(PLACEHOLDER.findall(ids[0])) | set(PLACEHOLDER.findall(ids[-1]))
+        for text in forms(message.string):
+            assert set(PLACEHOLDER.findall(text)) == expected, (code, message.id, text)
+            # A "%" that is not a placeholder would break the "%" formatting of the trans block.
+            assert "%" not in PLACEHOLDER.sub("", text), (code, text)
+            assert text.endswith("\n") == ids[0].endswith("\n"), (code, message.id)
+            if ids[0] != " and ":  # joins role names: Chinese writes it without spaces
+                assert text.startswith(" ") == ids[0].startswith(" "), (code, message.id)
+            # The decision words are never translated: every one the English names is there as it is.
+            assert sorted(DECISION_WORDS.findall(text)) == sorted(DECISION_WORDS.findall(ids[0])), (code, text)
+    # babel's own checks (python-format, number of plural forms) find nothing either.
+    problems = [(m.id, [str(e) for e in errors]) for m, errors in po(code).check()]
+    assert problems == []
+
+
+@pytest.mark.parametrize("code", SHIPPED)
+def test_plural_forms_are_those_of_the_language(code: str) -> None:
+    catalog = po(code)
+    rule = get_plural(code)
+    assert catalog.num_plurals == rule.num_plurals
+    assert catalog.plural_expr == rule.plural_expr
+    plurals = [m for m in catalog if m.id and m.pluralizable]
+    assert len(plurals) >= 2  # characters of a claim, seats per ccTLD
+    for message in plurals:
+        assert len(forms(message.string)) == rule.num_plurals, (code, message.id)
+    assert {"ar": 6, "ru": 3, "zh": 1}.get(code, catalog.num_plurals) == catalog.num_plurals
+
+
+def test_russian_and_arabic_pick_the_right_plural_form() -> None:
+    context = dict(contexts()["invitation.txt"])
+    for seats, word in ((1, "человека"), (3, "человек"), (5, "человек"), (21, "человека")):
+        text = TEMPLATES.render("invitation.txt", {**context, "seats": seats}, Language("ru")).body
+        assert f"не более {seats} {word} от" in text
+    for seats, word in ((2, "شخصين"), (3, "أشخاص"), (11, "شخصًا"), (100, "شخص")):
+        text = TEMPLATES.render("invitation.txt", {**context, "seats": seats}, Language("ar")).body
+        assert f"{FSI}{seats}{PDI} {word} عن" in text
+
+
+# --- rendering ---------------------------------------------------------------------------------------------
+
+
+def split(text: str) -> tuple[str, str, str]:
+    """(local part, English part, signature) of a bilingual body."""
+    local, sep, english = text.partition("\n" + SEPARATOR + "\n")
+    assert sep, "no separator between the local and the English text"
+    english, _, signature = english.rpartition("\n-- \n")
+    return local, english, signature
+
+
+@pytest.mark.parametrize("code", LOCAL)
+@pytest.mark.parametrize("name", TO_CONTACTS)
+def test_mail_to_contacts_renders_in_every_language_with_english_below(name: str, code: str) -> None:
+    context = contact_context(name)
+    english = TEMPLATES.render(name, context)
+    rendered = TEMPLATES.render(name, context, Language(code))
+    assert rendered.subject == english.subject  # bilingual: the English subject (see compose)
+    local, english_part, signature = split(rendered.body)
+    # English below, unchanged (the signature, said once, last, aside).
+    english_main = english.body.rpartition("\n-- \n")[0]
+    assert english_main.split("\n\n", 1)[-1].strip() in english_part
+    assert english.body.rpartition("\n-- \n")[2].strip() == signature.splitlines()[-1]
+    assert len(signature.splitlines()) == 2 and signature.splitlines()[0] != signature.splitlines()[1]
+    # The local text is translated, not English with a different label: no English sentence of it is left.
+    assert "Dear " not in local and "Request #" not in local and "Thank you" not in local
+    assert "{%" not in rendered.body and "%(" not in rendered.body
+    # The decision words in both languages.
+    assert po(code)[DECISION_WORDS_NOTE].string in local
+    assert DECISION_WORDS_NOTE in english_part
+    assert rendered.body.count("-- \n") == 1
+    rendered.body.encode("utf-8")
+
+
+@pytest.mark.parametrize("code", LOCAL)
+def test_approval_request_local_part_keeps_the_answer_lines_and_the_marker_on_top(code: str) -> None:
+    context = contexts()["approval_request.txt"]
+    text = TEMPLATES.render("approval_request.txt", context, Language(code)).body
+    assert text.splitlines()[0] == context["marker"]
+    assert text.count(context["marker"]) == 1
+    local, english, _ = split(text)
+    for part in (local, english):
+        lines = [line.strip() for line in part.splitlines()]
+        assert any(line.startswith("APPROVE ") for line in lines)
+        assert any(line.startswith("DENY ") for line in lines)
+        # Quoted back in a reply, no line of ours reads as a decision.
+        assert all(decision_word(line) is None for line in part.splitlines()), part
+
+
+def test_mail_to_the_secretariat_stays_english_whatever_the_language() -> None:
+    for name in ("request_copy.txt", "decision_secretariat.txt", "contacts_changed.txt", "escalation_secretariat.txt"):
+        context = contexts()[name]
+        assert TEMPLATES.render(name, context, Language("fr")) == TEMPLATES.render(name, context)
+    # withdrawn_notice's copy for the Secretariat is rendered without a language (workflow.withdraw).
+    secretariat = {**contexts()["withdrawn_notice.txt"], "approver": None, "asked": ["a@example.org"]}
+    assert TEMPLATES.render("withdrawn_notice.txt", secretariat).body.startswith("Request #42 of ")
+
+
+def test_not_bilingual_is_the_local_text_alone_with_the_note_in_both_languages() -> None:
+    context = contexts()["approval_request.txt"]
+    rendered = TEMPLATES.render("approval_request.txt", context, Language("de", bilingual=False))
+    assert rendered.subject.startswith("Erinnerung: Freigabe erbeten: ivan.petrov@cctld.example")
+    assert SEPARATOR not in rendered.body and "HOW TO ANSWER" not in rendered.body
+    assert "SO ANTWORTEN SIE" in rendered.body
+    assert po("de")[DECISION_WORDS_NOTE].string in rendered.body and DECISION_WORDS_NOTE in rendered.body
+    assert rendered.body.rstrip().endswith("für das Sekretariat <secretariat@example.org>")
+
+
+# --- right to left -----------------------------------------------------------------------------------------
+
+
+def text_part(msg: Message) -> str:
+    parsed = email.message_from_bytes(as_bytes(msg))
+    assert parsed.get_content_type() == "text/plain" and parsed.get_content_charset() == "utf-8"
+    payload = parsed.get_payload(decode=True)
+    assert isinstance(payload, bytes)
+    return payload.decode("utf-8").replace("\r\n", "\n")  # strict: the part is correct UTF-8
+
+
+def test_arabic_text_plain_part_isolates_every_left_to_right_value() -> None:
+    context = contexts()["approval_request.txt"]
+    rendered = TEMPLATES.render("approval_request.txt", context, Language("ar"))
+    msg = compose(
+        rendered,
+        sender="join@lists.example.org",
+        sender_name="secirbot",
+        to=["admin@cctld.example"],
+        when=datetime(2026, 11, 26, 9, 0, tzinfo=UTC),
+    )
+    arabic, english, _ = split(text_part(msg))
+    request = context["request"]
+    for value in (
+        context["approver"]["email"],
+        request["requester"],
+        request["cctld_display"],
+        request["expires"],
+        f"{request['id']}",
+        context["secretariat"],
+        context["list_address"],
+    ):
+        assert f"{FSI}{value}{PDI}" in arabic, value
+        assert FSI not in english and value in english
+    # Isolates never span a line, and every one is closed: nothing reorders the lines after it.
+    for line in arabic.splitlines():
+        depth = 0
+        for ch in line:
+            depth += {FSI: 1, PDI: -1}.get(ch, 0)
+            assert depth in (0, 1), line
+        assert depth == 0, line
+    # The answer lines start with the decision word as the approver types it: no isolate, no mark.
+    answer_lines = [line.strip() for line in arabic.splitlines() if line.strip().startswith(("APPROVE", "DENY"))]
+    assert [line.split()[0] for line in answer_lines] == ["APPROVE", "DENY"]
+    assert all(FSI not in line.split()[0] for line in answer_lines)
+    # The prose is Arabic: each paragraph of it starts with an Arabic letter (read right to left).
+    prose = [line for line in arabic.splitlines() if line and line[0] not in " #(-"]
+    assert prose and all("\u0600" <= line[0] <= "\u06ff" for line in prose), prose
+
+
+# --- rules.yaml --------------------------------------------------------------------------------------------
+
+
+def write_rules(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text("pilot: {enabled: false}\n" + text, encoding="utf-8")
+    return path
+
+
+def test_languages_default_from_the_country_and_rules_yaml_overrides(tmp_path: Path) -> None:
+    shipped = load_rules(REPO / "rules.yaml").languages
+    assert (shipped.default, shipped.by_cctld, shipped.bilingual) == ("en", (), True)
+    assert [shipped.code_for(t) for t in ("fr", ".jo", "рф", "XN--P1AI", "mx", "cn", "br", "at", "nl", "be")] == [
+        "fr",
+        "ar",
+        "ru",
+        "ru",
+        "es",
+        "zh",
+        "pt",
+        "de",
+        "en",
+        "en",
+    ]
+    rules = load_rules(
+        write_rules(tmp_path, "languages:\n  default: en\n  by_cctld: {be: fr, .рф: en, KZ: ru}\n  bilingual: false\n")
+    ).languages
+    assert rules.for_cctld("be") == Language("fr", bilingual=False)
+    assert rules.code_for("xn--p1ai") == "en" and rules.code_for("kz") == "ru" and rules.code_for("fr") == "fr"
+
+
+def test_an_unknown_language_names_the_catalogs(tmp_path: Path) -> None:
+    path = write_rules(tmp_path, "languages:\n  default: en\n  by_cctld:\n    fr: français\n    de: xx\n")
+    with pytest.raises(ConfigError) as caught:
+        load_rules(path)
+    text = str(caught.value)
+    assert f"{path}:5: languages.by_cctld.fr: unknown language 'français'" in text
+    assert "languages.by_cctld.de: unknown language 'xx' (catalogs: ar, de, en, es, fr, pt, ru, zh)" in text
+    with pytest.raises(ConfigError, match=r"languages.default: unknown language 'klingon' \(catalogs: ar, de"):
+        load_rules(write_rules(tmp_path, "languages: {default: klingon}\n"))
+    with pytest.raises(ConfigError, match=r"languages.by_cctld.a.b: "):
+        load_rules(write_rules(tmp_path, "languages: {by_cctld: {a.b: fr}}\n"))
+    with pytest.raises(ConfigError, match=r"unknown key 'languages.bilingul'; did you mean 'bilingual'"):
+        load_rules(write_rules(tmp_path, "languages: {bilingul: true}\n"))
+
+
+def test_the_language_table_names_delegated_cctlds_and_shipped_catalogs() -> None:
+    rows = [line.split("\t") for line in (REPO / "secirbot" / "data" / "cctlds.txt").read_text().splitlines()]
+    delegated = {row[0] for row in rows if len(row) >= 3 and row[2].strip() == "delegated"}
+    table = default_languages()
+    assert set(table) <= delegated, set(table) - delegated
+    assert set(table.values()) == set(LOCAL)
+
+
+# --- end to end --------------------------------------------------------------------------------------------
+
+FR_ADMIN, FR_TECH = "tld-admin@nic.fr", "tld-tech@nic.fr"
+
+
+def test_a_request_for_fr_sends_a_bilingual_approval_request_and_a_french_answer_decides(world: World) -> None:
+    world.rules["pilot"]["cctlds"].append("fr")
+    world.request(sender="Claire Martin <claire@registre.example>", subject="subscribe .fr")
+    world.run_once()
+    sent = world.sent()
+    approvals = world.approval_requests(sent)
+    assert sorted(approvals) == [FR_ADMIN, FR_TECH]
+    approval = approvals[FR_ADMIN]
+    assert subject(approval) == (
+        "Approval needed: claire@registre.example asks to join the ccTLD security list for .fr [#1]"
+    )
+    assert approval.message.get_content_charset() == "utf-8"
+    text = body(approval)
+    french, english, signature = split(text)
+    assert french.startswith(f"{REPLY_MARKER}\n\nBonjour TLD Admin Contact,\n")
+    assert "La base de données de la zone racine de l'IANA indique tld-admin@nic.fr comme contact" in french
+    assert "    APPROVE    si cette personne travaille à la sécurité de .fr" in french
+    assert "les mots de réponse APPROVE et DENY sont les mêmes dans toutes les langues" in french
+    assert "Dear TLD Admin Contact," in english and "HOW TO ANSWER" in english
+    assert "the answer words APPROVE and DENY are the same in every language" in english
+    assert text.index("Bonjour") < text.index(SEPARATOR) < text.index("Dear TLD Admin Contact")
+    assert signature.splitlines() == [
+        f"Admission à la liste sécurité des ccTLD, pour le Secrétariat <{SECRETARIAT}>",
+        f"ccTLD security list admission, for the Secretariat <{SECRETARIAT}>",
+    ]
+    # The requester and the Secretariat are written to in English.
+    assert SEPARATOR not in body(one(sent, "claire@registre.example"))
+    assert SEPARATOR not in body(one(sent, SECRETARIAT))
+
+    # The contact answers in French below the word; the word decides.
+    world.deliver(reply_to(approval, f"TLD Admin Contact <{FR_ADMIN}>", "APPROVE\n\nOui, elle est dans notre équipe."))
+    world.run_once()
+    sent = world.sent()
+    recorded = one(sent, FR_ADMIN)
+    assert subject(recorded) == "Recorded: your APPROVE for claire@registre.example (.fr) [#1]"
+    french, english, _ = split(body(recorded))
+    assert "Votre réponse APPROVE concernant claire@registre.example" in french
+    assert "Nous avons demandé au logiciel de la liste de l'inscrire." in french
+    assert "We have asked the list software to subscribe them." in english
+    told = one(sent, FR_TECH)
+    assert "a été tranchée : APPROVE par tld-admin@nic.fr" in body(told)
+
+
+def test_a_request_for_nl_stays_english_only(world: World) -> None:
+    world.request()
+    world.run_once()
+    approvals = world.approval_requests(world.sent())
+    for approval in approvals.values():
+        assert SEPARATOR not in body(approval) and DECISION_WORDS_NOTE.split(":")[0] not in body(approval)
+        assert approval.message.get_content_charset() == "us-ascii"
+
+
+def test_by_cctld_in_rules_yaml_changes_the_language_of_the_mail(world: World) -> None:
+    world.rules["languages"] = {"by_cctld": {"nl": "de"}, "bilingual": False}
+    world.request()
+    world.run_once()
+    sent = world.sent()
+    mails = [m for m in sent if m.rcpt_tos[0].endswith("@sidn.nl")]
+    assert len(mails) == 2
+    for mail in mails:
+        assert subject(mail).startswith("Freigabe erbeten: jan@registry.example beantragt die Aufnahme")
+        assert "SO ANTWORTEN SIE" in body(mail) and SEPARATOR not in body(mail)
+        assert DECISION_WORDS_NOTE.split("\n")[0] in body(mail)
+
+
+def test_secirbot_check_names_a_broken_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Templates.check (what `secirbot check` runs) renders in every language: a catalog whose translation
+    renamed a placeholder is reported with its file, before any approver of that language is due a mail."""
+    shutil.copytree(LOCALE_DIR, tmp_path / "locale")
+    broken = tmp_path / "locale" / "fr" / "LC_MESSAGES" / "secirbot.po"
+    broken.write_text(
+        broken.read_text(encoding="utf-8").replace('msgstr "Bonjour %(name)s', 'msgstr "Bonjour %(nom)s', 1), "utf-8"
+    )
+    monkeypatch.setattr(compose_module, "LOCALE_DIR", tmp_path / "locale")
+    compose_module.catalog.cache_clear()
+    try:
+        problems = TEMPLATES.check({"clarify.txt": contexts()["clarify.txt"]})
+    finally:
+        monkeypatch.undo()
+        compose_module.catalog.cache_clear()
+    assert len(problems) == 1 and problems[0].startswith(f"catalog {broken}: 'Dear %(name)s,\\n'")
+    assert "placeholders ['%(name)s'] expected in 'Bonjour %(nom)s,\\n'" in problems[0]
+    assert problems[0].endswith("(language fr)")
+    assert TEMPLATES.check({"clarify.txt": contexts()["clarify.txt"]}) == []
