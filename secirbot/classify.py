@@ -44,7 +44,8 @@ never see):
    sent to a token address keeps the token, so the caller can link it to the approval it answers (for
    escalation), never to decide it.
 6. Mail to a token address bot+TOKEN@ from a human -> REPLY "token-reply".
-7. A member leaving (`is_leave_text`: `leave` or `unsubscribe` alone) -> LEAVE "leave"; else a new request
+7. A member leaving (`is_leave_text`: `leave` or `unsubscribe` alone) -> MEMBERSHIP "leave"; a contact
+   asking to remove a member (`removal_target`: `remove ADDRESS` first) -> MEMBERSHIP "remove"; else a new request
    (`is_request_text`) -> REQUEST "subscribe".
 8. A human reply threaded to us (reply prefix in the Subject, or In-Reply-To/References naming a
    Message-ID of the bot's domain) without a token -> OTHER "threaded-without-token" (the help text tells
@@ -85,7 +86,7 @@ class Kind(StrEnum):
     REPLY = "reply"  # a human's answer to a token address bot+TOKEN@domain
     AUTOMATED = "automated"  # never gets an answer
     MAILMAN = "mailman"  # Mailman's own mail about our commands and our list
-    LEAVE = "leave"  # a member asking to leave the list
+    MEMBERSHIP = "membership"  # a member leaving, or an IANA contact asking to remove a member
     OTHER = "other"  # a human who wrote something else (one help reply per day)
 
 
@@ -154,6 +155,16 @@ def is_leave_text(subject: str, new_text: str | None) -> bool:
         return True
     first = _first_lines(new_text or "")[:1]
     return bool(first) and bool(_LEAVE_LINE.match(first[0]))
+
+
+_REMOVE_LINE = re.compile(r"^\s*remove\s*:?\s+<?([^\s<>@]+@[^\s<>@]+?)>?\s*[.!]?\s*$", re.IGNORECASE)
+
+
+def removal_target(new_text: str | None) -> str | None:
+    """The address of a first line `remove ADDRESS` (an IANA contact asking to take a member off), or None."""
+    first = (new_text or "")[:_BODY_SCAN_CHARS].strip().split("\n", 1)[0][:_LINE_CHARS]
+    found = _REMOVE_LINE.match(first)
+    return found.group(1) if found else None
 
 
 def _first_lines(text: str) -> list[str]:
@@ -785,7 +796,9 @@ def classify(mail: InboundMail, *, bot_address: str, list_address: str) -> Class
     # 7. A member leaving, then a person asking to join.
     words = new_text(mail)
     if is_leave_text(mail.subject, words):
-        return Classification(Kind.LEAVE, "leave", signals=("leave words",))
+        return Classification(Kind.MEMBERSHIP, "leave", signals=("leave words",))
+    if removal_target(words) is not None:
+        return Classification(Kind.MEMBERSHIP, "remove", signals=("remove ADDRESS",))
     if is_request_text(mail.subject, words):
         return Classification(Kind.REQUEST, "subscribe", signals=("request words",))
     # 8.-9. A person writing something else: only the wording of the help reply differs.

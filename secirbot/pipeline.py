@@ -21,10 +21,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import delegation, intake, mailman, membership, roster, tokens, workflow
+from . import confirmations, delegation, intake, mailman, membership, roster, tokens, workflow
 from .authenticity import check_sender
-from .classify import Classification, Kind, classify
+from .classify import Classification, Kind, classify, removal_target
 from .compose import ENGLISH, Language
+from .iana.names import parse_tld
+from .iana.resolver import latest_record
 from .message import (
     InboundMail,
     UnparseableMail,
@@ -34,7 +36,7 @@ from .message import (
     parse_mail,
     same_address,
 )
-from .newtext import new_text
+from .newtext import new_text, read_new_text
 from .replies import REQUESTER_WORDS, Verdict, read_decision, reads_as_decision
 from .store import StoreError, iso, rowid
 
@@ -47,7 +49,7 @@ FOLDER_PROCESSED = "processed"
 FOLDER_FAILED = "failed"
 # Full raw bytes are kept for the kinds whose content can matter later (audit of a decision); for the
 # rest the headers suffice and a flood of junk does not grow the store by its bodies.
-KEEP_WHOLE = (Kind.REQUEST, Kind.REPLY, Kind.MAILMAN, Kind.LEAVE)
+KEEP_WHOLE = (Kind.REQUEST, Kind.REPLY, Kind.MAILMAN, Kind.MEMBERSHIP)
 
 
 @dataclass(frozen=True)
@@ -557,6 +559,7 @@ class ReplyPlan:
     # check of the sender's own address (delegation.py). None when From is the contact's or delegates are off.
     delegate: Any = None  # delegation.Qualification
     delegate_sender: Any = None  # SenderCheck for the delegate's own address
+    confirmation: Any = None  # confirmations.Confirmation: the token is a remove/revet question's
 
 
 class ReplyHandler:
@@ -584,7 +587,10 @@ class ReplyHandler:
                 (tokens.digest(found.token),),
             )
             if own is None:
-                return ReplyPlan(None, None, None, read_decision(mail))
+                confirmation = confirmations.by_token(bot.store, found.token)
+                if confirmation is None:
+                    return ReplyPlan(None, None, None, read_decision(mail))
+                return _confirmation_plan(bot, incoming, confirmation, token_header)
             effective = bot.require_for(own["requester"])
             sender = check_sender(
                 mail,
@@ -643,6 +649,8 @@ class ReplyHandler:
     def commit(bot: Bot, incoming: Incoming) -> Outcome:
         plan: ReplyPlan = incoming.plan
         context = _base_context(bot)
+        if plan.confirmation is not None:
+            return _confirmation_reply(bot, incoming, plan)
         if plan.requester:
             return _requester_reply(bot, incoming, plan)
         if plan.approver is None:
@@ -883,6 +891,206 @@ def _objection(bot: Bot, incoming: Incoming, plan: ReplyPlan, request: Any, appr
     return Outcome("delegation-objected", request["id"])
 
 
+# --- questions about members (confirmations.py): remove ADDRESS, re-vetting ---------------------------
+
+
+def _cctld_contacts(bot: Bot, cctld: str) -> list[str]:
+    """The addresses IANA lists for the ccTLD in the approving roles (the newest record kept)."""
+    record = latest_record(bot.store, cctld)
+    return [a.email for a in record.approvers(tuple(bot.rules.approvers.roles))] if record else []
+
+
+def _confirmation_plan(bot: Bot, incoming: Incoming, confirmation: Any, token_header: str | None) -> ReplyPlan:
+    """A reply to a remove/revet question: checked exactly as an answer to an approval request, a person
+    behind the contact's role address included (delegation.py)."""
+    mail, auth = incoming.mail, bot.rules.authentication
+    sender = check_sender(
+        mail,
+        expected_from=confirmation.contact,
+        authserv_id=auth.authserv_id,
+        require=bot.require_for(confirmation.contact).level,
+        dnsfunc=bot.dnsfunc,
+        token_header=token_header,
+    )
+    qualification = delegate_sender = None
+    if sender.rule == "from-mismatch" and bot.rules.approvers.delegates.allow and mail.from_addr:
+        delegate_sender = check_sender(
+            mail,
+            expected_from=mail.from_addr,
+            authserv_id=auth.authserv_id,
+            require="dkim" if bot.require_for(mail.from_addr).level == "dkim" else "dmarc",
+            dnsfunc=bot.dnsfunc,
+            token_header=token_header,
+        )
+        qualification = delegation.conditions(
+            delegate=mail.from_addr,
+            contact=confirmation.contact,
+            contacts=_cctld_contacts(bot, confirmation.cctld),
+            requester=confirmation.address or "",
+            authentication=delegate_sender,
+            copied=[*mail.addresses_in("To"), *mail.addresses_in("Cc")],
+            objected_before=False,
+        )
+    return ReplyPlan(
+        None,
+        None,
+        sender,
+        read_decision(mail),
+        delegate=qualification,
+        delegate_sender=delegate_sender,
+        confirmation=confirmation,
+    )
+
+
+def _confirmation_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
+    confirmation, mail, now = plan.confirmation, incoming.mail, bot.now()
+    sender = plan.sender
+    if not sender.ok and plan.delegate is not None and plan.delegate.ok:
+        sender = plan.delegate_sender
+    context = {**_base_context(bot), "cctld": parse_tld(confirmation.cctld).display(), "contact": confirmation.contact}
+    audit = {"kind": confirmation.kind, "contact": confirmation.contact, "sender": mail.from_addr}
+    if not sender.ok:
+        rule = plan.delegate.rule if plan.delegate is not None and not plan.delegate.ok else sender.rule
+        bot.store.audit("reply-rejected", at=now, message_row=incoming.row, rule=rule, checks=sender.checks, **audit)
+        why = plan.delegate.why if plan.delegate is not None and plan.delegate.rule != "delegate-org-domain" else ""
+        _limited_reply(
+            bot,
+            incoming,
+            purpose="reply-not-accepted",
+            template="reply_not_accepted.txt",
+            context={
+                **_base_context(bot),
+                "rule": rule or "from-mismatch",
+                "delegate_why": why,
+                "contact": confirmation.contact,
+            },
+        )
+        return Outcome(f"rejected:{rule}")
+    if not confirmations.is_open(confirmation, now):
+        rule = "token-expired" if confirmation.state == "open" else "token-used"
+        bot.store.audit("reply-rejected", at=now, message_row=incoming.row, rule=rule, **audit)
+        _limited_reply(
+            bot,
+            incoming,
+            purpose="reply-not-accepted",
+            template="reply_not_accepted.txt",
+            context={**context, "rule": rule},
+        )
+        return Outcome(f"rejected:{rule}")
+    answerer = mail.from_addr or confirmation.contact
+    on_behalf = "" if same_address(answerer, confirmation.contact) else f" for {confirmation.contact}"
+    text = read_new_text(mail).text
+    if confirmation.kind == "remove":
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        wanted = [confirmation.address] if confirmations.says_confirm(first) else []
+        if not wanted:
+            _limited_reply(
+                bot,
+                incoming,
+                purpose="members-answer",
+                template="members_answer.txt",
+                context={**context, "kind": "remove", "removed": [], "not_members": [], "unclear": first[:80]},
+            )
+            return Outcome("remove-unclear")
+    else:
+        wanted = list(confirmations.read_revet_answer(text).remove)
+    removed, not_members = [], []
+    for address in wanted:
+        member = roster.on_list(bot.store, address)
+        if member is None or member.cctld != confirmation.cctld:
+            not_members.append(address)
+            continue
+        outcome = membership.remove(
+            bot,
+            member,
+            actor=answerer,
+            reason=(
+                f"removal asked by {confirmation.contact}, an IANA contact of .{confirmation.cctld}"
+                if confirmation.kind == "remove"
+                else f"re-vetting: {answerer}{on_behalf} answered REMOVE"
+            ),
+            asked_by=f"{answerer}{on_behalf}, an IANA contact of {context['cctld']},",
+            cause_message=incoming.row,
+        )
+        removed.append(outcome.member.address)
+    if wanted or confirmation.kind == "remove":
+        confirmations.use(bot.store, confirmation, now)
+    bot.store.audit(
+        "members-answered",
+        at=now,
+        actor=answerer,
+        message_row=incoming.row,
+        removed=removed,
+        not_members=not_members,
+        checks=sender.checks,
+        **audit,
+    )
+    bot.outbox.queue_mail(
+        purpose="members-answer",
+        template="members_answer.txt",
+        context={**context, "kind": confirmation.kind, "removed": removed, "not_members": not_members, "unclear": ""},
+        to=[answerer],
+        in_reply_to=mail.message_id,
+        cause_message=incoming.row,
+        auto="auto-replied",
+    )
+    return Outcome(f"{confirmation.kind}-answered", extra={"removed": removed, "not_members": not_members})
+
+
+def _removal_request(bot: Bot, incoming: Incoming) -> Outcome:
+    """`remove ADDRESS` from an IANA contact of the member's ccTLD (or a person of its organisation): the
+    contact is asked to CONFIRM by a token mail. Anyone else gets one answer that says who may ask,
+    and nothing about whether ADDRESS is a member."""
+    mail, now = incoming.mail, bot.now()
+    target = removal_target(new_text(mail)) or ""
+    sender = mail.from_addr or ""
+    member = roster.on_list(bot.store, target)
+    contacts = _cctld_contacts(bot, member.cctld) if member is not None else []
+    contact = next((c for c in contacts if same_address(c, sender)), None)
+    if contact is None and bot.rules.approvers.delegates.allow and sender:
+        own = delegation.org_of(sender)
+        contact = next((c for c in contacts if own and delegation.org_of(c) == own), None)
+    if member is None or contact is None:
+        bot.store.audit("remove-refused", at=now, message_row=incoming.row, sender=sender, address=target)
+        sent = _limited_reply(
+            bot,
+            incoming,
+            purpose="remove-refused",
+            template="remove_refused.txt",
+            context={**_base_context(bot), "address": target},
+        )
+        return Outcome("remove-refused" if sent else "remove-refused-suppressed")
+    token = confirmations.issue(
+        bot.store,
+        kind="remove",
+        cctld=member.cctld,
+        contact=contact,
+        address=member.address,
+        now=now,
+        valid=confirmations.REMOVE_CONFIRM_VALID,
+    )
+    bot.store.audit(
+        "remove-asked", at=now, actor=sender, message_row=incoming.row, address=member.address, contact=contact
+    )
+    bot.outbox.queue_mail(
+        purpose="remove-confirm",
+        template="remove_confirm.txt",
+        context={
+            **_base_context(bot),
+            "address": member.address,
+            "cctld": parse_tld(member.cctld).display(),
+            "since": member.since[:10],
+            "asker": sender,
+            "contact": contact,
+            "expires": workflow.when(now + confirmations.REMOVE_CONFIRM_VALID),
+        },
+        to=[contact],
+        reply_to=tokens.reply_address(bot.bot_address, token),
+        cause_message=incoming.row,
+    )
+    return Outcome("remove-confirm-asked", member.request_id)
+
+
 def _requester_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
     """The requester answered their acknowledgement: only WITHDRAW, from their own address, counts."""
     request, mail, sender = plan.request, incoming.mail, plan.sender
@@ -1100,7 +1308,7 @@ MAILMAN_STATES = {
 }
 
 
-class LeaveHandler:
+class MembershipHandler:
     """A member asks to leave (`leave` or `unsubscribe`): exactly the From address is taken off the list.
 
     Removing a member is a denial of service on a security list if a forged From can do it, so the mail
@@ -1110,6 +1318,8 @@ class LeaveHandler:
 
     @staticmethod
     def prepare(bot: Bot, incoming: Incoming) -> Any:
+        if incoming.cls.detail == "remove":
+            return None
         sender = incoming.mail.from_addr or ""
         member = roster.on_list(bot.store, sender) if sender else None
         if member is None:
@@ -1126,6 +1336,8 @@ class LeaveHandler:
 
     @staticmethod
     def commit(bot: Bot, incoming: Incoming) -> Outcome:
+        if incoming.cls.detail == "remove":
+            return _removal_request(bot, incoming)
         context = _base_context(bot)
         if incoming.plan is None:
             sent = _limited_reply(
@@ -1205,6 +1417,6 @@ HANDLERS: dict[Kind, Any] = {
     Kind.REPLY: ReplyHandler,
     Kind.AUTOMATED: AutomatedHandler,
     Kind.MAILMAN: MailmanHandler,
-    Kind.LEAVE: LeaveHandler,
+    Kind.MEMBERSHIP: MembershipHandler,
     Kind.OTHER: OtherHandler,
 }

@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from .iana.names import NotACcTLD, parse_tld
+from .confirmations import all_revets
 from .roster import counts_by_cctld, members
 from .store import Store, from_iso, iso
 
@@ -245,6 +246,7 @@ def cctld_report(store: Store, pilot: list[str]) -> dict[str, Any]:
                 "denied": 0,
                 "expired": 0,
                 "members": 0,
+                "revetted_at": None,
                 "in_pilot": cctld in pilot,
             },
         )
@@ -263,17 +265,21 @@ def cctld_report(store: Store, pilot: list[str]) -> dict[str, Any]:
             item[key] += row["n"]
     for cctld, n in counts_by_cctld(store).items():
         entry(cctld)["members"] = n
+    for cctld, at in all_revets(store).items():
+        entry(cctld)["revetted_at"] = at
     table = sorted(rows.values(), key=lambda r: r["cctld"])
     not_joined = [r["cctld_display"] for r in table if r["members"] == 0 and (r["invited_at"] or r["in_pilot"])]
     return {"cctlds": table, "not_joined": not_joined}
 
 
 def render_report(report: dict[str, Any]) -> str:
-    lines = [f"{'CCTLD':<22} {'INVITED':<21} {'REQ':>4} {'OPEN':>5} {'DENIED':>7} {'EXPIRED':>8} {'MEMBERS':>8}"]
+    lines = [
+        f"{'CCTLD':<22} {'INVITED':<21} {'REQ':>4} {'OPEN':>5} {'DENIED':>7} {'EXPIRED':>8} {'MEMBERS':>8}  RE-VETTED"
+    ]
     for r in report["cctlds"]:
         lines.append(
             f"{r['cctld_display']:<22} {r['invited_at'] or '-':<21} {r['requests']:>4} {r['open']:>5} "
-            f"{r['denied']:>7} {r['expired']:>8} {r['members']:>8}"
+            f"{r['denied']:>7} {r['expired']:>8} {r['members']:>8}  {(r['revetted_at'] or '-')[:10]}"
         )
     lines.append("")
     lines.append("not yet joined: " + (", ".join(report["not_joined"]) or "none"))

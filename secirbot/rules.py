@@ -3,7 +3,7 @@
 Pinned keys: `pilot: {enabled, cctlds}`, `approvers: {roles, delegates: {allow, objection_window}}`,
 `authentication: {authserv_id, require}` (require: none | dmarc | dkim | adaptive, the default; adaptive is
 resolved per approver by dmarc_policy), `languages: {default, by_cctld, bilingual}` (the language of the
-mail to a ccTLD's contacts).
+mail to a ccTLD's contacts), `revet: {every}`, `invitations: {min_interval}`.
 Every key is documented in the shipped `rules.yaml`. Loading reuses the config loader, so errors name the
 file, the line and the key. A rule that ties keys together (ask_first within roles, authserv_id for a strict
 require, retry_first up to retry_max, cctlds for an enabled pilot) names both keys, where the other is set,
@@ -154,6 +154,13 @@ class LanguageRules:
 
 
 @dataclass(frozen=True)
+class RevetRules:
+    # How often each ccTLD's IANA contacts get the list of its members to confirm (and at once when its
+    # contacts change); see confirmations.py.
+    every: timedelta = timedelta(days=365)
+
+
+@dataclass(frozen=True)
 class Rules:
     pilot: PilotRules = field(default_factory=PilotRules)
     approvers: ApproverRules = field(default_factory=ApproverRules)
@@ -167,6 +174,7 @@ class Rules:
     outbox: OutboxRules = field(default_factory=OutboxRules)
     mailman: MailmanRules = field(default_factory=MailmanRules)
     invitations: InvitationRules = field(default_factory=InvitationRules)
+    revet: RevetRules = field(default_factory=RevetRules)
     languages: LanguageRules = field(default_factory=LanguageRules)
 
 

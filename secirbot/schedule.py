@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 from apscheduler.triggers.cron import CronTrigger
 
-from . import delegation, workflow
+from . import confirmations, delegation, roster, tokens, workflow
 from .iana.names import parse_tld
+from .iana.resolver import latest_record
 from .mailman_rest import RestUnavailable, check_pending
 from .reports import digest_context
 from .store import StoreError, from_iso, iso
@@ -42,6 +43,7 @@ def run_due_jobs(bot: Bot, lookups: bool = True) -> dict[str, int]:
         "digest": digest_if_due(bot),
         "recheck": recheck_if_due(bot),
         "mailman_pending": pending_check_if_due(bot),
+        "revets": revet_if_due(bot),
     }
 
 
@@ -159,14 +161,88 @@ def recheck_if_due(bot: Bot) -> int:
     return recheck_contacts(bot)
 
 
+def revet_if_due(bot: Bot) -> int:
+    """Once a day: send the member lists of the ccTLDs due for re-vetting (confirmations.revet_due)."""
+    if not _claim_slot(bot, "revet", bot.now() + timedelta(days=1), first_now=True):
+        return 0
+    return revet_members(bot)
+
+
+def revet_members(bot: Bot) -> int:
+    """Each ccTLD with members whose re-vetting is due: its IANA contacts get the member list, each with a
+    token reply address for REMOVE lines; the Secretariat a copy. Returns how many ccTLDs were asked."""
+    asked = 0
+    now = bot.now()
+    for cctld in sorted(roster.counts_by_cctld(bot.store)):
+        record = latest_record(bot.store, cctld)
+        if record is None:
+            continue  # never looked up (imported members): the daily re-check fetches it first
+        contacts = record.approvers(tuple(bot.rules.approvers.roles))
+        members = roster.members(bot.store, cctld, include_removed=False)
+        why = confirmations.revet_due(
+            confirmations.last_revet(bot.store, cctld),
+            first_member_since=min(from_iso(m.since) for m in members),
+            contacts=[c.email for c in contacts],
+            now=now,
+            every=bot.rules.revet.every,
+        )
+        if why is None or not contacts:
+            continue
+        display = parse_tld(cctld).display()
+        listed = [{"address": m.address, "name": m.name, "since": m.since} for m in members]
+        base = {
+            "bot": bot.bot_address,
+            "secretariat": bot.secretariat,
+            "list_address": bot.config.mailman.list,
+            "cctld": display,
+            "why": why,
+            "members": listed,
+        }
+        with bot.store.transaction():
+            for contact in contacts:
+                token = confirmations.issue(
+                    bot.store,
+                    kind="revet",
+                    cctld=cctld,
+                    contact=contact.email,
+                    address=None,
+                    now=now,
+                    valid=REVET_ANSWER_VALID,
+                )
+                bot.outbox.queue_mail(
+                    purpose="revet",
+                    template="revet.txt",
+                    context={
+                        **base,
+                        "contact": contact.email,
+                        "approver": {"email": contact.email, "name": contact.name},
+                    },
+                    to=[contact.email],
+                    reply_to=tokens.reply_address(bot.bot_address, token),
+                )
+            bot.outbox.queue_mail(
+                purpose="revet",
+                template="revet.txt",
+                context={**base, "contact": ", ".join(c.email for c in contacts), "approver": None},
+                to=[bot.secretariat],
+            )
+            confirmations.revetted(bot.store, cctld, [c.email for c in contacts], now)
+            bot.store.audit(
+                "revet-sent", at=now, cctld=cctld, why=why, to=[c.email for c in contacts], members=len(listed)
+            )
+        asked += 1
+    return asked
+
+
+REVET_ANSWER_VALID = timedelta(days=30)
+
+
 def recheck_contacts(bot: Bot) -> int:
     """Ask IANA again about every ccTLD with members or open requests; act on changed contacts."""
-    cctlds = [
-        r["cctld"]
-        for r in bot.store.all(
-            "SELECT DISTINCT cctld FROM requests WHERE state IN ('pending', 'approved') ORDER BY cctld"
-        )
-    ]
+    open_or_admitted = bot.store.all(
+        "SELECT DISTINCT cctld FROM requests WHERE state IN ('pending', 'approved') ORDER BY cctld"
+    )
+    cctlds = sorted({r["cctld"] for r in open_or_admitted} | set(roster.counts_by_cctld(bot.store)))
     changed = 0
     for cctld in cctlds:
         resolution = bot.iana.resolve(parse_tld(cctld), fresh=True)

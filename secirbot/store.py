@@ -228,6 +228,26 @@ _SCHEMA = [
     CREATE INDEX delegations_request ON delegations (request_id, state);
     CREATE INDEX delegations_due ON delegations (state, takes_effect_at);
 
+    -- mail that asks an IANA contact to confirm something about members (secirbot/confirmations.py):
+    -- `remove` (reply CONFIRM to remove one member) and `revet` (reply REMOVE ADDRESS lines)
+    CREATE TABLE confirmations (
+        id INTEGER PRIMARY KEY,
+        token_hash TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,             -- remove | revet
+        cctld TEXT NOT NULL,
+        contact TEXT NOT NULL,          -- the address it was sent to
+        address TEXT,                   -- remove: the member to remove
+        state TEXT NOT NULL,            -- open | used
+        issued_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT
+    );
+    CREATE TABLE revets (
+        cctld TEXT PRIMARY KEY,
+        last_at TEXT NOT NULL,          -- when the contacts were last sent the member list
+        contacts TEXT NOT NULL          -- the contact addresses then, sorted: a change re-vets at once
+    );
+
     -- a request's `replacing ADDRESS` line: the member it takes over from (past the seat cap)
     ALTER TABLE requests ADD COLUMN replacing TEXT;
 

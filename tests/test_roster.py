@@ -123,7 +123,7 @@ def test_unsubscribe_in_a_sentence_is_still_not_a_leave_and_a_reply_subject_is_n
     world.deliver(new_message(f"Jan <{REQUESTER}>", BOT, "question", "How do I unsubscribe a colleague?\n", **SIGNED))
     world.run_once()
     assert SECRETARIAT not in by_rcpt(world.sent())
-    rows = world.bot().store.all("SELECT kind FROM messages WHERE kind = 'leave'")
+    rows = world.bot().store.all("SELECT kind FROM messages WHERE kind = 'membership'")
     assert rows == []
 
 

@@ -32,6 +32,7 @@ EXIT_STORE = 5
 TABLES = [
     "approvers",
     "audit",
+    "confirmations",
     "delegations",
     "folder_state",
     "iana_snapshots",
@@ -42,6 +43,7 @@ TABLES = [
     "outbox",
     "requester_tokens",
     "requests",
+    "revets",
     "tokens",
 ]
 

@@ -260,6 +260,17 @@ class _Background:
         return self._value
 
 
+def latest_record(store: Store, tld: str) -> IanaRecord | None:
+    """The newest validated record kept for this ccTLD (A-label), however old, or None: for decisions that
+    must not wait for IANA (who may ask to remove a member); the daily re-check keeps it fresh."""
+    row = store.one(
+        "SELECT raw, record FROM iana_snapshots WHERE tld = ? AND record IS NOT NULL"
+        " ORDER BY fetched_at DESC, id DESC LIMIT 1",
+        (tld,),
+    )
+    return IanaRecord.from_json(row["record"], raw=row["raw"]) if row is not None else None
+
+
 def load_snapshot(store: Store, snapshot_id: int) -> IanaRecord | None:
     """The validated record kept in snapshot `snapshot_id`, or None if that answer was not usable."""
     row = store.one("SELECT raw, record FROM iana_snapshots WHERE id = ?", (snapshot_id,))
