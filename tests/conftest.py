@@ -27,8 +27,9 @@ from tests.iana.helpers import DATA, RDAP_FILES, WHOIS_FILES, whois_bytes
 # The end-to-end `world` fixture (bot + Dovecot + sink + IANA stand-ins + clock) lives in tests/harness.py.
 pytest_plugins = ["tests.harness"]
 
-# One mailbox per test that asks for one; users cannot be added once Dovecot runs, so leave room.
-DOVECOT_POOL_SIZE = 300
+# One mailbox per test that asks for one; users cannot be added once Dovecot runs, so leave room (the
+# suite uses about 350; creating a user costs a passwd line and an empty folder).
+DOVECOT_POOL_SIZE = 1000
 
 
 @pytest.fixture(scope="session")

@@ -191,8 +191,9 @@ def test_report_shows_invitations_requests_members_and_not_joined_and_export_wri
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     nl_line = next(ln for ln in lines if ln.startswith(".nl "))
-    assert rows["nl"]["invited_at"] in nl_line and nl_line.split()[-2:] == ["1", "-"]  # invited when; 1 member; never re-vetted
-    assert next(ln for ln in lines if ln.startswith(".jo ")).split()[1:] == ["-", "1", "1", "0", "0", "0"]
+    # invited when; 1 member; never re-vetted
+    assert rows["nl"]["invited_at"] in nl_line and nl_line.split()[-2:] == ["1", "-"]
+    assert next(ln for ln in lines if ln.startswith(".jo ")).split()[1:] == ["-", "1", "1", "0", "0", "0", "-"]
     assert lines[-1] == "not yet joined: .fi, .gt, .jo, .mx"
 
     # --- export: the same store's members, with how each was vetted
