@@ -371,3 +371,43 @@ def check_pending(bot: Bot) -> dict[str, int]:
         counts["reported"] += 1
         counts["rejected"] += bool(reject)
     return counts
+
+
+def compare_roster(bot: Bot) -> dict[str, int]:
+    """Members added or removed in Mailman behind the bot's back show up (on `check_pending_every`).
+
+    Mailman's REST answer is authenticated, unlike a notice by mail, so the roster follows it: a member
+    gone from Mailman is `removed` (the one who was `leaving` is confirmed), and an address Mailman has
+    that the roster does not is added as source `mailman` (its ccTLD inferred from its domain, else left
+    empty for the Secretariat to place). A member whose subscription is still under way is left alone.
+    The Secretariat hears of each change once."""
+    config = bot.config.mailman
+    found = MailmanRest(config).member_addresses(mailman_list_id(config.list))
+    counts = {"gone": 0, "added": 0}
+    with bot.store.transaction():
+        gone, unknown = roster.found_in_mailman(bot.store, [address for address, _ in found])
+        names = {address.lower(): name for address, name in found}
+        removed, added = [], []
+        for member in gone:
+            status = None
+            if member.request_id is not None:
+                row = bot.store.one("SELECT mailman_status FROM requests WHERE id = ?", (member.request_id,))
+                status = row["mailman_status"] if row else None
+            settled = member.state is roster.MemberState.LEAVING or member.source is not roster.Source.ADMITTED
+            if not (settled or status == "member"):
+                continue  # approved, but Mailman has not made it a member yet (confirmation, moderation)
+            membership.confirmed(bot, member, how="not a member in Mailman any more (Mailman REST roster)")
+            removed.append(member.address)
+        for address in unknown:
+            roster.found_unvetted(bot.store, address, names.get(address.lower(), ""), now=bot.now())
+            added.append(address)
+        if removed or added:
+            bot.store.audit("mailman-roster-compared", at=bot.now(), removed=removed, added=added)
+            bot.outbox.queue_mail(
+                purpose="mailman-roster",
+                template="mailman_roster_changed.txt",
+                context={"removed": removed, "added": added, "list_address": config.list, "bot": bot.bot_address},
+                to=[bot.secretariat],
+            )
+    counts["gone"], counts["added"] = len(removed), len(added)
+    return counts

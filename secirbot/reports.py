@@ -6,8 +6,8 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from .iana.names import NotACcTLD, parse_tld
 from .confirmations import all_revets
+from .iana.names import NotACcTLD, parse_tld
 from .roster import counts_by_cctld, members
 from .store import Store, from_iso, iso
 
@@ -312,14 +312,14 @@ def roster(store: Store) -> list[dict[str, Any]]:
             " LEFT JOIN iana_snapshots s ON s.id = r.snapshot_id WHERE r.id = ?",
             (member.request_id,),
         )
-        name = parse_tld(member.cctld)
+        name = parse_tld(member.cctld) if member.cctld else None  # '' = found in Mailman, not yet placed
         out.append(
             {
                 "request_id": member.request_id if member.request_id is not None else "",
                 "email": member.address,
                 "name": member.name,
-                "cctld": name.ascii,
-                "cctld_unicode": name.unicode,
+                "cctld": name.ascii if name else "",
+                "cctld_unicode": name.unicode if name else "",
                 "approved_by": member.approved_by,
                 "approved_at": r["decided_at"] if r is not None else member.since,
                 "approved_via": r["decided_via"] if r is not None else member.source.value,

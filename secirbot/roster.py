@@ -75,6 +75,8 @@ class Member:
 
 
 def _unicode(cctld: str) -> str:
+    if not cctld:
+        return "?"
     try:
         return parse_tld(cctld).unicode
     except NotACcTLD:
@@ -130,7 +132,9 @@ def members(store: Store, cctld: str | None = None, *, include_removed: bool = T
 
 
 def counts_by_cctld(store: Store) -> dict[str, int]:
-    rows = store.all("SELECT cctld, COUNT(*) AS n FROM members WHERE state IN ('member', 'leaving') GROUP BY cctld")
+    rows = store.all(
+        "SELECT cctld, COUNT(*) AS n FROM members WHERE state IN ('member', 'leaving') AND cctld != '' GROUP BY cctld"
+    )
     return {r["cctld"]: int(r["n"]) for r in rows}
 
 
@@ -291,7 +295,24 @@ def import_members(
     return result
 
 
-def found_in_mailman(store: Store, addresses: Sequence[str], *, now: datetime) -> tuple[list[Member], list[str]]:
+def found_unvetted(store: Store, address: str, name: str, *, now: datetime) -> Member:
+    """An address Mailman has as a member that the roster does not: on the roster as source `mailman`,
+    approved by nobody, its ccTLD inferred from its domain or left empty ('' = to be placed)."""
+    member = _put(
+        store,
+        address=address,
+        cctld=infer_cctld(address) or "",
+        name=name,
+        source=Source.MAILMAN,
+        since=now,
+        approved_by="",
+        request_id=None,
+    )
+    store.audit("member-found-in-mailman", at=now, address=member.address, cctld=member.cctld)
+    return member
+
+
+def found_in_mailman(store: Store, addresses: Sequence[str]) -> tuple[list[Member], list[str]]:
     """Compare Mailman's member list with the roster: (members gone from Mailman, addresses Mailman has that
     the roster does not). The caller decides what to do with each; nothing is written here."""
     keys = {address_key(a): a for a in addresses}

@@ -147,6 +147,11 @@ def sample_contexts(config: Config, rules: Rules | None = None) -> dict[str, dic
             "not_members": ["x@cctld.example"],
             "unclear": "",
         },
+        "mailman_roster_changed.txt": {
+            **plain,
+            "removed": ["gone@cctld.example"],
+            "added": ["walked-in@gmail.com"],
+        },
         "leave_not_member.txt": {**plain, "address": "someone@cctld.example"},
         "leave_unverified.txt": {
             **plain,

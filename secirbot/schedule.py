@@ -21,7 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from . import confirmations, delegation, roster, tokens, workflow
 from .iana.names import parse_tld
 from .iana.resolver import latest_record
-from .mailman_rest import RestUnavailable, check_pending
+from .mailman_rest import RestUnavailable, check_pending, compare_roster
 from .reports import digest_context
 from .store import StoreError, from_iso, iso
 
@@ -266,7 +266,8 @@ def pending_check_if_due(bot: Bot) -> int:
         return 0
     try:
         counts = check_pending(bot)
+        counts.update(compare_roster(bot))
     except RestUnavailable as exc:
-        log.warning("Mailman pending-subscription check: %s", exc)
+        log.warning("Mailman pending-subscription and roster check: %s", exc)
         return 0
     return sum(counts.values())

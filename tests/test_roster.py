@@ -338,3 +338,30 @@ def test_replacing_someone_who_is_not_a_member_for_that_cctld_is_refused(world: 
     [refusal] = world.sent()
     assert refusal.rcpt_tos == [REQUESTER] and "nobody@sidn.nl is not a member of the list" in flat(refusal)
     assert world.bot().store.count("SELECT COUNT(*) FROM requests") == 0
+
+
+def test_members_added_or_removed_in_mailman_behind_the_bots_back_show_up(
+    world: World,
+    mailman3: Mailman3,
+    bridge,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mailman3.create_list(LIST, "open", owners=[SECRETARIAT])
+    use_rest(world, mailman3, dialect="mailman3-rest")
+    monkeypatch.setenv(PASSWORD_ENV, mailman3.admin_pass)
+    admit(world)
+    assert mailman3.roster(LIST_ID) == [REQUESTER]
+    mailman3.subscribe(LIST_ID, "walked-in@gmail.com")  # through Postorius, say: never vetted here
+    mailman3.rest.delete(f"lists/{LIST_ID}/member/{REQUESTER}")  # removed by hand in Mailman
+    world.clock.advance(hours=2)  # past mailman.check_pending_every
+    world.run_once()
+    sent = by_rcpt(bridge.relay())
+    [notice] = [m for m in sent[SECRETARIAT] if "changed behind the bot's back" in subject(m)]
+    assert REQUESTER in flat(notice) and "walked-in@gmail.com" in flat(notice)
+    rows = {r["address"]: (r["state"], r["source"], r["approved_by"]) for r in members_json(world, capsys, "--all")}
+    assert rows == {REQUESTER: ("removed", "admitted", NL_ADMIN), "walked-in@gmail.com": ("member", "mailman", "")}
+    # Told once: the next comparison finds nothing new.
+    world.clock.advance(hours=2)
+    world.run_once()
+    assert not [m for m in bridge.relay() if "changed behind" in subject(m)]
