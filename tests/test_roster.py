@@ -365,3 +365,25 @@ def test_members_added_or_removed_in_mailman_behind_the_bots_back_show_up(
     world.clock.advance(hours=2)
     world.run_once()
     assert not [m for m in bridge.relay() if "changed behind" in subject(m)]
+
+
+def test_leave_by_mail_rest_dialect_removes_the_member_from_the_real_mailman(
+    world: World,
+    mailman3: Mailman3,
+    bridge,  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    mailman3.create_list(LIST, "open", owners=[SECRETARIAT])
+    use_rest(world, mailman3, dialect="mailman3-rest")
+    monkeypatch.setenv(PASSWORD_ENV, mailman3.admin_pass)
+    admit(world)
+    world.deliver(leave_mail(world, signed=True))
+    world.run_once()  # the leave is processed and the REST delete queued and made
+    world.run_once()  # the notices about it go out
+    assert mailman3.roster(LIST_ID) == []
+    sent = by_rcpt(bridge.relay())
+    assert f"Removed: {REQUESTER} (nl) from {LIST}" in [subject(m) for m in sent[SECRETARIAT]]
+    assert f"You are no longer on {LIST}" in [subject(m) for m in sent[REQUESTER]]
+    [row] = members_json(world, capsys, "--all")
+    assert (row["state"], row["reason"]) == ("removed", "asked to leave")
