@@ -212,7 +212,9 @@ def test_hostile_input_stays_fast(raw: bytes) -> None:
     mail = parse_mail(raw)
     start = time.perf_counter()
     run(mail)
-    assert time.perf_counter() - start < 0.5
+    # ~0.1-0.5 s here (linear); quadratic backtracking on these inputs takes minutes. The bound is wide so a
+    # loaded CI machine cannot trip it; figures belong in bench/, this only catches the blow-up.
+    assert time.perf_counter() - start < 5.0
 
 
 # --- Requests ---------------------------------------------------------------------------------------------
