@@ -73,11 +73,11 @@ def N_(message: str) -> str:
     return message
 
 
-# Said in every mail in a ccTLD's language, in that language and in English: the words that decide are
-# never translated, so an approver writing in their own language still answers with one of these.
+# Said in every mail in a ccTLD's language, in that language and in English: the answer words (replies.py
+# reads these four) are never translated, so an approver writing in their own language still answers with one.
 DECISION_WORDS_NOTE = N_(
-    "Please note: the answer words APPROVE and DENY are the same in every language. Write them\n"
-    "in English, exactly as shown; a translated word is not read as an answer."
+    "Please note: the answer words APPROVE, DENY, NOT MINE and OBJECT are the same in every\n"
+    "language. Write them in English, exactly as shown; a translated word is not read as an answer."
 )
 ENGLISH_BELOW = N_("The same message in English follows below.")
 SEPARATOR = "-" * 30 + " English " + "-" * 30

@@ -607,7 +607,9 @@ def _delegation_mails(
             to=[approver["email"]],
             reply_to=tokens.reply_address(bot.bot_address, token),
             request_id=request["id"],
+            language=bot.rules.languages.for_cctld(request["cctld"]),
         )
+    # The delegate and the Secretariat: English, like every mail that is not to a ccTLD's IANA contact.
     for address in (delegate, bot.secretariat):
         bot.outbox.queue_mail(
             purpose=purpose,
@@ -846,6 +848,7 @@ def not_mine(
         request_id=request["id"],
         cause_message=message_row,
         auto="auto-replied",
+        language=bot.rules.languages.for_cctld(request["cctld"]),
     )
     if left:
         return False

@@ -39,11 +39,16 @@ from secirbot.compose import (
     po_path,
 )
 from secirbot.config import Config, ConfigError
-from secirbot.replies import REPLY_MARKER, decision_word
+from secirbot.replies import APPROVER_WORDS, REPLY_MARKER, decision_word
 from secirbot.rules import default_languages, load_rules
 from secirbot.samples import sample_contexts
-from tests.flow import body, one, subject
+from tests.clients import client_reply
+from tests.flow import ADMIN_FROM, NL_ADMIN, NL_TECH, TECH_FROM, body, by_rcpt, one, open_request, subject
 from tests.harness import SECRETARIAT, World, reply_to
+from tests.test_delegation import MARC, delegate_reply
+from tests.test_forgery import dkim_key, serve_key
+
+__all__ = ["dkim_key"]  # the DKIM key fixture of the forgery tests: a delegate's signed reply
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = dataclasses.replace(Config(), templates=REPO / "templates", rules=REPO / "rules.yaml")
@@ -57,11 +62,14 @@ TO_CONTACTS = [
     "clarify.txt",
     "decision_approvers.txt",
     "decision_recorded.txt",
+    "delegated_notice.txt",
+    "delegation_objected.txt",
     "invitation.txt",
+    "not_mine_recorded.txt",
     "withdrawn_notice.txt",
 ]
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
-DECISION_WORDS = re.compile(r"\b(APPROVE|DENY)\b")
+DECISION_WORDS = re.compile(r"\b(APPROVE|DENY|NOT MINE|OBJECT)\b")
 
 
 def pot() -> Catalog:
@@ -226,6 +234,58 @@ def test_approval_request_local_part_keeps_the_answer_lines_and_the_marker_on_to
         assert all(decision_word(line) is None for line in part.splitlines()), part
 
 
+def test_the_note_on_the_decision_words_names_every_answer_word_in_every_language() -> None:
+    """The issue: the decision words stay APPROVE / DENY / NOT MINE / OBJECT in every language, and every
+    mail says so in both languages (the note is in every bilingual mail, see above)."""
+    words = sorted(str(word) for word in APPROVER_WORDS)
+    assert words == ["APPROVE", "DENY", "NOT MINE", "OBJECT"]
+    for code in SHIPPED:
+        note = " ".join(po(code)[DECISION_WORDS_NOTE].string.split())
+        assert sorted(DECISION_WORDS.findall(note)) == words, code
+    text = TEMPLATES.render("not_mine_recorded.txt", contexts()["not_mine_recorded.txt"], Language("ru")).body
+    local, english, _ = split(text)
+    assert "APPROVE, DENY, NOT MINE и OBJECT одинаковы на всех языках" in local
+    assert "APPROVE, DENY, NOT MINE and OBJECT are the same in every" in english
+
+
+@pytest.mark.parametrize("code", LOCAL)
+def test_approval_request_with_a_replacement_and_delegates_is_translated_throughout(code: str) -> None:
+    """The replacement lines, the NOT MINE answer line and the paragraph on a colleague answering for a role
+    address: in the contact's language, with the answer words and the addresses as they are."""
+    context = contexts()["approval_request.txt"]
+    replaced = "old.member@cctld.example"
+    context = {
+        **context,
+        "request": {**context["request"], "replacing": replaced},
+        "delegates": {"allow": True, "window": "48 hours"},
+    }
+    english = TEMPLATES.render("approval_request.txt", context).body
+    assert f"  Replaces: {replaced}, a member for " in english and "unless someone answers OBJECT" in english
+    local, english_part, _ = split(TEMPLATES.render("approval_request.txt", context, Language(code)).body)
+    english_only = (
+        "Replaces:",
+        "is taken off the list",
+        "If a colleague answers",
+        "Forwarded copies",
+        "yours to judge",
+    )
+    for phrase in english_only:
+        assert phrase not in local and phrase in english_part, phrase
+    lines = [line.strip() for line in local.splitlines()]
+    assert [line.split("   ")[0] for line in lines if line.startswith(("APPROVE ", "DENY ", "NOT MINE "))] == [
+        "APPROVE",
+        "DENY",
+        "NOT MINE",
+    ]
+    assert local.count(replaced) == 2 and local.count("48 hours") == 1
+    assert "OBJECT" in local and "DKIM" in local and "DMARC" in local
+    assert all(decision_word(line) is None for line in local.splitlines()), local
+    if code == "ar":
+        prose = [line for line in local.splitlines() if line and line[0] not in " #(-"]
+        assert all("\u0600" <= line[0] <= "\u06ff" for line in prose), prose
+        assert f"{FSI}{replaced}{PDI}" in local
+
+
 def test_mail_to_the_secretariat_stays_english_whatever_the_language() -> None:
     for name in ("request_copy.txt", "decision_secretariat.txt", "contacts_changed.txt", "escalation_secretariat.txt"):
         context = contexts()[name]
@@ -371,9 +431,9 @@ def test_a_request_for_fr_sends_a_bilingual_approval_request_and_a_french_answer
     assert french.startswith(f"{REPLY_MARKER}\n\nBonjour TLD Admin Contact,\n")
     assert "La base de données de la zone racine de l'IANA indique tld-admin@nic.fr comme contact" in french
     assert "    APPROVE    si cette personne travaille à la sécurité de .fr" in french
-    assert "les mots de réponse APPROVE et DENY sont les mêmes dans toutes les langues" in french
+    assert "les mots de réponse APPROVE, DENY, NOT MINE et OBJECT sont les mêmes dans toutes les langues" in french
     assert "Dear TLD Admin Contact," in english and "HOW TO ANSWER" in english
-    assert "the answer words APPROVE and DENY are the same in every language" in english
+    assert "the answer words APPROVE, DENY, NOT MINE and OBJECT are the same in every\nlanguage" in english
     assert text.index("Bonjour") < text.index(SEPARATOR) < text.index("Dear TLD Admin Contact")
     assert signature.splitlines() == [
         f"Admission à la liste sécurité des ccTLD, pour le Secrétariat <{SECRETARIAT}>",
@@ -438,3 +498,55 @@ def test_secirbot_check_names_a_broken_catalog(tmp_path: Path, monkeypatch: pyte
     assert "placeholders ['%(name)s'] expected in 'Bonjour %(nom)s,\\n'" in problems[0]
     assert problems[0].endswith("(language fr)")
     assert TEMPLATES.check({"clarify.txt": contexts()["clarify.txt"]}) == []
+
+
+def test_not_mine_is_recorded_in_the_cctlds_language(world: World) -> None:
+    world.rules["languages"] = {"by_cctld": {"nl": "fr"}}
+    opened = open_request(world)
+    world.deliver(client_reply("gmail", opened.approvals[NL_ADMIN].message, ADMIN_FROM, "NOT MINE"))
+    world.run_once()
+    thanks = one(world.sent(), NL_ADMIN)
+    assert subject(thanks) == "Recorded: your NOT MINE for jan@registry.example (.nl) [#1]"
+    french, english, signature = split(body(thanks))
+    assert french.startswith("Bonjour ") and "Merci." in french
+    assert "Votre réponse NOT MINE concernant jan@registry.example" in french
+    assert "tranchez pas cette demande" in french
+    assert "Your answer NOT MINE about jan@registry.example" in english
+    assert signature.splitlines()[0] == "Admission à la liste sécurité des ccTLD"
+
+
+def test_delegated_notices_go_to_the_contacts_in_their_language_and_to_the_others_in_english(
+    world: World, dkim_key: tuple[bytes, bytes]
+) -> None:
+    world.rules["languages"] = {"by_cctld": {"nl": "fr"}}
+    world.rules["approvers"] = {**world.rules["approvers"], "delegates": {"allow": True, "objection_window": "48h"}}
+    world.bot().dnsfunc = serve_key(dkim_key[1])  # rules are read when the bot is made: set them first
+    opened = open_request(world)
+    world.deliver(delegate_reply(opened.approvals[NL_ADMIN].message, dkim_key[0]))
+    world.run_once()
+    sent = by_rcpt(world.sent())
+    assert sorted(sent) == sorted([NL_ADMIN, NL_TECH, MARC, SECRETARIAT])
+    for contact in (NL_ADMIN, NL_TECH):
+        [notice] = sent[contact]
+        assert subject(notice) == f"Answered for {NL_ADMIN}: APPROVE jan@registry.example for .nl [#1]"
+        french, english, _ = split(body(notice))
+        assert f"{MARC} a répondu APPROVE à la demande n° 1 au nom de {NL_ADMIN}, contact IANA" in french
+        assert "sauf si quelqu'un répond OBJECT d'ici là" in french and "\n    OBJECT\n" in french
+        assert f"{MARC} answered APPROVE for request #1 on behalf of {NL_ADMIN}" in english
+    for other in (MARC, SECRETARIAT):
+        [notice] = sent[other]
+        assert SEPARATOR not in body(notice) and "Bonjour" not in body(notice)
+        assert "The IANA contacts asked can answer OBJECT, APPROVE or DENY" in body(notice)
+
+    world.deliver(reply_to(sent[NL_TECH][0], TECH_FROM, "OBJECT"))
+    world.run_once()
+    sent = by_rcpt(world.sent())
+    assert sorted(sent) == sorted([NL_ADMIN, NL_TECH, MARC, SECRETARIAT])
+    french, english, _ = split(body(sent[NL_ADMIN][0]))
+    assert subject(sent[NL_ADMIN][0]) == f"Objection: the answer for {NL_ADMIN} does not count [#1]"
+    assert f"{NL_TECH} a répondu OBJECT à l'APPROVE donné par {MARC} pour la demande n° 1" in french
+    assert "répondez à ce message avec APPROVE ou DENY sur la première ligne" in french
+    assert f"{NL_TECH} answered OBJECT to the APPROVE that {MARC} gave" in english
+    for other in (MARC, SECRETARIAT):
+        assert SEPARATOR not in body(sent[other][0])
+        assert f"{NL_TECH} answered OBJECT to the APPROVE that {MARC} gave" in body(sent[other][0])
