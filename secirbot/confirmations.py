@@ -68,6 +68,18 @@ def by_token(store: Store, token: str) -> Confirmation | None:
     return _confirmation(row) if row is not None else None
 
 
+def open_question(store: Store, kind: str, address: str, contact: str, now: datetime) -> bool:
+    """Whether an unanswered, unexpired question of this kind about `address` is out to `contact`."""
+    return (
+        store.count(
+            "SELECT COUNT(*) FROM confirmations WHERE kind = ? AND address = ? COLLATE NOCASE"
+            " AND contact = ? COLLATE NOCASE AND state = 'open' AND expires_at > ?",
+            (kind, address, contact, iso(now)),
+        )
+        > 0
+    )
+
+
 def is_open(confirmation: Confirmation, now: datetime) -> bool:
     return confirmation.state == "open" and now < from_iso(confirmation.expires_at)
 

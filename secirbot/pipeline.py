@@ -1060,6 +1060,10 @@ def _removal_request(bot: Bot, incoming: Incoming) -> Outcome:
             context={**_base_context(bot), "address": target},
         )
         return Outcome("remove-refused" if sent else "remove-refused-suppressed")
+    if confirmations.open_question(bot.store, "remove", member.address, contact, now):
+        # One open question per member and contact: repeated (or forged) remove mails do not flood the contact.
+        bot.store.audit("remove-repeated", at=now, message_row=incoming.row, address=member.address, contact=contact)
+        return Outcome("remove-already-asked", member.request_id)
     token = confirmations.issue(
         bot.store,
         kind="remove",
@@ -1355,6 +1359,18 @@ class MembershipHandler:
             bot.store.audit("leave-repeated", at=bot.now(), message_row=incoming.row, address=incoming.mail.from_addr)
             return Outcome("leave-repeated")
         if not check.ok:
+            # Anyone can forge the member's From: the member and the Secretariat hear of it once a day at
+            # most, so that forged leave mails cannot be made into a flood at either.
+            if bot.outbox.recent(member.address, ["removal-member"], bot.now() - timedelta(days=1)):
+                bot.store.audit(
+                    "reply-suppressed",
+                    at=bot.now(),
+                    message_row=incoming.row,
+                    purpose="removal-member",
+                    to=member.address,
+                    why="one unverified-leave notice a day",
+                )
+                return Outcome("leave-unverified-suppressed", member.request_id)
             bot.store.audit(
                 "leave-unverified",
                 at=bot.now(),

@@ -131,3 +131,11 @@ def test_reading_answers_and_when_a_revet_is_due() -> None:
     assert revet_due(last, first_member_since=now, contacts=["B", "a"], now=now, every=year) is None
     changed = revet_due(last, first_member_since=now, contacts=["a", "c"], now=now, every=year)
     assert changed == "the ccTLD's IANA contacts changed"
+
+
+def test_repeated_remove_mails_ask_the_contact_once(world: World) -> None:
+    admit(world)
+    assert len(ask_removal(world, ADMIN_FROM)) == 1
+    assert ask_removal(world, ADMIN_FROM) == []  # the first question is still open
+    actions = [r["action"] for r in world.bot().store.all("SELECT action FROM audit WHERE action LIKE 'remove-%'")]
+    assert actions == ["remove-asked", "remove-repeated"]

@@ -107,6 +107,15 @@ def test_an_unverified_leave_removes_nobody_and_tells_the_real_member(
     assert [subject(m) for m in sent[REQUESTER]] == [f"Your request to leave {LIST}"]
     assert "nothing has been removed" in flat(sent[REQUESTER][0])
     assert [m["state"] for m in members_json(world, capsys)] == ["member"]
+    # A flood of forged leave mails: the member and the Secretariat hear of it once a day.
+    for _ in range(3):
+        world.deliver(leave_mail(world, signed=False))
+    world.run_once()
+    assert world.sent() == []
+    world.clock.advance(days=1, minutes=1)
+    world.deliver(leave_mail(world, signed=False))
+    world.run_once()
+    assert sorted(m.rcpt_tos[0] for m in world.sent()) == sorted([REQUESTER, SECRETARIAT])
 
 
 def test_leave_from_someone_who_is_not_a_member_says_so(world: World) -> None:
