@@ -458,9 +458,10 @@ def _report_parts(msg: Message) -> Iterator[Message]:
     while stack:
         part = stack.pop()
         yield part
-        payload = part.get_payload()
-        if part.get_content_maintype() == "multipart" and isinstance(payload, list):
-            stack.extend(reversed([child for child in payload if isinstance(child, Message)]))
+        # is_multipart() first: get_payload() of a text payload with undecodable bytes decodes it with the
+        # part's charset, and a charset naming a NUL makes the stdlib raise.
+        if part.get_content_maintype() == "multipart" and part.is_multipart():
+            stack.extend(reversed([child for child in part.get_payload() if isinstance(child, Message)]))
 
 
 def _dsn_actions(parts: list[Message]) -> set[str]:
@@ -468,8 +469,8 @@ def _dsn_actions(parts: list[Message]) -> set[str]:
     for part in parts:
         if part.get_content_type() != "message/delivery-status":
             continue
-        blocks = part.get_payload()
-        for block in blocks if isinstance(blocks, list) else ():
+        blocks = part.get_payload() if part.is_multipart() else []
+        for block in blocks:
             if isinstance(block, Message):
                 for value in block.get_all("Action") or []:
                     # RFC 3464 action-value, possibly followed by a comment.

@@ -306,7 +306,7 @@ def own_body_parts(msg: Message) -> tuple[Message | None, Message | None]:
             if subtype == "html":
                 return None, part
             return None, None
-        if maintype != "multipart" or not isinstance(part.get_payload(), list):
+        if maintype != "multipart" or not part.is_multipart():  # never get_payload() of a text payload here
             return None, None  # message/rfc822, message/delivery-status, images, ...
         children = [c for c in part.get_payload() if isinstance(c, Message)]
         if subtype == "alternative":

@@ -671,3 +671,17 @@ def test_exim_header_bounce_to_a_token_address() -> None:
         ("dead@nic.example",),
         token,
     )
+
+
+def test_a_charset_naming_a_nul_on_undecodable_bytes_is_classified_not_raised() -> None:
+    # Found by tests/test_properties.py (hypothesis): the stdlib's get_payload() of such a part raises.
+    raw = (
+        b"From: jan@registry.example\r\nTo: join@lists.example.org\r\nSubject: \r\n"
+        b'Content-Type: text/html; charset="utf-8\x00"\r\n\r\n\x80'
+    )
+    assert run(parse_mail(raw)).kind is Kind.OTHER
+    dsn = (
+        b"From: MAILER-DAEMON@mx.example\r\nTo: join@lists.example.org\r\nSubject: failure\r\n"
+        b'Content-Type: message/delivery-status; charset="x\x00"\r\n\r\nAction: failed\x80\r\n'
+    )
+    assert run(parse_mail(dsn)).kind is Kind.AUTOMATED
