@@ -557,11 +557,18 @@ def decide(
     if approver_id is not None:
         decider = bot.store.one("SELECT email, name FROM approvers WHERE id = ?", (approver_id,))
         assert decider is not None  # the approver row of this very decision
+        if same_address(decided_by, decider["email"]):
+            recorded_for = {"email": decider["email"], "name": decider["name"]}
+        else:
+            # Answered on the contact's behalf (delegation.py): "your answer is recorded" goes to the person
+            # who answered; the contact hears of the decision like the other contacts.
+            recorded_for = {"email": decided_by, "name": ""}
+            others.append(decider)
         bot.outbox.queue_mail(
             purpose="decision-recorded",
             template="decision_recorded.txt",
-            context={**context, "approver": {"email": decider["email"], "name": decider["name"]}},
-            to=[decider["email"]],
+            context={**context, "approver": recorded_for},
+            to=[recorded_for["email"]],
             request_id=request["id"],
             language=bot.rules.languages.for_cctld(request["cctld"]),
         )

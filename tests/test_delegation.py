@@ -109,6 +109,10 @@ def test_delegated_approve_waits_for_the_window_then_decides(
     assert (data["state"], data["decided_by"], data["decided_via"]) == ("approved", MARC, f"delegated for {NL_ADMIN}")
     assert COMMAND_ADDRESS in by_rcpt(sent)  # the Mailman subscription went out
     assert any(subject(m).startswith("Approved:") for m in by_rcpt(sent)[REQUESTER])
+    # "Your answer is recorded" goes to the person who answered; the contact hears of it like the others.
+    assert [subject(m) for m in by_rcpt(sent)[MARC]] == [f"Recorded: your APPROVE for {REQUESTER} (.nl) [#1]"]
+    assert [subject(m) for m in by_rcpt(sent)[NL_ADMIN]] == [f"Decided: {REQUESTER} for .nl [#1]"]
+    assert [subject(m) for m in by_rcpt(sent)[NL_TECH]] == [f"Decided: {REQUESTER} for .nl [#1]"]
 
 
 def test_an_objection_in_the_window_cancels_it_and_only_a_direct_answer_decides(
