@@ -141,3 +141,21 @@ def test_explain_and_init_from_the_command_line(world: World, tmp_path: Path) ->
     assert sorted(p.name for p in (tmp_path / "site").iterdir()) == ["rules.yaml", "secirbot.yaml", "templates"]
     again = secirbot("init", str(tmp_path / "site"))
     assert again.returncode == 1 and "not overwriting" in again.stderr
+
+
+def test_a_leave_and_a_colleagues_answer_are_explained(world: World) -> None:
+    opened = open_request(world)
+    world.restart()
+    before = store_digest(world)
+    # A colleague of the contact's organisation, unsigned: refused as a delegate, and the reason is given.
+    raw = client_reply("gmail", opened.approvals[NL_ADMIN].message, "Piet <piet@sidn.nl>", "APPROVE")
+    data = json.loads(run_explain(world, raw, as_json=True))
+    assert data["outcome"]["detail"] == "rejected:delegate-unauthenticated"
+    rejected = [a for a in data["audit"] if a["action"] == "reply-rejected"]
+    assert rejected and "could not be authenticated" in rejected[0]["failure"]
+    # Someone who is not a member asks to leave: taken for membership mail, answered, nothing changed.
+    raw = bytes(new_message("Ann <ann@registry.example>", BOT, "unsubscribe", "please\n"))
+    data = json.loads(run_explain(world, raw, as_json=True))
+    assert (data["taken_for"]["kind"], data["outcome"]["detail"]) == ("membership", "leave-not-member")
+    assert [m["purpose"] for m in data["mail"]] == ["leave-not-member"]
+    assert store_digest(world) == before and world.sent() == []
