@@ -990,6 +990,7 @@ def _confirmation_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcom
                 purpose="members-answer",
                 template="members_answer.txt",
                 context={**context, "kind": "remove", "removed": [], "not_members": [], "unclear": first[:80]},
+                language=bot.rules.languages.for_cctld(confirmation.cctld),
             )
             return Outcome("remove-unclear")
     else:
@@ -1033,6 +1034,7 @@ def _confirmation_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcom
         in_reply_to=mail.message_id,
         cause_message=incoming.row,
         auto="auto-replied",
+        language=bot.rules.languages.for_cctld(confirmation.cctld),
     )
     return Outcome(f"{confirmation.kind}-answered", extra={"removed": removed, "not_members": not_members})
 
@@ -1091,6 +1093,7 @@ def _removal_request(bot: Bot, incoming: Incoming) -> Outcome:
         to=[contact],
         reply_to=tokens.reply_address(bot.bot_address, token),
         cause_message=incoming.row,
+        language=bot.rules.languages.for_cctld(member.cctld),
     )
     return Outcome("remove-confirm-asked", member.request_id)
 

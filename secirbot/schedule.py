@@ -219,6 +219,7 @@ def revet_members(bot: Bot) -> int:
                     },
                     to=[contact.email],
                     reply_to=tokens.reply_address(bot.bot_address, token),
+                    language=bot.rules.languages.for_cctld(cctld),
                 )
             bot.outbox.queue_mail(
                 purpose="revet",

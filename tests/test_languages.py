@@ -43,10 +43,22 @@ from secirbot.replies import APPROVER_WORDS, REPLY_MARKER, decision_word
 from secirbot.rules import default_languages, load_rules
 from secirbot.samples import sample_contexts
 from tests.clients import client_reply
-from tests.flow import ADMIN_FROM, NL_ADMIN, NL_TECH, TECH_FROM, body, by_rcpt, one, open_request, subject
-from tests.harness import SECRETARIAT, World, reply_to
+from tests.flow import (
+    ADMIN_FROM,
+    NL_ADMIN,
+    NL_TECH,
+    REQUESTER,
+    TECH_FROM,
+    body,
+    by_rcpt,
+    one,
+    open_request,
+    subject,
+)
+from tests.harness import BOT, LIST, SECRETARIAT, World, new_message, reply_to
 from tests.test_delegation import MARC, delegate_reply
 from tests.test_forgery import dkim_key, serve_key
+from tests.test_member_questions import member_state
 
 __all__ = ["dkim_key"]  # the DKIM key fixture of the forgery tests: a delegate's signed reply
 
@@ -65,11 +77,17 @@ TO_CONTACTS = [
     "delegated_notice.txt",
     "delegation_objected.txt",
     "invitation.txt",
+    "members_answer.txt",
     "not_mine_recorded.txt",
+    "remove_confirm.txt",
+    "revet.txt",
     "withdrawn_notice.txt",
 ]
 PLACEHOLDER = re.compile(r"%\((\w+)\)s")
 DECISION_WORDS = re.compile(r"\b(APPROVE|DENY|NOT MINE|OBJECT)\b")
+# The membership questions' answer words (confirmations.says_confirm, read_revet_answer) and the sample
+# address of a REMOVE line: never translated, or the contact's answer would not be read.
+MEMBER_WORDS = re.compile(r"(\bCONFIRM\b|\bREMOVE\b|address@example\.org)")
 
 
 def pot() -> Catalog:
@@ -157,6 +175,8 @@ def test_placeholders_and_line_ends_are_those_of_the_english(code: str) -> None:
                 assert text.startswith(" ") == ids[0].startswith(" "), (code, message.id)
             # The decision words are never translated: every one the English names is there as it is.
             assert sorted(DECISION_WORDS.findall(text)) == sorted(DECISION_WORDS.findall(ids[0])), (code, text)
+            # CONFIRM and REMOVE too (a translation may name the word once more, saying it is English).
+            assert set(MEMBER_WORDS.findall(text)) == set(MEMBER_WORDS.findall(ids[0])), (code, text)
     # babel's own checks (python-format, number of plural forms) find nothing either.
     problems = [(m.id, [str(e) for e in errors]) for m, errors in po(code).check()]
     assert problems == []
@@ -284,6 +304,51 @@ def test_approval_request_with_a_replacement_and_delegates_is_translated_through
         prose = [line for line in local.splitlines() if line and line[0] not in " #(-"]
         assert all("\u0600" <= line[0] <= "\u06ff" for line in prose), prose
         assert f"{FSI}{replaced}{PDI}" in local
+
+
+@pytest.mark.parametrize("code", LOCAL)
+def test_membership_questions_keep_their_answer_lines_in_every_language(code: str) -> None:
+    """The line a contact copies into the answer is the English word, alone on its line (CONFIRM) or with
+    the address (REMOVE), in the local text as in the English; the listed members keep their addresses."""
+    context = contexts()["remove_confirm.txt"]
+    local, english, _ = split(TEMPLATES.render("remove_confirm.txt", context, Language(code)).body)
+    for part in (local, english):
+        assert "\n    CONFIRM\n" in part and context["address"] in part and context["expires"] in part
+    assert "If the member should be removed" not in local
+    context = contact_context("revet.txt")
+    local, english, _ = split(TEMPLATES.render("revet.txt", context, Language(code)).body)
+    member = f"  {FSI}jan@cctld.example{PDI}" if code == "ar" else "  jan@cctld.example"
+    assert "\n    REMOVE address@example.org\n" in local and member in local
+    assert "\n    REMOVE address@example.org\n" in english and "  jan@cctld.example (Jan), since 2026-01-05" in english
+    # The reason for the re-vetting is said in the contact's language too.
+    assert "the yearly re-vetting" not in local and "(the yearly re-vetting):" in english
+
+
+def test_members_answer_agrees_with_the_number_of_addresses() -> None:
+    context = {**contexts()["members_answer.txt"], "not_members": []}
+    for code, count, wanted in (
+        ("fr", 1, "L'adresse suivante est retirée de"),
+        ("fr", 2, "Les adresses suivantes sont retirées de"),
+        ("ru", 1, "исключается адрес:"),
+        ("ru", 3, "исключаются адреса:"),
+        ("ar", 2, "هذين العنوانين"),
+        ("ar", 3, "هذه العناوين"),
+    ):
+        removed = [f"m{i}@cctld.example" for i in range(count)]
+        local, english, _ = split(
+            TEMPLATES.render("members_answer.txt", {**context, "removed": removed}, Language(code)).body
+        )
+        assert wanted in local, (code, count)
+        assert all(f"  {address}\n" in local and f"  {address}\n" in english for address in removed)
+        assert "Thank you. Being taken off" in english
+
+
+def test_the_secretariats_copy_of_the_revet_stays_english() -> None:
+    """schedule.revet_members renders the Secretariat's copy (approver None) without a language."""
+    context = {**contexts()["revet.txt"], "approver": None}
+    text = TEMPLATES.render("revet.txt", context).body
+    assert text.startswith("IANA lists admin@cctld.example as a contact of ")
+    assert "(The Secretariat's copy: the contacts above were asked" in text and SEPARATOR not in text
 
 
 def test_mail_to_the_secretariat_stays_english_whatever_the_language() -> None:
@@ -550,3 +615,76 @@ def test_delegated_notices_go_to_the_contacts_in_their_language_and_to_the_other
     for other in (MARC, SECRETARIAT):
         assert SEPARATOR not in body(sent[other][0])
         assert f"{NL_TECH} answered OBJECT to the APPROVE that {MARC} gave" in body(sent[other][0])
+
+
+def test_a_contacts_remove_gets_a_french_confirm_question_and_confirm_still_works(world: World) -> None:
+    world.rules["languages"] = {"by_cctld": {"nl": "fr"}}
+    opened = open_request(world)
+    world.deliver(reply_to(opened.approvals[NL_ADMIN], ADMIN_FROM, "APPROVE"))
+    world.run_once()
+    world.sent()
+    world.deliver(new_message(ADMIN_FROM, BOT, "a member", f"remove {REQUESTER}\n\nIl nous a quittés.\n"))
+    world.run_once()
+    [question] = world.sent()
+    assert question.rcpt_tos == [NL_ADMIN]
+    assert subject(question) == f"Confirm: remove {REQUESTER} from {LIST}?"
+    assert question.message.get_content_charset() == "utf-8"
+    french, english, signature = split(body(question))
+    assert f"{NL_ADMIN} a demandé de retirer {REQUESTER}, membre pour .nl depuis le " in french
+    assert "répondez à ce message avec le seul mot anglais\n\n    CONFIRM\n\nsur la première ligne" in french
+    assert f"{NL_ADMIN} asked to take {REQUESTER}, a member for .nl since " in english
+    assert "reply to this mail with the single word\n\n    CONFIRM\n\non the first line" in english
+    assert signature.splitlines() == [
+        f"Admission à la liste sécurité des ccTLD ({BOT})",
+        f"ccTLD security list admission ({BOT})",
+    ]
+
+    # An answer in French that is not CONFIRM keeps the member, and is told so in French.
+    world.deliver(reply_to(question, ADMIN_FROM, "Oui, retirez-le."))
+    world.run_once()
+    [unclear] = world.sent()
+    assert subject(unclear) == "Your answer about the members for .nl"
+    french, english, _ = split(body(unclear))
+    assert "Votre réponse ne portait pas CONFIRM sur sa première ligne (elle disait « Oui, retirez-le. »)" in french
+    assert 'Your reply did not say CONFIRM on its first line (it said "Oui, retirez-le.")' in english
+    assert member_state(world) == "member"
+
+    # CONFIRM, quoting the bilingual question below it, takes the member off.
+    world.deliver(reply_to(question, ADMIN_FROM, "CONFIRM"))
+    world.run_once()
+    sent = by_rcpt(world.sent())
+    assert member_state(world) == "leaving"
+    assert [subject(m) for m in sent[SECRETARIAT]] == [f"Please remove: {REQUESTER} (nl) from {LIST}"]
+    assert SEPARATOR not in body(sent[SECRETARIAT][0]) and SEPARATOR not in body(sent[REQUESTER][0])
+    [answer] = sent[NL_ADMIN]
+    assert subject(answer) == "Your answer about the members for .nl"
+    french, english, _ = split(body(answer))
+    assert f"Merci. L'adresse suivante est retirée de {LIST} :\n  {REQUESTER}\n" in french
+    assert "Le membre et le Secrétariat en sont informés." in french
+    assert f"Thank you. Being taken off {LIST}:\n  {REQUESTER}\n" in english
+
+
+def test_the_revet_goes_to_the_contacts_in_french_and_to_the_secretariat_in_english(world: World) -> None:
+    world.rules["languages"] = {"by_cctld": {"nl": "fr"}}
+    opened = open_request(world)
+    world.deliver(reply_to(opened.approvals[NL_ADMIN], ADMIN_FROM, "APPROVE"))
+    world.run_once()
+    world.sent()
+    world.clock.advance(days=366)
+    world.run_once()
+    revets = by_rcpt([m for m in world.sent() if subject(m) == "Who should stay on the ccTLD security list for .nl?"])
+    assert sorted(revets) == sorted([NL_ADMIN, NL_TECH, SECRETARIAT])
+    french, english, _ = split(body(revets[NL_TECH][0]))
+    assert f"comme contact de .nl ; nous vous demandons donc de vérifier qui est inscrit sur\n{LIST}" in french
+    assert "(premier réexamen) :" in french and f"  {REQUESTER} (Jan Jansen), depuis le " in french
+    assert "\n    REMOVE address@example.org\n" in french and "(first re-vetting):" in english
+    secretariat = body(revets[SECRETARIAT][0])
+    assert SEPARATOR not in secretariat and "(The Secretariat's copy:" in secretariat
+
+    world.deliver(reply_to(revets[NL_TECH][0], TECH_FROM, f"REMOVE {REQUESTER}\nREMOVE nobody@sidn.nl"))
+    world.run_once()
+    sent = by_rcpt(world.sent())
+    assert member_state(world) == "leaving"
+    french, english, _ = split(body(sent[NL_TECH][0]))
+    assert "Cette adresse n'est pas membre pour .nl et n'a donc pas été modifiée :\n  nobody@sidn.nl" in french
+    assert "Not members for .nl, so not changed:\n  nobody@sidn.nl" in english
