@@ -141,7 +141,8 @@ def record(
     now: datetime,
     takes_effect_at: datetime | None,
     message_row: int | None,
-) -> Delegation:
+) -> int:
+    """Record a delegated answer; returns its id."""
     cur = store.execute(
         "INSERT INTO delegations (request_id, approver_id, delegate, delegate_key, verdict, state, authentication,"
         " created_at, takes_effect_at, message_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -158,9 +159,7 @@ def record(
             message_row,
         ),
     )
-    row = store.one("SELECT * FROM delegations WHERE id = ?", (rowid(cur),))
-    assert row is not None
-    return _delegation(row)
+    return rowid(cur)
 
 
 def waiting(store: Store, request_id: int) -> Delegation | None:

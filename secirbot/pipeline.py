@@ -17,6 +17,7 @@ import logging
 import re
 import sqlite3
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,7 +27,7 @@ from .authenticity import check_sender
 from .classify import Classification, Kind, classify, removal_target
 from .compose import ENGLISH, Language
 from .iana.names import parse_tld
-from .iana.resolver import latest_record
+from .iana.resolver import approvers_of
 from .message import (
     InboundMail,
     UnparseableMail,
@@ -615,26 +616,16 @@ class ReplyHandler:
         )
         if effective.note:  # why this level, audited with the checks it chose
             sender.checks["dmarc_policy"] = effective.note
-        qualification = delegate_sender = None
-        if sender.rule == "from-mismatch" and bot.rules.approvers.delegates.allow and mail.from_addr:
-            # The delegate's own address must authenticate at dmarc at least, whatever the rules require.
-            delegate_sender = check_sender(
-                mail,
-                expected_from=mail.from_addr,
-                authserv_id=auth.authserv_id,
-                require="dkim" if bot.require_for(mail.from_addr).level == "dkim" else "dmarc",
-                dnsfunc=bot.dnsfunc,
-                token_header=token_header,
-            )
-            qualification = delegation.conditions(
-                delegate=mail.from_addr,
-                contact=approver["email"],
-                contacts=workflow.iana_contacts(bot, request),
-                requester=request["requester"],
-                authentication=delegate_sender,
-                copied=[*mail.addresses_in("To"), *mail.addresses_in("Cc")],
-                objected_before=delegation.objected_before(bot.store, request["id"]),
-            )
+        qualification, delegate_sender = _delegate_check(
+            bot,
+            mail,
+            sender,
+            token_header,
+            contact=approver["email"],
+            contacts=lambda: workflow.iana_contacts(bot, request),
+            requester=request["requester"],
+            objected_before=lambda: delegation.objected_before(bot.store, request["id"]),
+        )
         return ReplyPlan(
             approver,
             request,
@@ -896,8 +887,49 @@ def _objection(bot: Bot, incoming: Incoming, plan: ReplyPlan, request: Any, appr
 
 def _cctld_contacts(bot: Bot, cctld: str) -> list[str]:
     """The addresses IANA lists for the ccTLD in the approving roles (the newest record kept)."""
-    record = latest_record(bot.store, cctld)
-    return [a.email for a in record.approvers(tuple(bot.rules.approvers.roles))] if record else []
+    return [a.email for a in approvers_of(bot.store, cctld, bot.rules.approvers.roles)]
+
+
+def at_least_dmarc(bot: Bot, address: str) -> str:
+    """The level a mail must pass when the rules' own may be weaker (a delegate, a leave): dkim where the
+    rules resolve to dkim for this address, else dmarc."""
+    return "dkim" if bot.require_for(address).level == "dkim" else "dmarc"
+
+
+def _delegate_check(
+    bot: Bot,
+    mail: InboundMail,
+    sender: Any,
+    token_header: str | None,
+    *,
+    contact: str,
+    contacts: Callable[[], list[str]],
+    requester: str,
+    objected_before: Callable[[], bool],
+) -> tuple[Any, Any]:
+    """(Qualification, the delegate's own SenderCheck) when From is not the contact and delegates are
+    allowed, else (None, None). `contacts` and `objected_before` are read only then."""
+    if sender.rule != "from-mismatch" or not bot.rules.approvers.delegates.allow or not mail.from_addr:
+        return None, None
+    # The delegate's own address must authenticate at dmarc at least, whatever the rules require.
+    delegate_sender = check_sender(
+        mail,
+        expected_from=mail.from_addr,
+        authserv_id=bot.rules.authentication.authserv_id,
+        require=at_least_dmarc(bot, mail.from_addr),
+        dnsfunc=bot.dnsfunc,
+        token_header=token_header,
+    )
+    qualification = delegation.conditions(
+        delegate=mail.from_addr,
+        contact=contact,
+        contacts=contacts(),
+        requester=requester,
+        authentication=delegate_sender,
+        copied=[*mail.addresses_in("To"), *mail.addresses_in("Cc")],
+        objected_before=objected_before(),
+    )
+    return qualification, delegate_sender
 
 
 def _confirmation_plan(bot: Bot, incoming: Incoming, confirmation: Any, token_header: str | None) -> ReplyPlan:
@@ -912,25 +944,16 @@ def _confirmation_plan(bot: Bot, incoming: Incoming, confirmation: Any, token_he
         dnsfunc=bot.dnsfunc,
         token_header=token_header,
     )
-    qualification = delegate_sender = None
-    if sender.rule == "from-mismatch" and bot.rules.approvers.delegates.allow and mail.from_addr:
-        delegate_sender = check_sender(
-            mail,
-            expected_from=mail.from_addr,
-            authserv_id=auth.authserv_id,
-            require="dkim" if bot.require_for(mail.from_addr).level == "dkim" else "dmarc",
-            dnsfunc=bot.dnsfunc,
-            token_header=token_header,
-        )
-        qualification = delegation.conditions(
-            delegate=mail.from_addr,
-            contact=confirmation.contact,
-            contacts=_cctld_contacts(bot, confirmation.cctld),
-            requester=confirmation.address or "",
-            authentication=delegate_sender,
-            copied=[*mail.addresses_in("To"), *mail.addresses_in("Cc")],
-            objected_before=False,
-        )
+    qualification, delegate_sender = _delegate_check(
+        bot,
+        mail,
+        sender,
+        token_header,
+        contact=confirmation.contact,
+        contacts=lambda: _cctld_contacts(bot, confirmation.cctld),
+        requester=confirmation.address or "",
+        objected_before=lambda: False,
+    )
     return ReplyPlan(
         None,
         None,
@@ -1331,12 +1354,11 @@ class MembershipHandler:
         member = roster.on_list(bot.store, sender) if sender else None
         if member is None:
             return None
-        require = bot.require_for(member.address).level
         check = check_sender(
             incoming.mail,
             expected_from=member.address,
             authserv_id=bot.rules.authentication.authserv_id,
-            require=require if require == "dkim" else "dmarc",
+            require=at_least_dmarc(bot, member.address),
             dnsfunc=bot.dnsfunc,
         )
         return member, check

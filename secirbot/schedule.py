@@ -20,7 +20,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from . import confirmations, delegation, roster, tokens, workflow
 from .iana.names import parse_tld
-from .iana.resolver import latest_record
+from .iana.resolver import approvers_of
 from .mailman_rest import RestUnavailable, check_pending, compare_roster
 from .reports import digest_context
 from .store import StoreError, from_iso, iso
@@ -174,10 +174,9 @@ def revet_members(bot: Bot) -> int:
     asked = 0
     now = bot.now()
     for cctld in sorted(roster.counts_by_cctld(bot.store)):
-        record = latest_record(bot.store, cctld)
-        if record is None:
+        contacts = approvers_of(bot.store, cctld, bot.rules.approvers.roles)
+        if not contacts:
             continue  # never looked up (imported members): the daily re-check fetches it first
-        contacts = record.approvers(tuple(bot.rules.approvers.roles))
         members = roster.members(bot.store, cctld, include_removed=False)
         why = confirmations.revet_due(
             confirmations.last_revet(bot.store, cctld),
@@ -186,7 +185,7 @@ def revet_members(bot: Bot) -> int:
             now=now,
             every=bot.rules.revet.every,
         )
-        if why is None or not contacts:
+        if why is None:
             continue
         display = parse_tld(cctld).display()
         listed = [{"address": m.address, "name": m.name, "since": m.since} for m in members]

@@ -364,6 +364,16 @@ def ask(bot: Bot, request: sqlite3.Row, email: str, name: str, roles: Sequence[s
     return approver_id
 
 
+def _new_token(bot: Bot, approver_id: int) -> str:
+    """One more reply token for this approver (each mail to them gets its own; any of them answers)."""
+    token = tokens.mint()
+    bot.store.execute(
+        "INSERT INTO tokens (token_hash, approver_id, issued_at) VALUES (?, ?, ?)",
+        (tokens.digest(token), approver_id, iso(bot.now())),
+    )
+    return token
+
+
 def _mail_approval_request(
     bot: Bot,
     request: sqlite3.Row,
@@ -374,11 +384,7 @@ def _mail_approval_request(
     record: IanaRecord | None,
     reminder: int,
 ) -> None:
-    token = tokens.mint()
-    bot.store.execute(
-        "INSERT INTO tokens (token_hash, approver_id, issued_at) VALUES (?, ?, ?)",
-        (tokens.digest(token), approver_id, iso(bot.now())),
-    )
+    token = _new_token(bot, approver_id)
     context = {
         **request_context(bot, request),
         "approver": {"email": email, "name": name or "", "roles": list(roles)},
@@ -602,11 +608,7 @@ def _delegation_mails(
     it), to the delegate and to the Secretariat (no token)."""
     context = {**request_context(bot, request), **extra}
     for approver in live_approvers(bot, request["id"]):
-        token = tokens.mint()
-        bot.store.execute(
-            "INSERT INTO tokens (token_hash, approver_id, issued_at) VALUES (?, ?, ?)",
-            (tokens.digest(token), approver["id"], iso(bot.now())),
-        )
+        token = _new_token(bot, approver["id"])
         bot.outbox.queue_mail(
             purpose=purpose,
             template=template,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
@@ -20,7 +20,7 @@ from secirbot.config import Config
 from secirbot.iana.delegation import is_delegated
 from secirbot.iana.names import TldName
 from secirbot.iana.rdap import parse_rdap, query_rdap
-from secirbot.iana.record import IanaRecord, ParsedRecord, QueryFailed, Source, Unusable
+from secirbot.iana.record import Approver, IanaRecord, ParsedRecord, QueryFailed, Source, Unusable
 from secirbot.iana.whois import parse_whois, query_whois
 from secirbot.store import Store, from_iso, iso, rowid, utcnow
 
@@ -269,6 +269,12 @@ def latest_record(store: Store, tld: str) -> IanaRecord | None:
         (tld,),
     )
     return IanaRecord.from_json(row["record"], raw=row["raw"]) if row is not None else None
+
+
+def approvers_of(store: Store, tld: str, roles: Sequence[str]) -> list[Approver]:
+    """The approvers in `roles` of the newest validated record kept for this ccTLD (none if never looked up)."""
+    record = latest_record(store, tld)
+    return record.approvers(tuple(roles)) if record is not None else []
 
 
 def load_snapshot(store: Store, snapshot_id: int) -> IanaRecord | None:
