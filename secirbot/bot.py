@@ -18,6 +18,7 @@ from .compose import Templates
 from .config import Config
 from .dmarc_policy import DmarcPolicies, Effective, build_policies
 from .iana.resolver import IanaResolver
+from .ledger import Ledger
 from .mailman_rest import rest_attempt
 from .outbox import Outbox
 from .rules import Rules, load_rules
@@ -29,6 +30,7 @@ class Bot:
     config: Config
     rules: Rules
     store: Store
+    ledger: Ledger
     templates: Templates
     outbox: Outbox
     iana: IanaResolver
@@ -65,6 +67,7 @@ def build(
         config=config,
         rules=rules,
         store=store,
+        ledger=Ledger(store),
         templates=templates,
         outbox=outbox,
         iana=IanaResolver(config, store, now=now),
