@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .config import Config, ConfigError, config_named_explicitly, find_config_file, load_config
 from .iana.names import NotACcTLD, normalize_tld
+from .ledger import RequestState
 from .rules import Rules, load_rules
 from .store import Store, StoreError
 
@@ -40,7 +41,7 @@ EXIT_STORE = 5
 EXIT_TEMPFAIL = 75
 
 
-REQUEST_STATES = ("resolving", "pending", "approved", "denied", "expired", "withdrawn")
+REQUEST_STATES = tuple(str(s) for s in RequestState)
 EXIT_EPILOG = (
     "exit status: 0 ok; 1 failed at run time (see README.md 'Operating it' per command); 2 bad configuration, "
     "rules or usage; 3 not a ccTLD; 4 IANA cannot answer now; 5 the store cannot be used; "
@@ -570,23 +571,23 @@ def cmd_decide(args: argparse.Namespace) -> int:
         except KeyError:
             print(f"error: no request {args.id}", file=sys.stderr)
             return EXIT_FAILED
-        if request["state"] in DECIDED_STATES:
+        if request.state in DECIDED_STATES:
             print(
-                f"error: request {args.id} was already decided: {request['decision']} by "
-                f"{request['decided_by']} at {request['decided_at']}",
+                f"error: request {args.id} was already decided: {request.decision} by "
+                f"{request.decided_by} at {request.decided_at}",
                 file=sys.stderr,
             )
             return EXIT_FAILED
-        if request["state"] not in ("pending", "resolving"):
-            print(f"error: request {args.id} is {request['state']}; only open requests can be decided", file=sys.stderr)
+        if not request.is_open:
+            print(f"error: request {args.id} is {request.state}; only open requests can be decided", file=sys.stderr)
             return EXIT_FAILED
         # Approving while IANA was never asked (the request still waits for its lookup) skips the one check
         # the list is built on: allowed (a paper application, IANA down for days), but only on purpose. A
         # request IANA answered but where nobody could be asked (the requester is the only contact) is the
         # Secretariat's ordinary case and needs no --force.
-        if verdict is Verdict.APPROVE and request["state"] == "resolving" and not args.force:
+        if verdict is Verdict.APPROVE and request.state == "resolving" and not args.force:
             print(
-                f"error: request {args.id}: no IANA contact of {request['cctld']} was asked yet; "
+                f"error: request {args.id}: no IANA contact of {request.cctld} was asked yet; "
                 "approve with --force to decide without them",
                 file=sys.stderr,
             )

@@ -85,7 +85,7 @@ def explain(config: Config, rules: Rules, raw: bytes, *, lookup: bool = True) ->
         )
     last_outbox = store.count("SELECT COALESCE(MAX(id), 0) FROM outbox")
     last_audit = store.count("SELECT COALESCE(MAX(id), 0) FROM audit")
-    last_request = store.count("SELECT COALESCE(MAX(id), 0) FROM requests")
+    last_request = bot.ledger.newest_request_id()
     filed = process(bot, Origin(EXPLAIN_FOLDER, 0, 0), raw, headers_only=len(raw) > config.imap.max_message_size)
     row = store.one(
         "SELECT id, kind, detail, outcome, reason, request_id FROM messages WHERE folder = ?", (EXPLAIN_FOLDER,)
@@ -96,27 +96,22 @@ def explain(config: Config, rules: Rules, raw: bytes, *, lookup: bool = True) ->
         "reason": row["reason"] if row else None,
         "request_id": row["request_id"] if row else None,
     }
-    opened = store.one("SELECT * FROM requests WHERE id > ? ORDER BY id LIMIT 1", (last_request,))
+    opened = bot.ledger.first_request_after(last_request)
     if opened is not None and lookup:
-        resolution = bot.iana.resolve(parse_tld(opened["cctld"]), fresh=True)
+        resolution = bot.iana.resolve(parse_tld(opened.cctld), fresh=True)
         with store.transaction():
-            workflow.first_lookup(bot, workflow.get_request(bot, opened["id"]), resolution)
+            workflow.first_lookup(bot, bot.ledger.request(opened.id), resolution)
         result["iana"] = {
             "source": resolution.source,
             "problem": (f"{resolution.problem.kind}: {resolution.problem.detail}" if resolution.problem else None),
         }
     if opened is not None:
-        current = workflow.get_request(bot, opened["id"])
+        current = bot.ledger.request(opened.id)
         result["request"] = {
-            "id": current["id"],
-            "cctld": current["cctld"],
-            "state": current["state"],
-            "asked": [
-                dict(a)
-                for a in store.all(
-                    "SELECT email, roles FROM approvers WHERE request_id = ? ORDER BY id", (current["id"],)
-                )
-            ],
+            "id": current.id,
+            "cctld": current.cctld,
+            "state": str(current.state),
+            "asked": [{"email": a.email, "roles": a.roles} for a in bot.ledger.approvers(current.id)],
         }
     result["audit"] = [
         {"action": a["action"], **json.loads(a["details"])}

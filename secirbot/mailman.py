@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import email.utils
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from email.message import EmailMessage
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .compose import LOOP_HEADER, POLICY, new_message_id
 
 if TYPE_CHECKING:
-    import sqlite3
-
     from .bot import Bot
     from .config import Config
     from .message import InboundMail
@@ -65,7 +64,7 @@ def command_message(config: Config, address: str, when: datetime) -> EmailMessag
     return msg
 
 
-def queue_subscribe(bot: Bot, request: sqlite3.Row) -> int:
+def queue_subscribe(bot: Bot, request: Mapping[str, Any]) -> int:
     """Queue the subscription of an approved requester (inside the decision's transaction)."""
     config = bot.config
     address = request["requester"]
@@ -102,12 +101,9 @@ def link_request(bot: Bot, mail: InboundMail) -> int | None:
         if row is not None:
             return int(row["request_id"])
     for address in _ADDRESS.findall(text):
-        row = bot.store.one(
-            "SELECT id FROM requests WHERE requester_key = ? AND state = 'approved' ORDER BY id DESC LIMIT 1",
-            (address.lower(),),
-        )
-        if row is not None:
-            return int(row["id"])
+        request_id = bot.ledger.latest_approved(address.lower())
+        if request_id is not None:
+            return request_id
     return None
 
 

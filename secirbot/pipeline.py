@@ -28,6 +28,7 @@ from .classify import Classification, Kind, classify, removal_target
 from .compose import ENGLISH, Language
 from .iana.names import parse_tld
 from .iana.resolver import approvers_of
+from .ledger import OPEN_STATES, Approver, Request
 from .message import (
     InboundMail,
     UnparseableMail,
@@ -361,11 +362,7 @@ def _silenced(bot: Bot, incoming: Incoming, *, request_id: int | None, purpose: 
     )
     if machine is not None:
         return "auto-replied or bounced in the last 30 days"
-    bounced = bot.store.one(
-        "SELECT 1 FROM approvers WHERE email_key = ? AND state = 'bounced' AND asked_at >= ? LIMIT 1",
-        (address_key(to), since),
-    )
-    if bounced is not None:
+    if bot.ledger.bounced_since(to, since):
         return "bounced in the last 30 days"
     if request_id is not None:
         sent = bot.store.one(
@@ -511,17 +508,13 @@ class RequestHandler:
 
 
 def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
-    store, key, cctld = bot.store, address_key(requester), claim.cctld.ascii
+    store, cctld = bot.store, claim.cctld.ascii
     since = iso(intake.hour_window(bot.now()))
-    open_row = store.one(
-        "SELECT id, cctld FROM requests WHERE requester_key = ? AND state IN"
-        " ('resolving', 'pending') ORDER BY id LIMIT 1",
-        (key,),
-    )
+    ledger = bot.ledger
+    open_rows = ledger.open_of_requester(requester)
+    open_row = open_rows[0] if open_rows else None
     member = roster.on_list(store, requester)
-    seats = roster.seats_taken(store, cctld) + store.count(
-        "SELECT COUNT(*) FROM requests WHERE cctld = ? AND state IN ('resolving', 'pending')", (cctld,)
-    )
+    seats = roster.seats_taken(store, cctld) + ledger.open_count(cctld)
     replacing = problem = None
     if claim.replacing:
         replaced = roster.on_list(store, claim.replacing)
@@ -533,11 +526,11 @@ def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
             problem = "a member cannot replace themselves"
         else:
             replacing = replaced.address
-    cctld_hour = store.count("SELECT COUNT(*) FROM requests WHERE cctld = ? AND created_at >= ?", (cctld, since))
-    all_hour = store.count("SELECT COUNT(*) FROM requests WHERE created_at >= ?", (since,))
+    cctld_hour = ledger.opened_since(since, cctld)
+    all_hour = ledger.opened_since(since)
     return intake.Facts(
-        open_request_id=open_row["id"] if open_row else None,
-        open_request_cctld=open_row["cctld"] if open_row else None,
+        open_request_id=open_row[0] if open_row else None,
+        open_request_cctld=open_row[1] if open_row else None,
         member_request_id=(member.request_id or 0) if member else None,
         seats_used=seats,
         cctld_last_hour=cctld_hour,
@@ -549,8 +542,8 @@ def gather_facts(bot: Bot, requester: str, claim: intake.Claim) -> intake.Facts:
 
 @dataclass(frozen=True)
 class ReplyPlan:
-    approver: Any  # sqlite3.Row of the approver the token was minted for, or None
-    request: Any  # sqlite3.Row of its request (or of the requester's token), or None
+    approver: Approver | None  # the approver the token was minted for
+    request: Request | None  # its request (or the requester's token's)
     sender: Any  # SenderCheck
     decision: Any  # ReadDecision
     token_problem: str | None = None  # why no token was taken although the mail names one
@@ -578,24 +571,18 @@ class ReplyHandler:
             return ReplyPlan(None, None, None, read_decision(mail), token_problem=found.problem)
         token_header = None if found.trusted_header else found.header
         auth = bot.rules.authentication
-        approver = bot.store.one(
-            "SELECT a.* FROM tokens t JOIN approvers a ON a.id = t.approver_id WHERE t.token_hash = ?",
-            (tokens.digest(found.token),),
-        )
+        approver = bot.ledger.approver_of_token(tokens.digest(found.token))
         if approver is None:
-            own = bot.store.one(
-                "SELECT r.* FROM requester_tokens t JOIN requests r ON r.id = t.request_id WHERE t.token_hash = ?",
-                (tokens.digest(found.token),),
-            )
+            own = bot.ledger.request_of_requester_token(tokens.digest(found.token))
             if own is None:
                 confirmation = confirmations.by_token(bot.store, found.token)
                 if confirmation is None:
                     return ReplyPlan(None, None, None, read_decision(mail))
                 return _confirmation_plan(bot, incoming, confirmation, token_header)
-            effective = bot.require_for(own["requester"])
+            effective = bot.require_for(own.requester)
             sender = check_sender(
                 mail,
-                expected_from=own["requester"],
+                expected_from=own.requester,
                 authserv_id=auth.authserv_id,
                 require=effective.level,
                 dnsfunc=bot.dnsfunc,
@@ -604,11 +591,11 @@ class ReplyHandler:
             if effective.note:
                 sender.checks["dmarc_policy"] = effective.note
             return ReplyPlan(None, own, sender, read_decision(mail, REQUESTER_WORDS), requester=True)
-        request = workflow.get_request(bot, approver["request_id"])
-        effective = bot.require_for(approver["email"])  # adaptive: by the approver's DMARC policy (DNS)
+        request = bot.ledger.request(approver.request_id)
+        effective = bot.require_for(approver.email)  # adaptive: by the approver's DMARC policy (DNS)
         sender = check_sender(
             mail,
-            expected_from=approver["email"],
+            expected_from=approver.email,
             authserv_id=auth.authserv_id,
             require=effective.level,
             dnsfunc=bot.dnsfunc,
@@ -621,10 +608,10 @@ class ReplyHandler:
             mail,
             sender,
             token_header,
-            contact=approver["email"],
+            contact=approver.email,
             contacts=lambda: workflow.iana_contacts(bot, request),
-            requester=request["requester"],
-            objected_before=lambda: delegation.objected_before(bot.store, request["id"]),
+            requester=request.requester,
+            objected_before=lambda: delegation.objected_before(bot.store, request.id),
         )
         return ReplyPlan(
             approver,
@@ -664,6 +651,7 @@ class ReplyHandler:
             )
             return Outcome(f"rejected:{rule}")
         request, approver, mail = plan.request, plan.approver, incoming.mail
+        assert request is not None  # prepare() found it with the approver
         sender = plan.sender
         qualified = plan.delegate is not None and plan.delegate.ok
         if qualified:
@@ -672,34 +660,34 @@ class ReplyHandler:
             # Someone of the contact's own organisation, with a reason that can be put right: say which.
             return _delegate_refused(bot, incoming, plan)
         judgement = workflow.judge_reply(
-            request_state=request["state"],
-            approver_state=approver["state"],
-            approver_expires_at=workflow.from_iso(approver["expires_at"]),
-            requester=request["requester"],
+            request_state=request.state,
+            approver_state=approver.state,
+            approver_expires_at=workflow.from_iso(approver.expires_at),
+            requester=request.requester,
             sender=sender,
             mail_from=mail.from_addr,
             decision=plan.decision,
             now=bot.now(),
-            request_id=request["id"],
+            request_id=request.id,
             thread_request_id=plan.thread_request_id,
         )
         checks = dict(sender.checks)
         if qualified:
-            checks["delegated_for"] = approver["email"]
+            checks["delegated_for"] = approver.email
         audit = {
             "rule": judgement.rule,
             "failure": sender.failure,
             "checks": checks,
-            "approver": approver["email"],
+            "approver": approver.email,
             "sender": mail.from_addr,
             "first_line": plan.decision.first_line[:200],
         }
         ctx = {
             **workflow.request_context(bot, request),
-            "approver": {"email": approver["email"], "name": approver["name"] or ""},
+            "approver": {"email": approver.email, "name": approver.name or ""},
         }
         if judgement.outcome == "reject":
-            bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"], **audit)
+            bot.store.audit("reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request.id, **audit)
             if judgement.rule != "from-unreadable":  # several From addresses: no one to answer safely
                 _limited_reply(
                     bot,
@@ -707,7 +695,7 @@ class ReplyHandler:
                     purpose="reply-not-accepted",
                     template="reply_not_accepted.txt",
                     context={**context, "rule": judgement.rule},
-                    request_id=request["id"],
+                    request_id=request.id,
                 )
             # A forgery alert only for what reads as a person deciding: a colleague's question or a
             # misdirected machine on a token address is no attack, and would make the alert worthless.
@@ -717,12 +705,12 @@ class ReplyHandler:
                     template="reply_rejected_secretariat.txt",
                     context={**ctx, "rule": judgement.rule, "sender": mail.from_addr or "", "checks": checks},
                     to=[bot.secretariat],
-                    request_id=request["id"],
+                    request_id=request.id,
                 )
-            return Outcome(f"rejected:{judgement.rule}", request["id"])
+            return Outcome(f"rejected:{judgement.rule}", request.id)
         if judgement.outcome == "already-decided":
             bot.store.audit(
-                "reply-after-decision", at=bot.now(), message_row=incoming.row, request_id=request["id"], **audit
+                "reply-after-decision", at=bot.now(), message_row=incoming.row, request_id=request.id, **audit
             )
             _limited_reply(
                 bot,
@@ -730,42 +718,42 @@ class ReplyHandler:
                 purpose="already-decided",
                 template="already_decided.txt",
                 context=ctx,
-                request_id=request["id"],
-                language=bot.rules.languages.for_cctld(request["cctld"]),
+                request_id=request.id,
+                language=bot.rules.languages.for_cctld(request.cctld),
             )
-            return Outcome("already-decided", request["id"])
+            return Outcome("already-decided", request.id)
         if judgement.outcome == "clarify":
             why, purpose = plan.decision.why, "clarify"
             if judgement.rule == "thread-mismatch":
                 why, purpose = _thread_mismatch_why(bot, plan.thread_request_id, request), "clarify-thread"
             bot.store.audit(
-                "reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request["id"], why=why, **audit
+                "reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request.id, why=why, **audit
             )
-            silenced = _silenced(bot, incoming, request_id=request["id"], purpose=purpose, to=approver["email"])
+            silenced = _silenced(bot, incoming, request_id=request.id, purpose=purpose, to=approver.email)
             if silenced:
                 bot.store.audit(
                     "reply-suppressed",
                     at=bot.now(),
                     message_row=incoming.row,
-                    request_id=request["id"],
+                    request_id=request.id,
                     purpose=purpose,
-                    to=approver["email"],
+                    to=approver.email,
                     why=silenced,
                 )
-                return Outcome("clarification-suppressed", request["id"])
+                return Outcome("clarification-suppressed", request.id)
             bot.outbox.queue_mail(
                 purpose=purpose,
                 template="clarify.txt",
                 context={**ctx, "why": why},
-                to=[approver["email"]],
+                to=[approver.email],
                 in_reply_to=mail.message_id,
-                request_id=request["id"],
+                request_id=request.id,
                 cause_message=incoming.row,
                 auto="auto-replied",
                 reply_to=_reply_address_of(mail, bot),
-                language=bot.rules.languages.for_cctld(request["cctld"]),
+                language=bot.rules.languages.for_cctld(request.cctld),
             )
-            return Outcome("clarification-asked", request["id"])
+            return Outcome("clarification-asked", request.id)
         if judgement.outcome == "not-mine":
             escalated = workflow.not_mine(
                 bot,
@@ -776,7 +764,7 @@ class ReplyHandler:
                 checks=checks,
                 rule=judgement.rule,
             )
-            return Outcome("not-mine", request["id"], extra={"escalated": escalated})
+            return Outcome("not-mine", request.id, extra={"escalated": escalated})
         assert judgement.verdict is not None  # judge_reply gives a verdict with every "decide"
         if judgement.verdict is Verdict.OBJECT:
             return _objection(bot, incoming, plan, request, approver, ctx)
@@ -784,7 +772,7 @@ class ReplyHandler:
             workflow.delegated_approve(
                 bot, request, approver, delegate=mail.from_addr or "", checks=checks, message_row=incoming.row
             )
-            return Outcome("delegated:approve-waiting", request["id"])
+            return Outcome("delegated:approve-waiting", request.id)
         if qualified:
             workflow.delegated_deny(
                 bot,
@@ -796,37 +784,38 @@ class ReplyHandler:
                 message_row=incoming.row,
                 headers=mail.raw_headers().decode("utf-8", "replace"),
             )
-            return Outcome("delegated:deny", request["id"])
+            return Outcome("delegated:deny", request.id)
         workflow.decide(
             bot,
             request,
             judgement.verdict,
-            decided_by=approver["email"],
+            decided_by=approver.email,
             via="mail",
             reason=plan.decision.reason,
-            approver_id=approver["id"],
+            approver_id=approver.id,
             message_row=incoming.row,
             checks=checks,
             rule=judgement.rule,
             headers=mail.raw_headers().decode("utf-8", "replace"),
         )
-        return Outcome(f"decided:{judgement.verdict.value.lower()}", request["id"])
+        return Outcome(f"decided:{judgement.verdict.value.lower()}", request.id)
 
 
 def _delegate_refused(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
     """A reply with a contact's token from someone of its organisation who does not (yet) qualify as a
     delegate: nothing is decided; they are told which condition failed and how to answer so it counts."""
     request, approver, mail, why = plan.request, plan.approver, incoming.mail, plan.delegate
+    assert request is not None and approver is not None  # only a contact's token gets here
     checks = {**plan.sender.checks, **{f"delegate_{k}": v for k, v in (plan.delegate_sender.checks or {}).items()}}
     bot.store.audit(
         "reply-rejected",
         at=bot.now(),
         message_row=incoming.row,
-        request_id=request["id"],
+        request_id=request.id,
         rule=why.rule,
         failure=why.why,
         checks=checks,
-        approver=approver["email"],
+        approver=approver.email,
         sender=mail.from_addr,
         first_line=plan.decision.first_line[:200],
     )
@@ -839,47 +828,47 @@ def _delegate_refused(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
             **_base_context(bot),
             "rule": why.rule,
             "delegate_why": "" if why.rule == "self-approval" else why.why,
-            "contact": approver["email"],
+            "contact": approver.email,
         },
-        request_id=request["id"],
+        request_id=request.id,
     )
     if why.rule in ("delegate-unauthenticated", "self-approval") and reads_as_decision(plan.decision):
-        ctx = {**workflow.request_context(bot, request), "approver": {"email": approver["email"], "name": ""}}
+        ctx = {**workflow.request_context(bot, request), "approver": {"email": approver.email, "name": ""}}
         bot.outbox.queue_mail(
             purpose="reply-rejected-secretariat",
             template="reply_rejected_secretariat.txt",
             context={**ctx, "rule": why.rule, "sender": mail.from_addr or "", "checks": checks},
             to=[bot.secretariat],
-            request_id=request["id"],
+            request_id=request.id,
         )
-    return Outcome(f"rejected:{why.rule}", request["id"])
+    return Outcome(f"rejected:{why.rule}", request.id)
 
 
 def _objection(bot: Bot, incoming: Incoming, plan: ReplyPlan, request: Any, approver: Any, ctx: dict) -> Outcome:
     """OBJECT from a contact (or a qualifying delegate): cancels the delegated APPROVE waiting on this request."""
-    waiting = delegation.waiting(bot.store, request["id"])
+    waiting = delegation.waiting(bot.store, request.id)
     if waiting is None:
         why = (
             "your reply said OBJECT, but no answer given on a contact's behalf is waiting for this request, so "
             "there is nothing to object to; to decide, answer APPROVE or DENY"
         )
-        bot.store.audit("reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request["id"], why=why)
+        bot.store.audit("reply-unclear", at=bot.now(), message_row=incoming.row, request_id=request.id, why=why)
         bot.outbox.queue_mail(
             purpose="clarify",
             template="clarify.txt",
             context={**ctx, "why": why},
-            to=[approver["email"]],
+            to=[approver.email],
             in_reply_to=incoming.mail.message_id,
-            request_id=request["id"],
+            request_id=request.id,
             cause_message=incoming.row,
             auto="auto-replied",
             reply_to=_reply_address_of(incoming.mail, bot),
         )
-        return Outcome("clarification-asked", request["id"])
+        return Outcome("clarification-asked", request.id)
     workflow.delegation_objected(
-        bot, request, waiting, objector=incoming.mail.from_addr or approver["email"], message_row=incoming.row
+        bot, request, waiting, objector=incoming.mail.from_addr or approver.email, message_row=incoming.row
     )
-    return Outcome("delegation-objected", request["id"])
+    return Outcome("delegation-objected", request.id)
 
 
 # --- questions about members (confirmations.py): remove ADDRESS, re-vetting ---------------------------
@@ -1124,6 +1113,7 @@ def _removal_request(bot: Bot, incoming: Incoming) -> Outcome:
 def _requester_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
     """The requester answered their acknowledgement: only WITHDRAW, from their own address, counts."""
     request, mail, sender = plan.request, incoming.mail, plan.sender
+    assert request is not None  # the requester's token names it
     context = _base_context(bot)
     checks = dict(sender.checks)
     audit = {
@@ -1135,7 +1125,7 @@ def _requester_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
     if not sender.ok:
         rule = sender.rule or "sender-not-authenticated"
         bot.store.audit(
-            "reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"], rule=rule, **audit
+            "reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request.id, rule=rule, **audit
         )
         if rule != "from-unreadable":
             _limited_reply(
@@ -1144,13 +1134,13 @@ def _requester_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
                 purpose="reply-not-accepted",
                 template="reply_not_accepted.txt",
                 context={**context, "rule": rule},
-                request_id=request["id"],
+                request_id=request.id,
             )
-        return Outcome(f"rejected:{rule}", request["id"])
-    if request["state"] not in workflow.OPEN_STATES:
-        rule = f"request-{request['state']}"
+        return Outcome(f"rejected:{rule}", request.id)
+    if request.state not in OPEN_STATES:
+        rule = f"request-{request.state}"
         bot.store.audit(
-            "reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request["id"], rule=rule, **audit
+            "reply-rejected", at=bot.now(), message_row=incoming.row, request_id=request.id, rule=rule, **audit
         )
         _limited_reply(
             bot,
@@ -1158,15 +1148,15 @@ def _requester_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
             purpose="reply-not-accepted",
             template="reply_not_accepted.txt",
             context={**context, "rule": rule},
-            request_id=request["id"],
+            request_id=request.id,
         )
-        return Outcome(f"rejected:{rule}", request["id"])
+        return Outcome(f"rejected:{rule}", request.id)
     if plan.decision.verdict is not Verdict.WITHDRAW:
         bot.store.audit(
             "reply-unclear",
             at=bot.now(),
             message_row=incoming.row,
-            request_id=request["id"],
+            request_id=request.id,
             rule="withdraw-unclear",
             **audit,
         )
@@ -1176,11 +1166,11 @@ def _requester_reply(bot: Bot, incoming: Incoming, plan: ReplyPlan) -> Outcome:
             purpose="withdraw-unclear",
             template="reply_not_accepted.txt",
             context={**context, "rule": "withdraw-unclear"},
-            request_id=request["id"],
+            request_id=request.id,
         )
-        return Outcome("withdraw-unclear", request["id"])
+        return Outcome("withdraw-unclear", request.id)
     workflow.withdraw(bot, request, message_row=incoming.row, checks=checks)
-    return Outcome("withdrawn", request["id"])
+    return Outcome("withdrawn", request.id)
 
 
 def _thread_request(bot: Bot, mail: InboundMail) -> int | None:
@@ -1196,15 +1186,11 @@ def _thread_request(bot: Bot, mail: InboundMail) -> int | None:
 
 
 def _thread_mismatch_why(bot: Bot, thread_request_id: int | None, request: Any) -> str:
-    other = bot.store.one("SELECT id, requester, cctld FROM requests WHERE id = ?", (thread_request_id,))
-    about = (
-        f"request #{other['id']} ({other['requester']} for .{other['cctld']})"
-        if other is not None
-        else "another request"
-    )
+    other = bot.ledger.find_request(thread_request_id) if thread_request_id is not None else None
+    about = f"request #{other.id} ({other.requester} for .{other.cctld})" if other is not None else "another request"
     return (
         f"your reply was written in the conversation about {about}, but sent to the reply address of "
-        f"this request, #{request['id']}, so we could not be sure which request you meant. If you meant "
+        f"this request, #{request.id}, so we could not be sure which request you meant. If you meant "
         f"this one, please answer this message"
     )
 
@@ -1244,12 +1230,9 @@ class AutomatedHandler:
         if cls.detail == "auto-reply":
             addresses = []
             if cls.token:
-                approver = bot.store.one(
-                    "SELECT a.email FROM tokens t JOIN approvers a ON a.id = t.approver_id WHERE t.token_hash = ?",
-                    (tokens.digest(cls.token),),
-                )
+                approver = bot.ledger.approver_of_token(tokens.digest(cls.token))
                 if approver is not None:
-                    addresses.append(approver["email"])
+                    addresses.append(approver.email)
             if incoming.mail.from_addr:
                 addresses.append(incoming.mail.from_addr)
             touched = note_contacts(bot, tuple(addresses), "away", f"auto-reply: {incoming.mail.subject[:120]}")
@@ -1261,13 +1244,9 @@ def note_contacts(bot: Bot, addresses: tuple[str, ...], state: str, why: str) ->
     """Mark asked approvers of open requests with these addresses as bounced/away. Returns request ids."""
     touched = []
     for address in {address_key(a) for a in addresses} - {""}:
-        for approver in bot.store.all(
-            "SELECT a.* FROM approvers a JOIN requests r ON r.id = a.request_id"
-            " WHERE a.email_key = ? AND a.state = 'asked' AND r.state = 'pending'",
-            (address,),
-        ):
+        for approver in bot.ledger.asked_on_pending(address):
             workflow.contact_unreachable(bot, approver, state, why)
-            touched.append(approver["request_id"])
+            touched.append(approver.request_id)
     return touched
 
 
@@ -1300,15 +1279,11 @@ class MailmanHandler:
         )
         result = mailman.read_results(incoming.mail.text) if incoming.cls.detail == "command-results" else None
         status = MAILMAN_STATES.get(result.state if result else "", "acknowledged")
-        bot.store.execute(
-            "UPDATE requests SET mailman_status = ?, updated_at = ? WHERE id = ?"
-            " AND mailman_status IN ('queued', 'sent', 'acknowledged')",
-            (status, iso(now), request_id),
-        )
+        bot.ledger.set_mailman_status(request_id, status, now=now, only_from=("queued", "sent", "acknowledged"))
         if result is not None and status in ("conflict", "failed"):
             # Mailman did not take the command (already a member or pending, banned, bad address): the
             # Secretariat hears of it, as with a REST 409.
-            request = workflow.get_request(bot, request_id)
+            request = bot.ledger.request(request_id)
             bot.store.audit(
                 f"mailman-{status}", at=now, request_id=request_id, message_row=incoming.row, said=result.line
             )
@@ -1316,7 +1291,7 @@ class MailmanHandler:
                 purpose="mailman-conflict",
                 template="mailman_conflict.txt",
                 context={
-                    "address": request["requester"],
+                    "address": request.requester,
                     "request_id": request_id,
                     "said": result.line,
                     "list_address": bot.config.mailman.list,

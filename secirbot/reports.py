@@ -8,6 +8,7 @@ from typing import Any
 
 from .confirmations import all_revets
 from .iana.names import NotACcTLD, parse_tld
+from .ledger import OPEN_STATES, Ledger, RequestState
 from .roster import counts_by_cctld, members
 from .store import Store, from_iso, iso
 
@@ -19,28 +20,38 @@ def _display(cctld: str) -> str:
         return cctld
 
 
+_LISTED = (
+    "id",
+    "state",
+    "cctld",
+    "requester",
+    "requester_name",
+    "created_at",
+    "expires_at",
+    "decision",
+    "decided_by",
+    "decided_at",
+    "mailman_status",
+)
+
+
 def list_requests(store: Store, state: str | None = None) -> list[dict[str, Any]]:
-    sql = (
-        "SELECT id, state, cctld, requester, requester_name, created_at, expires_at, decision, decided_by,"
-        " decided_at, mailman_status FROM requests"
-    )
-    rows = store.all(sql + (" WHERE state = ? ORDER BY id" if state else " ORDER BY id"), (state,) if state else ())
-    return [{**dict(r), "cctld_display": _display(r["cctld"])} for r in rows]
+    if state is not None and state not in RequestState.__members__.values():
+        return []
+    rows = Ledger(store).requests(states=[RequestState(state)] if state else [])
+    return [{**{k: r.as_dict()[k] for k in _LISTED}, "cctld_display": _display(r.cctld)} for r in rows]
 
 
 def show_request(store: Store, request_id: int) -> dict[str, Any] | None:
     """The whole story of one request: its fields, its approvers, every audit record, its mail."""
-    request = store.one("SELECT * FROM requests WHERE id = ?", (request_id,))
+    ledger = Ledger(store)
+    request = ledger.find_request(request_id)
     if request is None:
         return None
-    data: dict[str, Any] = {**dict(request), "cctld_display": _display(request["cctld"])}
+    data: dict[str, Any] = {**request.as_dict(), "cctld_display": _display(request.cctld)}
     data["approvers"] = [
-        dict(r)
-        for r in store.all(
-            "SELECT email, roles, name, state, asked_at, expires_at, used_at, reminders_sent, next_reminder_at"
-            " FROM approvers WHERE request_id = ? ORDER BY id",
-            (request_id,),
-        )
+        {k: v for k, v in a.as_dict().items() if k not in ("id", "request_id", "email_key")}
+        for a in ledger.approvers(request_id)
     ]
     data["timeline"] = []
     for row in store.all(
@@ -75,9 +86,9 @@ def show_request(store: Store, request_id: int) -> dict[str, Any] | None:
     snapshot = (
         store.one(
             "SELECT id, source, fetched_at, problem, delegated FROM iana_snapshots WHERE id = ?",
-            (request["snapshot_id"],),
+            (request.snapshot_id,),
         )
-        if request["snapshot_id"]
+        if request.snapshot_id
         else None
     )
     data["snapshot"] = dict(snapshot) if snapshot else None
@@ -192,23 +203,21 @@ def digest_context(bot: Any) -> dict[str, Any]:
     """The weekly digest for the Secretariat: every open request and what it waits for."""
     now = bot.now()
     open_requests = []
-    for row in bot.store.all("SELECT * FROM requests WHERE state IN ('resolving', 'pending') ORDER BY id"):
-        approvers = bot.store.all(
-            "SELECT email, state, reminders_sent FROM approvers WHERE request_id = ?", (row["id"],)
-        )
+    for request in bot.ledger.requests(states=OPEN_STATES):
+        approvers = bot.ledger.approvers(request.id)
         open_requests.append(
             {
-                "id": row["id"],
-                "requester": row["requester"],
-                "cctld_display": _display(row["cctld"]),
-                "state": row["state"],
-                "age_days": (now - from_iso(row["created_at"])).days,
-                "expires": row["expires_at"],
-                "approvers": [f"{a['email']} ({a['state']}, {a['reminders_sent']} reminders)" for a in approvers],
+                "id": request.id,
+                "requester": request.requester,
+                "cctld_display": _display(request.cctld),
+                "state": str(request.state),
+                "age_days": (now - from_iso(request.created_at)).days,
+                "expires": request.expires_at,
+                "approvers": [f"{a.email} ({a.state}, {a.reminders_sent} reminders)" for a in approvers],
             }
         )
     week_ago = iso(now - timedelta(days=7))
-    decided = bot.store.one("SELECT COUNT(*) AS n FROM requests WHERE decided_at >= ?", (week_ago,))["n"]
+    decided = bot.ledger.decided_since(week_ago)
     quarantined = bot.store.one(
         "SELECT COUNT(*) AS n FROM messages WHERE outcome = 'failed' AND processed_at >= ?", (week_ago,)
     )["n"]
@@ -257,12 +266,12 @@ def cctld_report(store: Store, pilot: list[str]) -> dict[str, Any]:
         item = entry(inv["cctld"])
         item["invited_at"] = inv["invited_at"]
         item["invited"] = json.loads(inv["recipients"])
-    for row in store.all("SELECT cctld, state, COUNT(*) AS n FROM requests GROUP BY cctld, state"):
-        item = entry(row["cctld"])
-        item["requests"] += row["n"]
-        key = {"resolving": "open", "pending": "open"}.get(row["state"], row["state"])
+    for cctld, state, n in Ledger(store).counts_by_cctld():
+        item = entry(cctld)
+        item["requests"] += n
+        key = "open" if state in OPEN_STATES else str(state)
         if key in item:
-            item[key] += row["n"]
+            item[key] += n
     for cctld, n in counts_by_cctld(store).items():
         entry(cctld)["members"] = n
     for cctld, at in all_revets(store).items():
@@ -306,11 +315,13 @@ def roster(store: Store) -> list[dict[str, Any]]:
     """Every member on the list with how they were vetted, for migration to the final trust system. A member
     imported from an existing list has no request: its `approved_by` says where it was imported from."""
     out = []
+    ledger = Ledger(store)
     for member in members(store, include_removed=False):
-        r = store.one(
-            "SELECT r.*, s.source AS s_source, s.fetched_at AS s_fetched FROM requests r"
-            " LEFT JOIN iana_snapshots s ON s.id = r.snapshot_id WHERE r.id = ?",
-            (member.request_id,),
+        r = ledger.find_request(member.request_id) if member.request_id is not None else None
+        snapshot = (
+            store.one("SELECT source, fetched_at FROM iana_snapshots WHERE id = ?", (r.snapshot_id,))
+            if r is not None and r.snapshot_id is not None
+            else None
         )
         name = parse_tld(member.cctld) if member.cctld else None  # '' = found in Mailman, not yet placed
         out.append(
@@ -321,12 +332,12 @@ def roster(store: Store) -> list[dict[str, Any]]:
                 "cctld": name.ascii if name else "",
                 "cctld_unicode": name.unicode if name else "",
                 "approved_by": member.approved_by,
-                "approved_at": r["decided_at"] if r is not None else member.since,
-                "approved_via": r["decided_via"] if r is not None else member.source.value,
-                "iana_snapshot_id": r["snapshot_id"] if r is not None else "",
-                "iana_source": (r["s_source"] or "") if r is not None else "",
-                "iana_fetched_at": (r["s_fetched"] or "") if r is not None else "",
-                "mailman_status": (r["mailman_status"] or "") if r is not None else "",
+                "approved_at": r.decided_at if r is not None else member.since,
+                "approved_via": r.decided_via if r is not None else member.source.value,
+                "iana_snapshot_id": r.snapshot_id if r is not None else "",
+                "iana_source": (snapshot["source"] or "") if snapshot is not None else "",
+                "iana_fetched_at": (snapshot["fetched_at"] or "") if snapshot is not None else "",
+                "mailman_status": (r.mailman_status or "") if r is not None else "",
             }
         )
     return sorted(out, key=lambda item: (item["request_id"] == "", item["request_id"] or 0, item["email"]))

@@ -21,6 +21,7 @@ from apscheduler.triggers.cron import CronTrigger
 from . import confirmations, delegation, roster, tokens, workflow
 from .iana.names import parse_tld
 from .iana.resolver import approvers_of
+from .ledger import RequestState
 from .mailman_rest import RestUnavailable, check_pending, compare_roster
 from .reports import digest_context
 from .store import StoreError, from_iso, iso
@@ -59,12 +60,11 @@ def delegations_due(bot: Bot) -> int:
 
 
 def expire_due(bot: Bot) -> int:
-    now = iso(bot.now())
-    rows = bot.store.all("SELECT * FROM requests WHERE state IN ('resolving', 'pending') AND expires_at <= ?", (now,))
+    rows = bot.ledger.due_for_expiry(bot.now())
     for request in rows:
         with bot.store.transaction():
-            current = workflow.get_request(bot, request["id"])
-            if current["state"] in workflow.OPEN_STATES:
+            current = bot.ledger.request(request.id)
+            if current.is_open:
                 workflow.expire(bot, current)
     return len(rows)
 
@@ -77,47 +77,39 @@ def retry_due_lookups(
     """IANA lookups that are due: the first one of each new request, and retries. The network call runs
     outside the transaction and outside `guard` (the daemon's work lock), so a slow IANA holds up no other
     mail; the state is re-read inside, so a lookup decided by another pass is applied once only."""
-    rows = bot.store.all(
-        "SELECT * FROM requests WHERE state = 'resolving' AND next_lookup_at <= ? ORDER BY id", (iso(bot.now()),)
-    )
+    rows = bot.ledger.due_for_lookup(bot.now())
     for request in rows:
         if stop():  # the rest waits in the store for the next start
             break
-        resolution = bot.iana.resolve(parse_tld(request["cctld"]), fresh=True)  # network: outside the txn
+        resolution = bot.iana.resolve(parse_tld(request.cctld), fresh=True)  # network: outside the txn
         try:
             with guard(), bot.store.transaction():
-                current = workflow.get_request(bot, request["id"])
-                if current["state"] != "resolving" or current["lookup_attempts"] != request["lookup_attempts"]:
+                current = bot.ledger.request(request.id)
+                if current.state is not RequestState.RESOLVING or current.lookup_attempts != request.lookup_attempts:
                     continue
-                if current["lookup_attempts"] == 0:
+                if current.lookup_attempts == 0:
                     workflow.first_lookup(bot, current, resolution)
                 else:
                     workflow.retry_lookup(bot, current, resolution)
         except (sqlite3.Error, StoreError):
             raise
         except Exception as exc:  # ours (a broken template...): the request waits, the Secretariat hears
-            log.exception("request #%s: the step after its IANA lookup failed", request["id"])
+            log.exception("request #%s: the step after its IANA lookup failed", request.id)
             with guard(), bot.store.transaction():
-                workflow.step_failed(bot, workflow.get_request(bot, request["id"]), f"{type(exc).__name__}: {exc}")
+                workflow.step_failed(bot, bot.ledger.request(request.id), f"{type(exc).__name__}: {exc}")
     return len(rows)
 
 
 def escalate_due(bot: Bot) -> int:
-    rows = bot.store.all(
-        "SELECT * FROM requests WHERE state = 'pending' AND next_escalation_at <= ?", (iso(bot.now()),)
-    )
+    rows = bot.ledger.due_for_escalation(bot.now())
     for request in rows:
         with bot.store.transaction():
-            workflow.escalate(bot, request, f"no decision since {workflow.when(request['created_at'])}")
+            workflow.escalate(bot, request, f"no decision since {workflow.when(request.created_at)}")
     return len(rows)
 
 
 def remind_due(bot: Bot) -> int:
-    rows = bot.store.all(
-        "SELECT a.* FROM approvers a JOIN requests r ON r.id = a.request_id"
-        " WHERE a.state = 'asked' AND r.state = 'pending' AND a.next_reminder_at <= ?",
-        (iso(bot.now()),),
-    )
+    rows = bot.ledger.due_for_reminder(bot.now())
     for approver in rows:
         with bot.store.transaction():
             workflow.remind(bot, approver)
@@ -239,10 +231,7 @@ REVET_ANSWER_VALID = timedelta(days=30)
 
 def recheck_contacts(bot: Bot) -> int:
     """Ask IANA again about every ccTLD with members or open requests; act on changed contacts."""
-    open_or_admitted = bot.store.all(
-        "SELECT DISTINCT cctld FROM requests WHERE state IN ('pending', 'approved') ORDER BY cctld"
-    )
-    cctlds = sorted({r["cctld"] for r in open_or_admitted} | set(roster.counts_by_cctld(bot.store)))
+    cctlds = sorted(set(bot.ledger.cctlds_in_use()) | set(roster.counts_by_cctld(bot.store)))
     changed = 0
     for cctld in cctlds:
         resolution = bot.iana.resolve(parse_tld(cctld), fresh=True)
