@@ -408,11 +408,11 @@ class Pipeline:
         import yaml
 
         from bench.rig import approver_addresses, bench_rules, load_records
-        from secirbot.bot import build
         from secirbot.config import load_config
         from secirbot.rules import load_rules
         from secirbot.sandbox.iana_servers import DnsServer, RdapServer, WhoisServer
         from secirbot.sandbox.ports import free_port
+        from secirbot.wiring import build
 
         records = load_records()
         cctlds = list(records)

@@ -1,4 +1,5 @@
-"""The object graph: one `Bot` built from the configuration and handed down to every stage.
+"""What every stage is handed: one `Bot`, the store, ledger, outbox, IANA resolver, templates and clock of one
+configuration. `wiring.build` makes it; nothing here imports a stage, so no stage imports back up.
 
 No module reaches for a global: the store, the outbox, the IANA resolver, the templates, the clock, the
 DNS function for DKIM and the DMARC policy lookups of `authentication.require: adaptive` all come from
@@ -12,17 +13,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from . import workflow
-from .authenticity import make_dnsfunc
 from .compose import Templates
 from .config import Config
-from .dmarc_policy import DmarcPolicies, Effective, build_policies
+from .dmarc_policy import DmarcPolicies, Effective
 from .iana.resolver import IanaResolver
 from .ledger import Ledger
-from .mailman_rest import rest_attempt
 from .outbox import Outbox
-from .rules import Rules, load_rules
-from .store import Store, utcnow
+from .rules import Rules
+from .store import Store
 
 
 @dataclass
@@ -53,29 +51,3 @@ class Bot:
         check_sender refuses as an unknown level: fail closed."""
         require = self.rules.authentication.require
         return self.dmarc.effective(require, approver) if self.dmarc is not None else Effective(require)
-
-
-def build(
-    config: Config, rules: Rules | None = None, now: Callable[[], datetime] = utcnow, store: Store | None = None
-) -> Bot:
-    """Wire a Bot. `now` is the one clock every stage reads (tests pass a controllable one)."""
-    rules = rules if rules is not None else load_rules(config.rules)
-    store = store if store is not None else Store(config.store.path)
-    templates = Templates(config.templates)
-    outbox = Outbox(store, templates, config, rules.outbox, now)
-    bot = Bot(
-        config=config,
-        rules=rules,
-        store=store,
-        ledger=Ledger(store),
-        templates=templates,
-        outbox=outbox,
-        iana=IanaResolver(config, store, now=now),
-        now=now,
-        # adaptive needs it too: DKIM is how a reply passes where the domain's DMARC policy asks for it.
-        dnsfunc=make_dnsfunc(config.dns) if rules.authentication.require != "none" else None,
-        dmarc=build_policies(config, rules, now),
-    )
-    outbox.on_failure = lambda row, failed, error: workflow.delivery_failed(bot, row, failed, error)
-    outbox.rest_handler = lambda row: rest_attempt(bot, row)
-    return bot

@@ -289,11 +289,11 @@ def take_lock(config: Config) -> InstanceLock:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .bot import build
     from .daemon import Daemon, InstanceLocked
     from .health import smtp_outage
     from .lease import LeaseHeld
     from .mailbox import MailboxAuthError, MailboxError
+    from .wiring import build
 
     config, rules = load(args)
     loaded = config  # before the sandbox rewrites imap and smtp: what a SIGHUP compares against
@@ -557,8 +557,8 @@ def cli_actor(by: str | None = None) -> str:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    from .bot import build
     from .replies import Verdict
+    from .wiring import build
     from .workflow import DECIDED_STATES, decide, get_request
 
     config, rules = load(args)
@@ -635,8 +635,8 @@ def deliver_if_idle(bot: Any, config: Config) -> None:
 
 
 def cmd_invite(args: argparse.Namespace) -> int:
-    from .bot import build
     from .invitations import invite
+    from .wiring import build
 
     config, rules = load(args)
     bot = build(config, rules)
@@ -725,10 +725,10 @@ def cmd_members(args: argparse.Namespace) -> int:
 
 
 def cmd_members_import(args: argparse.Namespace) -> int:
-    from .bot import build
     from .mailman import list_id
     from .mailman_rest import MailmanRest, RestUnavailable
     from .roster import ImportEntry, import_members, read_csv
+    from .wiring import build
 
     config, rules = load(args)
     if args.csv is not None:
@@ -765,9 +765,9 @@ def cmd_members_import(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from .bot import build
     from .membership import confirmed, remove
     from .roster import on_list
+    from .wiring import build
 
     if not args.done and not (args.reason or "").strip():
         print("error: --reason is required (it is audited and told to the member); or --done", file=sys.stderr)

@@ -31,7 +31,6 @@ from typing import TextIO
 
 import yaml
 
-from .bot import build
 from .config import AddressesConfig, Config, DnsConfig, IanaConfig, ImapConfig, SmtpConfig, StoreConfig
 from .daemon import Daemon
 from .reports import render_timeline, show_request
@@ -39,6 +38,7 @@ from .rules import load_rules
 from .sandbox.dovecot import Dovecot, DovecotError, MailUser
 from .sandbox.iana_servers import RdapServer, WhoisServer
 from .sandbox.smtp_sink import Captured, SmtpSink
+from .wiring import build
 
 REQUESTER = "Mette Hansen <mette.hansen@security.punktum.example>"
 RECORDS = ("dk", "se")

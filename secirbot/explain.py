@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import workflow
-from .bot import build
 from .classify import classify
 from .config import Config
 from .iana.names import parse_tld
@@ -26,6 +25,7 @@ from .pipeline import Origin, process
 from .rules import Rules
 from .store import SCHEMA_VERSION, Store, StoreError
 from .tokens import reply_token
+from .wiring import build
 
 EXPLAIN_FOLDER = "(explain)"
 

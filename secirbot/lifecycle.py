@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from .clock import from_iso, iso
 from .compose import ENGLISH, Language
 from .config import Config
 from .delegation import Delegation, DelegationState
@@ -40,7 +41,6 @@ from .newtext import REPLY_MARKER
 from .replies import Verdict
 from .roster import Member, MemberState
 from .rules import Rules
-from .store import from_iso, iso
 
 # --- what a transition may know besides the request and the event --------------------------------------
 

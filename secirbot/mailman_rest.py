@@ -26,7 +26,7 @@ from . import membership, roster
 from .config import MailmanConfig
 from .mailman import list_id as mailman_list_id
 from .outbox import Attempt
-from .store import from_iso, iso
+from .store import from_iso
 
 if TYPE_CHECKING:
     import sqlite3
@@ -214,9 +214,7 @@ def rest_attempt(bot: Bot, row: sqlite3.Row) -> Attempt:
     request_id = row["request_id"]
 
     def record(status: str, action: str, **details: Any) -> None:
-        bot.store.execute(
-            "UPDATE requests SET mailman_status = ?, updated_at = ? WHERE id = ?", (status, iso(bot.now()), request_id)
-        )
+        bot.ledger.set_mailman_status(request_id, status, now=bot.now())
         bot.store.audit(action, at=bot.now(), request_id=request_id, outbox_id=row["id"], **details)
 
     try:
@@ -322,22 +320,16 @@ def check_pending(bot: Bot) -> dict[str, int]:
         if not token:
             continue
         digest = token_digest(token)
-        vetted = bot.store.one(
-            "SELECT id FROM requests WHERE requester_key = ? AND state = 'approved' ORDER BY id DESC LIMIT 1",
-            (address.lower(),),
-        )
+        vetted = bot.ledger.latest_approved(address.lower())
         if vetted is not None:
             status = client.moderate(list_id, token, "accept")
             with bot.store.transaction():
                 if status == 204:  # rest/sub_moderation.py: accepted = subscribed now
-                    bot.store.execute(
-                        "UPDATE requests SET mailman_status = 'member', updated_at = ? WHERE id = ?",
-                        (iso(bot.now()), vetted["id"]),
-                    )
+                    bot.ledger.set_mailman_status(vetted, "member", now=bot.now())
                 bot.store.audit(
                     "mailman-moderation-accepted",
                     at=bot.now(),
-                    request_id=vetted["id"],
+                    request_id=vetted,
                     address=address,
                     token=digest,
                     http=status,
@@ -391,8 +383,7 @@ def compare_roster(bot: Bot) -> dict[str, int]:
         for member in gone:
             status = None
             if member.request_id is not None:
-                row = bot.store.one("SELECT mailman_status FROM requests WHERE id = ?", (member.request_id,))
-                status = row["mailman_status"] if row else None
+                status = bot.ledger.mailman_status(member.request_id)
             settled = member.state is roster.MemberState.LEAVING or member.source is not roster.Source.ADMITTED
             if not (settled or status == "member"):
                 continue  # approved, but Mailman has not made it a member yet (confirmation, moderation)

@@ -20,9 +20,14 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+# The time helpers live in clock.py; importable from here as before.
+from .clock import from_iso as from_iso
+from .clock import iso as iso
+from .clock import utcnow as utcnow
 
 SCHEMA_VERSION = 4
 
@@ -266,19 +271,6 @@ def rowid(cur: sqlite3.Cursor) -> int:
     if cur.lastrowid is None:
         raise StoreError("an INSERT reported no row id")
     return cur.lastrowid
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
-
-
-def iso(moment: datetime) -> str:
-    """The one text form of a moment in the store: UTC, seconds, 'Z' (sorts as text)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def from_iso(text: str) -> datetime:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
 class StoreError(Exception):

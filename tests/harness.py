@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from secirbot.bot import Bot, build
+from secirbot.bot import Bot
 from secirbot.config import load_config
 from secirbot.daemon import Daemon, DrainReport
 from secirbot.rules import load_rules
@@ -27,6 +27,7 @@ from secirbot.sandbox.dovecot import MailUser
 from secirbot.sandbox.iana_servers import DnsServer, RdapServer, WhoisServer
 from secirbot.sandbox.smtp_sink import Captured, SmtpSink
 from secirbot.tokens import find_token
+from secirbot.wiring import build
 
 REPO = Path(__file__).resolve().parent.parent
 BOT = "join@lists.example.org"

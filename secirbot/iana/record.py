@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from secirbot.clock import from_iso, iso
 from secirbot.iana.names import TldName
-from secirbot.store import from_iso, iso
 
 Source = Literal["whois", "rdap"]
 ROLES = ("administrative", "technical")
