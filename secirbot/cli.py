@@ -613,6 +613,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 def deliver_if_idle(bot: Any, config: Config) -> None:
     """Send the queued notices now unless a running bot holds the lock (it will send them itself)."""
     from .daemon import InstanceLocked
+    from .settle import settle
 
     try:
         lock = take_lock(config)
@@ -622,10 +623,12 @@ def deliver_if_idle(bot: Any, config: Config) -> None:
     try:
         if not config.sandbox:
             report = bot.outbox.deliver()
+            settle(bot)
             print(f"notices: {report.sent} sent, {report.deferred} deferred, {report.failed} failed", file=sys.stderr)
             if report.sent:
                 # A Mailman REST call that went through queues the notices about it: send those too.
                 again = bot.outbox.deliver()
+                settle(bot)
                 if again.sent or again.deferred or again.failed:
                     print(
                         f"notices: {again.sent} sent, {again.deferred} deferred, {again.failed} failed", file=sys.stderr

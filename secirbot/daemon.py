@@ -39,6 +39,7 @@ from .mailbox import Mailbox, MailboxAuthError, MailboxError
 from .pipeline import FOLDER_FAILED, Origin, last_resort, process
 from .rules import Rules
 from .schedule import retry_due_lookups, run_due_jobs
+from .settle import settle
 from .store import StoreError, iso, utcnow
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,7 @@ class Daemon:
             stop, timeout = self.stopping.is_set, None
         with self.work:
             report = self.bot.outbox.deliver(stop=stop, timeout=timeout)
+            settle(self.bot)  # what the deliveries answered (and any answer a crash left unsettled)
         if report.sent or report.deferred or report.failed:
             log.info("outbox: %d sent, %d deferred, %d failed", report.sent, report.deferred, report.failed)
 

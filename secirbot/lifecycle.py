@@ -16,6 +16,7 @@ Every (state, event) pair the bot knows is in `TABLE`; any other pair is refused
         +-----Expire-----------------+--------> expired
         '-----Withdraw---------------'--------> withdrawn
     approved | denied | expired | withdrawn --DelegationDue--> (unchanged: the waiting delegation is superseded)
+    approved --MailmanAnswered (the REST subscription's answer)--> approved, its mailman_status set
 
 An approver's NOT MINE decides nothing: it takes that contact out of the live ones, and when none is left the
 request escalates at once, as after silence (next roles, then the Secretariat).
@@ -172,6 +173,18 @@ class ContactsChanged:
     resolution: Resolution
 
 
+@dataclass(frozen=True)
+class MailmanAnswered:
+    """Mailman answered the approved request's queued REST subscription (`outbox.DeliveryEvent`); `http` is
+    None when Mailman was never reached and the outbox gave up."""
+
+    outbox_id: int
+    address: str
+    http: int | None
+    said: str = ""
+    error: str = ""
+
+
 Event = (
     Looked
     | StepFailed
@@ -187,6 +200,7 @@ Event = (
     | ReminderDue
     | Expire
     | ContactsChanged
+    | MailmanAnswered
 )
 EVENTS: tuple[type, ...] = (
     Looked,
@@ -203,6 +217,7 @@ EVENTS: tuple[type, ...] = (
     ReminderDue,
     Expire,
     ContactsChanged,
+    MailmanAnswered,
 )
 
 
@@ -1059,6 +1074,39 @@ def _contacts_changed(plan: _Plan, event: ContactsChanged) -> None:
         )
 
 
+# Mailman's answer to a subscription: the request's mailman_status and the audit entry that records it.
+_MAILMAN_ANSWERS = {
+    201: ("member", "mailman-member"),
+    202: ("pending", "mailman-pending"),
+    409: ("conflict", "mailman-conflict"),
+}
+
+
+def _mailman_answered(plan: _Plan, event: MailmanAnswered) -> None:
+    status, action = _MAILMAN_ANSWERS.get(event.http or 0, ("failed", "mailman-failed"))
+    details: dict[str, Any] = {"outbox_id": event.outbox_id}
+    if event.http is None:
+        details["error"] = event.error
+    else:
+        details["http"] = event.http
+    if event.http == 409:
+        details["said"] = event.said
+    plan.set(mailman_status=status)
+    plan.audit(action, **details)
+    if event.http == 409:  # already a member, or a subscription pending: a person looks
+        plan.mail(
+            "mailman-conflict",
+            "mailman_conflict.txt",
+            {
+                "address": event.address,
+                "request_id": plan.request.id,
+                "said": event.said,
+                "list_address": plan.world.config.mailman.list,
+            },
+            plan.world.config.addresses.secretariat,
+        )
+
+
 Handler = Callable[[_Plan, Any], None]
 _R, _P = RequestState.RESOLVING, RequestState.PENDING
 _CLOSED = (RequestState.APPROVED, RequestState.DENIED, RequestState.EXPIRED, RequestState.WITHDRAWN)
@@ -1083,6 +1131,7 @@ TABLE: dict[tuple[RequestState, type], Handler] = {
     (_P, Expire): _expire,
     (_P, ContactsChanged): _contacts_changed,
     **{(state, DelegationDue): _delegation_superseded for state in _CLOSED},
+    (RequestState.APPROVED, MailmanAnswered): _mailman_answered,
 }
 
 

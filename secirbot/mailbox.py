@@ -8,7 +8,6 @@ network or protocol failure surfaces as `MailboxError`, which the caller answers
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import socket
 import ssl
@@ -20,6 +19,7 @@ import imapclient
 import imapclient.exceptions
 
 from .config import ImapConfig
+from .tls import tls_context
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,6 @@ class Fetched:
     raw: bytes
     size: int
     headers_only: bool = False  # the message was larger than imap.max_message_size
-
-
-@functools.lru_cache(maxsize=8)
-def tls_context(ca_file: str | None, verify: bool) -> ssl.SSLContext:
-    """One context per setting and process: loading the system's CA store costs ~50 ms each time."""
-    context = ssl.create_default_context(cafile=ca_file)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class Mailbox:

@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING, Any
 
 from .compose import LOOP_HEADER, POLICY, new_message_id
+from .mailman_rest import list_id as list_id  # the REST dialect's list id, for the callers here
 
 if TYPE_CHECKING:
     from .bot import Bot
@@ -31,11 +32,6 @@ def request_address(list_address: str) -> str:
     """secir@lists.example.org -> secir-request@lists.example.org"""
     local, domain = list_address.rsplit("@", 1)
     return f"{local}-request@{domain}"
-
-
-def list_id(list_address: str) -> str:
-    """Mailman 3's list id: secir@lists.example.org -> secir.lists.example.org"""
-    return list_address.replace("@", ".", 1)
 
 
 def command_line(dialect: str, address: str) -> str:

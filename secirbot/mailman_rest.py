@@ -14,26 +14,21 @@ Moderation tokens are secrets too: the store keeps only their hash. `MailmanRest
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import urllib.parse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import requests
 
-from . import membership, roster
 from .config import MailmanConfig
-from .mailman import list_id as mailman_list_id
-from .outbox import Attempt
-from .store import from_iso
-
-if TYPE_CHECKING:
-    import sqlite3
-
-    from .bot import Bot
 
 log = logging.getLogger(__name__)
+
+
+def list_id(list_address: str) -> str:
+    """Mailman 3's list id: secir@lists.example.org -> secir.lists.example.org"""
+    return list_address.replace("@", ".", 1)
 
 
 class RestUnavailable(Exception):
@@ -176,9 +171,9 @@ class MailmanRest:
         first = Probe("mailman-rest", login.status == 200, said)
         if not first.ok:
             return [first, Probe("mailman-list", False, f"{list_address} not checked: the REST login failed")]
-        list_id = mailman_list_id(list_address)
+        wanted = list_id(list_address)
         try:
-            found = self._call("GET", f"lists/{list_id}")
+            found = self._call("GET", f"lists/{wanted}")
         except RestUnavailable as exc:
             return [first, Probe("mailman-list", False, str(exc))]
         if found.status == 200:
@@ -194,211 +189,11 @@ class MailmanRest:
                     "mailman-list",
                     False,
                     f"Mailman has no list {list_address} (HTTP 404 for "
-                    f"lists/{list_id}): create it in Mailman or correct mailman.list",
+                    f"lists/{wanted}): create it in Mailman or correct mailman.list",
                 ),
             ]
-        return [first, Probe("mailman-list", False, f"lists/{list_id} answered HTTP {found.status}")]
+        return [first, Probe("mailman-list", False, f"lists/{wanted} answered HTTP {found.status}")]
 
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:16]
-
-
-def rest_attempt(bot: Bot, row: sqlite3.Row) -> Attempt:
-    """Outbox handler for a queued REST subscription: make the call, map the answer to an Attempt whose
-    `after` records the request's Mailman state in the same transaction as the outbox row."""
-    call = json.loads(row["payload"])
-    if call.get("action") == "remove":
-        return _removal_attempt(bot, row, call)
-    target = json.loads(row["recipients"])
-    request_id = row["request_id"]
-
-    def record(status: str, action: str, **details: Any) -> None:
-        bot.ledger.set_mailman_status(request_id, status, now=bot.now())
-        bot.store.audit(action, at=bot.now(), request_id=request_id, outbox_id=row["id"], **details)
-
-    try:
-        answer = MailmanRest(bot.config.mailman).add_member(
-            call["list_id"], call["address"], call.get("display_name", "")
-        )
-    except (RestUnavailable, ValueError) as exc:
-        # The outbox turns this deferral into a failure once give_up_after has passed (Outbox._record);
-        # then the request must not keep saying "queued".
-        error = str(exc)
-        last = bot.now() - from_iso(row["created_at"]) >= bot.rules.outbox.give_up_after
-        return Attempt(
-            deferred=target,
-            error=error,
-            after=(lambda: record("failed", "mailman-failed", error=error)) if last else None,
-        )
-
-    if answer.status == 201:
-        return Attempt(delivered=target, after=lambda: record("member", "mailman-member", http=201))
-    if answer.status == 202:  # Mailman still wants a confirmation: the pre_* flags were not honoured
-        return Attempt(delivered=target, after=lambda: record("pending", "mailman-pending", http=202))
-    if answer.status == 409:
-
-        def conflict() -> None:
-            record("conflict", "mailman-conflict", http=409, said=str(answer.body)[:300])
-            bot.outbox.queue_mail(
-                purpose="mailman-conflict",
-                template="mailman_conflict.txt",
-                context={
-                    "address": call["address"],
-                    "request_id": request_id,
-                    "said": str(answer.body)[:300],
-                    "list_address": bot.config.mailman.list,
-                },
-                to=[bot.secretariat],
-                request_id=request_id,
-            )
-
-        return Attempt(delivered=target, after=conflict)
-    return Attempt(
-        failed=target,
-        error=f"Mailman REST answered HTTP {answer.status}: {str(answer.body)[:300]}",
-        after=lambda: record("failed", "mailman-failed", http=answer.status),
-    )
-
-
-def _removal_attempt(bot: Bot, row: sqlite3.Row, call: dict[str, Any]) -> Attempt:
-    """Outbox handler for a queued REST removal (membership.remove): the roster follows Mailman's answer."""
-    target = json.loads(row["recipients"])
-    address = call["address"]
-
-    def member() -> Any:
-        return roster.on_list(bot.store, address)
-
-    def removed(how: str) -> None:
-        current = member()
-        if current is not None:
-            membership.confirmed(bot, current, how=how, actor=call.get("actor", "bot"))
-
-    try:
-        answer = MailmanRest(bot.config.mailman).remove_member(call["list_id"], address)
-    except (RestUnavailable, ValueError) as exc:
-        error = str(exc)
-        return Attempt(deferred=target, error=error)
-    if answer.status == 204:
-        return Attempt(delivered=target, after=lambda: removed("Mailman REST: member deleted (HTTP 204)"))
-    if answer.status == 404:
-        return Attempt(delivered=target, after=lambda: removed("Mailman REST: not a member of the list (HTTP 404)"))
-
-    def waiting() -> None:
-        # 202: Mailman holds the removal for a confirmation or a moderator: still leaving; a person looks.
-        current = member()
-        bot.store.audit("mailman-remove-held", at=bot.now(), outbox_id=row["id"], address=address, http=answer.status)
-        if current is not None:
-            bot.outbox.queue_mail(
-                purpose="removal-secretariat",
-                template="removal_secretariat.txt",
-                context=membership.notice_context(
-                    bot, current, asked_by=call.get("asked_by", "someone"), reason=call.get("reason", "")
-                ),
-                to=[bot.secretariat],
-                request_id=current.request_id,
-            )
-
-    if answer.status == 202:
-        return Attempt(delivered=target, after=waiting)
-    return Attempt(
-        failed=target,
-        error=f"Mailman REST answered HTTP {answer.status} to removing {address}: {str(answer.body)[:300]}",
-        after=waiting,
-    )
-
-
-def check_pending(bot: Bot) -> dict[str, int]:
-    """Accept pending subscriptions of addresses vetted here; report (and, if the rules say so, reject)
-    the others. Each pending request is reported once."""
-    config = bot.config.mailman
-    client = MailmanRest(config)
-    list_id = mailman_list_id(config.list)
-    counts = {"accepted": 0, "reported": 0, "rejected": 0}
-    for entry in client.pending_subscriptions(list_id):
-        address, token = str(entry.get("email", "")), str(entry.get("token", ""))
-        if not token:
-            continue
-        digest = token_digest(token)
-        vetted = bot.ledger.latest_approved(address.lower())
-        if vetted is not None:
-            status = client.moderate(list_id, token, "accept")
-            with bot.store.transaction():
-                if status == 204:  # rest/sub_moderation.py: accepted = subscribed now
-                    bot.ledger.set_mailman_status(vetted, "member", now=bot.now())
-                bot.store.audit(
-                    "mailman-moderation-accepted",
-                    at=bot.now(),
-                    request_id=vetted,
-                    address=address,
-                    token=digest,
-                    http=status,
-                )
-            counts["accepted"] += 1
-            continue
-        seen = bot.store.one(
-            "SELECT 1 FROM audit WHERE action = 'mailman-unvetted' AND details LIKE ?", (f'%"token": "{digest}"%',)
-        )
-        if seen is not None:
-            continue
-        reject = bot.rules.mailman.reject_unvetted
-        rejected = client.moderate(list_id, token, "reject") if reject else None
-        with bot.store.transaction():
-            bot.store.audit(
-                "mailman-unvetted", at=bot.now(), address=address, token=digest, rejected=bool(reject), http=rejected
-            )
-            bot.outbox.queue_mail(
-                purpose="mailman-unvetted",
-                template="mailman_unvetted.txt",
-                context={
-                    "address": address,
-                    "display_name": entry.get("display_name") or "",
-                    "when": str(entry.get("request_date", "")),
-                    "rejected": bool(reject),
-                    "list_address": config.list,
-                    "bot": bot.bot_address,
-                },
-                to=[bot.secretariat],
-            )
-        counts["reported"] += 1
-        counts["rejected"] += bool(reject)
-    return counts
-
-
-def compare_roster(bot: Bot) -> dict[str, int]:
-    """Members added or removed in Mailman behind the bot's back show up (on `check_pending_every`).
-
-    Mailman's REST answer is authenticated, unlike a notice by mail, so the roster follows it: a member
-    gone from Mailman is `removed` (the one who was `leaving` is confirmed), and an address Mailman has
-    that the roster does not is added as source `mailman` (its ccTLD inferred from its domain, else left
-    empty for the Secretariat to place). A member whose subscription is still under way is left alone.
-    The Secretariat hears of each change once."""
-    config = bot.config.mailman
-    found = MailmanRest(config).member_addresses(mailman_list_id(config.list))
-    counts = {"gone": 0, "added": 0}
-    with bot.store.transaction():
-        gone, unknown = roster.found_in_mailman(bot.store, [address for address, _ in found])
-        names = {address.lower(): name for address, name in found}
-        removed, added = [], []
-        for member in gone:
-            status = None
-            if member.request_id is not None:
-                status = bot.ledger.mailman_status(member.request_id)
-            settled = member.state is roster.MemberState.LEAVING or member.source is not roster.Source.ADMITTED
-            if not (settled or status == "member"):
-                continue  # approved, but Mailman has not made it a member yet (confirmation, moderation)
-            membership.confirmed(bot, member, how="not a member in Mailman any more (Mailman REST roster)")
-            removed.append(member.address)
-        for address in unknown:
-            roster.found_unvetted(bot.store, address, names.get(address.lower(), ""), now=bot.now())
-            added.append(address)
-        if removed or added:
-            bot.store.audit("mailman-roster-compared", at=bot.now(), removed=removed, added=added)
-            bot.outbox.queue_mail(
-                purpose="mailman-roster",
-                template="mailman_roster_changed.txt",
-                context={"removed": removed, "added": added, "list_address": config.list, "bot": bot.bot_address},
-                to=[bot.secretariat],
-            )
-    counts["gone"], counts["added"] = len(removed), len(added)
-    return counts

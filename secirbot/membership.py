@@ -24,6 +24,7 @@ from .roster import Member, MemberState
 
 if TYPE_CHECKING:
     from .bot import Bot
+    from .outbox import DeliveryEvent
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,33 @@ def confirmed(
         to=[member.address],
         request_id=member.request_id,
     )
+
+
+def removal_answered(bot: Bot, event: DeliveryEvent) -> None:
+    """Mailman answered a queued REST removal (inside the caller's transaction): 204 and 404 confirm it; any
+    other answer (202: held for a confirmation or a moderator) leaves the member `leaving` and tells the
+    Secretariat, who looks. A removal Mailman was never reached for changes nothing here."""
+    assert event.call is not None
+    call, http = event.call, event.details.get("http")
+    if http is None:
+        return
+    current = roster.on_list(bot.store, call["address"])
+    if http in (204, 404):
+        if current is not None:
+            how = "member deleted" if http == 204 else "not a member of the list"
+            confirmed(bot, current, how=f"Mailman REST: {how} (HTTP {http})", actor=call.get("actor", "bot"))
+        return
+    bot.store.audit("mailman-remove-held", at=bot.now(), outbox_id=event.outbox_id, address=call["address"], http=http)
+    if current is not None:
+        bot.outbox.queue_mail(
+            purpose="removal-secretariat",
+            template="removal_secretariat.txt",
+            context=notice_context(
+                bot, current, asked_by=call.get("asked_by", "someone"), reason=call.get("reason", "")
+            ),
+            to=[bot.secretariat],
+            request_id=current.request_id,
+        )
 
 
 _UNSUBSCRIBED = re.compile(

@@ -1,6 +1,10 @@
 """The outbox: mail (and Mailman REST calls) queued in the same transaction as the change that causes
 them, delivered after the commit, retried with backoff, never composed twice.
 
+What a delivery answered that matters beyond the outbox (a recipient refused for good, Mailman's answer to a
+REST call) is written as a `delivery_events` row in the transaction that records the attempt. The outbox
+never acts on it: `settle` feeds those events to the stages that own their consequences, after delivery.
+
 A queued row holds the finished message bytes with its Message-ID; delivery only ever sends those bytes.
 SMTP cannot close the window between the server's 250 and our commit of "sent": after a crash in that
 window the very same message goes out once more (same Message-ID), and the window is one message wide.
@@ -26,14 +30,12 @@ from typing import Any, Literal
 from .compose import ENGLISH, Language, Templates, as_bytes, compose
 from .config import Config, SmtpConfig
 from .health import record_delivery
-from .mailbox import tls_context
+from .mailman_rest import Answer, MailmanRest, RestUnavailable
 from .rules import OutboxRules
 from .store import Store, from_iso, iso, rowid
+from .tls import tls_context
 
 log = logging.getLogger(__name__)
-
-FailureHandler = Callable[[sqlite3.Row, list[str], str], None]
-RestHandler = Callable[[sqlite3.Row], "Attempt"]
 
 
 @dataclass
@@ -44,7 +46,25 @@ class Attempt:
     deferred: list[str] = field(default_factory=list)  # 4xx or connection trouble: try again later
     failed: list[str] = field(default_factory=list)  # 5xx: never try again
     error: str = ""
-    after: Callable[[], None] | None = None  # runs inside the transaction that records this
+    answer: Answer | None = None  # a Mailman REST call: what Mailman said (none when it could not be reached)
+
+
+@dataclass(frozen=True)
+class DeliveryEvent:
+    """What one delivery attempt answered, for the stage that owns its consequences (secirbot/settle.py).
+
+    `failed`: `details` has `to` (the recipients refused for good) and `error`. `mailman-answered`: `details`
+    has `http` (None: never reached), `said`, `error` and `gave_up`; `call` is the REST call queued."""
+
+    id: int
+    kind: Literal["failed", "mailman-answered"]
+    at: str
+    details: Mapping[str, Any]
+    outbox_id: int
+    purpose: str
+    request_id: int | None
+    message_id: str
+    call: Mapping[str, Any] | None
 
 
 @dataclass
@@ -93,15 +113,20 @@ def open_smtp(
 
 class Outbox:
     def __init__(
-        self, store: Store, templates: Templates, config: Config, rules: OutboxRules, now: Callable[[], datetime]
+        self,
+        store: Store,
+        templates: Templates,
+        config: Config,
+        rules: OutboxRules,
+        now: Callable[[], datetime],
+        rest: MailmanRest | None = None,
     ):
         self.store = store
         self.templates = templates
         self.config = config
         self.rules = rules
         self.now = now
-        self.on_failure: FailureHandler | None = None
-        self.rest_handler: RestHandler | None = None
+        self.rest = rest  # the Mailman REST client that `mailman-rest` items are delivered with
         self._session: smtplib.SMTP | None = None
         self.smtp_down_since: datetime | None = None  # set while the SMTP server cannot be reached
 
@@ -260,11 +285,7 @@ class Outbox:
                     break
                 recipients = json.loads(row["recipients"])
                 if row["kind"] == "mailman-rest":
-                    attempt = (
-                        self.rest_handler(row)
-                        if self.rest_handler
-                        else Attempt(deferred=recipients, error="no Mailman REST client configured")
-                    )
+                    attempt = self._call_mailman(row, recipients)
                 elif smtp_down:
                     attempt = Attempt(deferred=recipients, error=smtp_down)
                 else:
@@ -296,6 +317,60 @@ class Outbox:
         report.smtp_unreachable = connected is False
         return report
 
+    def _call_mailman(self, row: sqlite3.Row, recipients: list[str]) -> Attempt:
+        """One queued REST call. Unreachable (or 5xx) is a deferral; an answer that settles it is a delivery,
+        any other answer a failure. What Mailman said goes with the Attempt, for `settle`."""
+        if self.rest is None:
+            return Attempt(deferred=recipients, error="no Mailman REST client configured")
+        call = json.loads(row["payload"])
+        removal = call.get("action") == "remove"
+        try:
+            if removal:
+                answer = self.rest.remove_member(call["list_id"], call["address"])
+            else:
+                answer = self.rest.add_member(call["list_id"], call["address"], call.get("display_name", ""))
+        except (RestUnavailable, ValueError) as exc:
+            return Attempt(deferred=recipients, error=str(exc))
+        # members.py: a removal is done (204), waits for a person (202) or had nothing to do (404); an
+        # addition is done (201), waits for a confirmation (202) or met an existing member (409).
+        if answer.status in ((202, 204, 404) if removal else (201, 202, 409)):
+            return Attempt(delivered=recipients, answer=answer)
+        what = f" to removing {call['address']}" if removal else ""
+        error = f"Mailman REST answered HTTP {answer.status}{what}: {str(answer.body)[:300]}"
+        return Attempt(failed=recipients, error=error, answer=answer)
+
+    def _event(self, row: sqlite3.Row, kind: str, now: datetime, **details: Any) -> None:
+        self.store.execute(
+            "INSERT INTO delivery_events (outbox_id, at, kind, details) VALUES (?, ?, ?, ?)",
+            (row["id"], iso(now), kind, json.dumps(details, ensure_ascii=False, sort_keys=True)),
+        )
+
+    def unsettled(self) -> list[DeliveryEvent]:
+        """The delivery events whose consequences are not written yet, oldest first."""
+        rows = self.store.all(
+            "SELECT e.id, e.kind, e.at, e.details, e.outbox_id, o.purpose, o.request_id, o.message_id, o.kind AS"
+            " item, o.payload FROM delivery_events e JOIN outbox o ON o.id = e.outbox_id"
+            " WHERE e.settled_at IS NULL ORDER BY e.id"
+        )
+        return [
+            DeliveryEvent(
+                id=r["id"],
+                kind=r["kind"],
+                at=r["at"],
+                details=json.loads(r["details"]),
+                outbox_id=r["outbox_id"],
+                purpose=r["purpose"],
+                request_id=r["request_id"],
+                message_id=r["message_id"],
+                call=json.loads(r["payload"]) if r["item"] == "mailman-rest" else None,
+            )
+            for r in rows
+        ]
+
+    def settled(self, event: DeliveryEvent) -> None:
+        """Mark an event's consequences written (inside the transaction that writes them)."""
+        self.store.execute("UPDATE delivery_events SET settled_at = ? WHERE id = ?", (iso(self.now()), event.id))
+
     def _record(self, row: sqlite3.Row, attempt: Attempt, report: DeliveryReport) -> None:
         now = self.now()
         with self.store.transaction():
@@ -304,7 +379,8 @@ class Outbox:
             pending = list(attempt.deferred)
             attempts = row["attempts"] + 1
             error = attempt.error or row["last_error"] or ""
-            if pending and now - from_iso(row["created_at"]) >= self.rules.give_up_after:
+            gave_up = bool(pending) and now - from_iso(row["created_at"]) >= self.rules.give_up_after
+            if gave_up:
                 newly_failed += pending
                 pending = []
                 error = f"gave up after {attempts} attempts: {attempt.error}"
@@ -348,8 +424,17 @@ class Outbox:
                     error=attempt.error,
                     next_attempt_at=iso(next_at),
                 )
-            if attempt.after is not None:
-                attempt.after()
+            if row["kind"] == "mailman-rest" and (attempt.answer is not None or gave_up):
+                answer = attempt.answer
+                self._event(
+                    row,
+                    "mailman-answered",
+                    now,
+                    http=answer.status if answer else None,
+                    said=str(answer.body)[:300] if answer else "",
+                    error=attempt.error,
+                    gave_up=gave_up,
+                )
             if newly_failed:
                 self.store.audit(
                     "delivery-failed",
@@ -359,8 +444,7 @@ class Outbox:
                     to=newly_failed,
                     error=error,
                 )
-                if self.on_failure:
-                    self.on_failure(row, newly_failed, error)
+                self._event(row, "failed", now, to=newly_failed, error=error)
         if state == "sent":
             report.sent += 1
         if pending:

@@ -22,7 +22,8 @@ from . import confirmations, delegation, roster, tokens, workflow
 from .iana.names import parse_tld
 from .iana.resolver import approvers_of
 from .ledger import RequestState
-from .mailman_rest import RestUnavailable, check_pending, compare_roster
+from .mailman_rest import RestUnavailable
+from .mailman_sync import check_pending, compare_roster
 from .reports import digest_context
 from .store import StoreError, from_iso, iso
 

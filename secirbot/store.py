@@ -29,7 +29,7 @@ from .clock import from_iso as from_iso
 from .clock import iso as iso
 from .clock import utcnow as utcnow
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 _SCHEMA = [
     # version 1
@@ -262,6 +262,20 @@ _SCHEMA = [
            COALESCE(decided_at, updated_at), decided_by, id, updated_at
     FROM requests r WHERE state = 'approved'
       AND id = (SELECT MAX(id) FROM requests WHERE requester_key = r.requester_key AND state = 'approved');
+    """,
+    # version 5: what a delivery answered, written by the outbox with the attempt and applied afterwards by
+    # secirbot/settle.py (a failed recipient, Mailman's REST answer); the hooks of version 4 applied them
+    # inside the attempt's own transaction, so a v4 store has nothing left to settle
+    """
+    CREATE TABLE delivery_events (
+        id INTEGER PRIMARY KEY,
+        outbox_id INTEGER NOT NULL REFERENCES outbox (id),
+        at TEXT NOT NULL,
+        kind TEXT NOT NULL,             -- failed | mailman-answered
+        details TEXT NOT NULL,          -- JSON: failed: to, error; mailman-answered: http, said, error, gave_up
+        settled_at TEXT                 -- NULL until its consequences are written
+    );
+    CREATE INDEX delivery_events_unsettled ON delivery_events (settled_at, id);
     """,
 ]
 

@@ -1,13 +1,11 @@
-"""The top of the object graph: `build` wires one `Bot` from the configuration, and sets the outbox's two
-hooks into the stages (a delivery failure, a Mailman REST call). Only the entry points (cli, daemon, demo,
-explain) import it."""
+"""The top of the object graph: `build` wires one `Bot` from the configuration. Only the entry points (cli,
+daemon, demo, explain) import it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
 
-from . import workflow
 from .authenticity import make_dnsfunc
 from .bot import Bot
 from .compose import Templates
@@ -15,7 +13,7 @@ from .config import Config
 from .dmarc_policy import build_policies
 from .iana.resolver import IanaResolver
 from .ledger import Ledger
-from .mailman_rest import rest_attempt
+from .mailman_rest import MailmanRest
 from .outbox import Outbox
 from .rules import Rules, load_rules
 from .store import Store, utcnow
@@ -28,8 +26,9 @@ def build(
     rules = rules if rules is not None else load_rules(config.rules)
     store = store if store is not None else Store(config.store.path)
     templates = Templates(config.templates)
-    outbox = Outbox(store, templates, config, rules.outbox, now)
-    bot = Bot(
+    rest = MailmanRest(config.mailman) if config.mailman.rest_url else None
+    outbox = Outbox(store, templates, config, rules.outbox, now, rest=rest)
+    return Bot(
         config=config,
         rules=rules,
         store=store,
@@ -42,6 +41,3 @@ def build(
         dnsfunc=make_dnsfunc(config.dns) if rules.authentication.require != "none" else None,
         dmarc=build_policies(config, rules, now),
     )
-    outbox.on_failure = lambda row, failed, error: workflow.delivery_failed(bot, row, failed, error)
-    outbox.rest_handler = lambda row: rest_attempt(bot, row)
-    return bot

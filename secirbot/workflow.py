@@ -34,6 +34,7 @@ from .store import StoreError, from_iso, iso
 if TYPE_CHECKING:
     from .bot import Bot
     from .intake import Claim
+    from .outbox import DeliveryEvent
 
 __all__ = [
     "DECIDED_STATES",
@@ -438,32 +439,47 @@ def remind(bot: Bot, approver: Approver) -> None:
     run(bot, bot.ledger.request(approver.request_id), lifecycle.ReminderDue(approver.id))
 
 
-def delivery_failed(bot: Bot, row: sqlite3.Row, failed: list[str], error: str) -> None:
+def delivery_failed(bot: Bot, event: DeliveryEvent) -> None:
     """An outbox item could not be delivered (5xx, or given up): note dead approvers, tell the Secretariat."""
     now = bot.now()
-    if row["request_id"] is not None and row["purpose"] in ("approval-request", "approval-reminder"):
+    failed, error = list(event.details["to"]), str(event.details["error"])
+    if event.request_id is not None and event.purpose in ("approval-request", "approval-reminder"):
         for address in failed:
-            approver = bot.ledger.approver_at(row["request_id"], address)
+            approver = bot.ledger.approver_at(event.request_id, address)
             if approver is not None and approver.state in (ApproverState.ASKED, ApproverState.AWAY):
                 contact_unreachable(bot, approver, "bounced", f"delivery failed: {error}")
-    if row["purpose"] in ("delivery-failed",) or [a.lower() for a in failed] == [bot.secretariat.lower()]:
+    if event.purpose in ("delivery-failed",) or [a.lower() for a in failed] == [bot.secretariat.lower()]:
         return  # never report a failed report; the audit and the log have it
     bot.outbox.queue_mail(
         purpose="delivery-failed",
         template="delivery_failed.txt",
         context={
-            "purpose": row["purpose"],
+            "purpose": event.purpose,
             "failed": failed,
             "error": error,
-            "message_id": row["message_id"],
-            "request_id": row["request_id"],
+            "message_id": event.message_id,
+            "request_id": event.request_id,
             "bot": bot.bot_address,
             "secretariat": bot.secretariat,
             "when": when(now),
         },
         to=[bot.secretariat],
-        request_id=row["request_id"],
+        request_id=event.request_id,
     )
+
+
+def mailman_answered(bot: Bot, event: DeliveryEvent) -> None:
+    """Mailman answered the REST subscription of an approved request: the state machine records it."""
+    assert event.call is not None and event.request_id is not None
+    details = event.details
+    answered = lifecycle.MailmanAnswered(
+        outbox_id=event.outbox_id,
+        address=str(event.call["address"]),
+        http=details.get("http"),
+        said=str(details.get("said", "")),
+        error=str(details.get("error", "")),
+    )
+    run(bot, bot.ledger.request(event.request_id), answered)
 
 
 # --- contacts that change --------------------------------------------------------------------------

@@ -100,6 +100,7 @@ def events() -> dict[type, Any]:
         lc.ReminderDue: lc.ReminderDue(11),
         lc.Expire: lc.Expire(),
         lc.ContactsChanged: lc.ContactsChanged(resolution(record, snapshot_id=8)),
+        lc.MailmanAnswered: lc.MailmanAnswered(21, "ann@sidn.example", 201),
     }
 
 
@@ -204,6 +205,45 @@ def test_expire_and_withdraw_close_the_live_contacts(setting: tuple[Config, Rule
         assert outcome.state is state
         assert any(isinstance(e, lc.CloseLiveApprovers) for e in outcome.effects)
         assert ("secretariat@example.org",) in [m.to for m in outcome.mails]
+
+
+@pytest.mark.parametrize(
+    ("http", "status", "action"),
+    [(201, "member", "mailman-member"), (202, "pending", "mailman-pending"), (400, "failed", "mailman-failed")],
+)
+def test_mailman_s_answer_sets_the_mailman_status_only(
+    setting: tuple[Config, Rules], http: int, status: str, action: str
+) -> None:
+    outcome = lc.transition(
+        request(RequestState.APPROVED), lc.MailmanAnswered(21, "ann@sidn.example", http, said="{}"), world(setting)
+    )
+    assert outcome.state is RequestState.APPROVED
+    assert outcome.effects == (
+        lc.SetRequest({"mailman_status": status}),
+        lc.Audit(action, {"outbox_id": 21, "http": http}),
+    )
+
+
+def test_mailman_never_reached_records_the_failure_with_its_error(setting: tuple[Config, Rules]) -> None:
+    answered = lc.MailmanAnswered(21, "ann@sidn.example", None, error="Mailman REST POST x: ConnectionError")
+    outcome = lc.transition(request(RequestState.APPROVED), answered, world(setting))
+    assert outcome.effects == (
+        lc.SetRequest({"mailman_status": "failed"}),
+        lc.Audit("mailman-failed", {"outbox_id": 21, "error": "Mailman REST POST x: ConnectionError"}),
+    )
+
+
+def test_a_mailman_conflict_tells_the_secretariat_what_mailman_said(setting: tuple[Config, Rules]) -> None:
+    said = "{'title': 'Member already subscribed'}"
+    outcome = lc.transition(
+        request(RequestState.APPROVED), lc.MailmanAnswered(21, "ann@sidn.example", 409, said=said), world(setting)
+    )
+    assert outcome.effects[:2] == (
+        lc.SetRequest({"mailman_status": "conflict"}),
+        lc.Audit("mailman-conflict", {"outbox_id": 21, "http": 409, "said": said}),
+    )
+    assert mails(outcome) == [("mailman-conflict", (SECRETARIAT,))]
+    assert outcome.mails[0].context["said"] == said and outcome.mails[0].context["address"] == "ann@sidn.example"
 
 
 def test_transition_is_pure_the_same_input_gives_the_same_outcome(setting: tuple[Config, Rules]) -> None:

@@ -284,7 +284,7 @@ def test_migration_from_schema_3_puts_approved_requesters_on_the_roster(tmp_path
     path = tmp_path / "secirbot.sqlite3"
     v3_store(path)
     store = Store(path)
-    assert store.version == SCHEMA_VERSION == 4
+    assert store.version == SCHEMA_VERSION == 5
     rows = [dict(r) for r in store.all("SELECT address, cctld, state, source, since, approved_by FROM members")]
     assert rows == [
         {

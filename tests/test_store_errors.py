@@ -34,6 +34,7 @@ TABLES = [
     "audit",
     "confirmations",
     "delegations",
+    "delivery_events",
     "folder_state",
     "iana_snapshots",
     "invitations",
