@@ -131,3 +131,20 @@ def test_rules(cctld: str, facts: Facts, rule: str | None) -> None:
 def test_pilot_disabled_lets_every_cctld_ask() -> None:
     rules = Rules(pilot=PilotRules(enabled=False, cctlds=()))
     assert check(claim_for("be"), rules, NOTHING) is None
+
+
+def test_a_folded_subject_keeps_the_space_after_an_encoded_word() -> None:
+    # How a mail client folds a long subject: the encoded ".ಭಾರತ" ends the first line, plain text starts the
+    # next. Unfolding keeps that space; the stdlib decoder alone dropped it and read ".ಭಾರತand", no TLD at
+    # all, so the request was taken for .nl alone instead of being asked which of the two was meant.
+    raw = (
+        b"From: Jan Jansen <jan@sidn.example>\r\nTo: join@bot.example\r\n"
+        b"Subject: please subscribe me for =?utf-8?b?LuCyreCyvuCysOCypA==?=\r\n and .nl\r\n"
+        b"\r\nThanks, Jan\r\n"
+    )
+    parsed = parse_mail(raw)
+
+    assert parsed.subject == "please subscribe me for .ಭಾರತ and .nl"
+    claim = read_claim(parsed, "Thanks, Jan", 2000)
+    assert isinstance(claim, ClaimProblem)
+    assert (claim.reason, set(claim.names)) == ("several-cctlds", {"ಭಾರತ", "nl"})
