@@ -1,7 +1,10 @@
 """The loop: drain the mailbox, deliver the outbox, wait for news (IDLE or polling), never die of the network.
 
 This is the one place that catches everything. A message is processed and committed before it is
-filed; the outbox is delivered after every batch, so a request is answered as soon as it is read. A
+filed. Three threads share the work: the mail loop (drain, IDLE), the IANA lookups of new requests and the
+sender, which delivers the outbox whenever a batch or a lookup queued mail. Neither the lookups nor the SMTP
+session hold up the next message: only their commits take the work lock, and only the sender talks SMTP,
+so an item is never sent twice at once. A
 lost connection is retried with exponential backoff and jitter (tenacity). A refused login is not a
 network error: the Secretariat is mailed once per outage, an ERROR is logged, and the login is retried
 only every AUTH_RETRY_SECONDS. SIGTERM/SIGINT finish the current message, flush the outbox and return.
@@ -100,6 +103,10 @@ class Daemon:
         self.mailbox: Mailbox | None = None
         # New requests wait for IANA in their own thread (run()), woken by the drain: never on the mail path.
         self.lookups_due = threading.Event()
+        # The outbox is delivered by one sender at a time (an item read as queued is sent by that one only),
+        # without the work lock: a slow SMTP server holds up no message. The drain and the lookups wake it.
+        self.sending = threading.Lock()
+        self.delivery_due = threading.Event()
         self.auth_retry_seconds = AUTH_RETRY_SECONDS
         # SIGHUP: how to read the configuration and rules again (validated, or ConfigError), and the
         # configuration as last read from the file (the sandbox rewrites imap and smtp in bot.config).
@@ -215,7 +222,7 @@ class Daemon:
             for where, done in filed.items():
                 mailbox.file(done, where)
             self.lookups_due.set()
-            self.deliver()
+            self.delivery_due.set()
         return report
 
     def deliver(self, final: bool = False) -> None:
@@ -225,8 +232,14 @@ class Daemon:
             stop, timeout = (lambda: time.monotonic() > deadline), FINAL_FLUSH_SECONDS
         else:
             stop, timeout = self.stopping.is_set, None
-        with self.work:
+        if not self.sending.acquire(timeout=-1 if timeout is None else timeout):
+            log.warning("outbox: the sender is still busy; what is queued stays queued")
+            return
+        try:
             report = self.bot.outbox.deliver(stop=stop, timeout=timeout)
+        finally:
+            self.sending.release()
+        with self.work:
             settle(self.bot)  # what the deliveries answered (and any answer a crash left unsettled)
         if report.sent or report.deferred or report.failed:
             log.info("outbox: %d sent, %d deferred, %d failed", report.sent, report.deferred, report.failed)
@@ -249,6 +262,10 @@ class Daemon:
             before_sleep=_log_reconnect,
             reraise=True,
         )
+        drained = threading.Event()
+        # The lookups wait for the end of the pass, as they always have in `--once`: what a message finds
+        # (a request still resolving, an approver already known) must not depend on how fast IANA answers.
+        helpers = self._start_helpers(until=drained, lookups=False)
         try:
             for attempt in retrying:
                 with attempt:
@@ -260,10 +277,12 @@ class Daemon:
                         self.mailbox = None
                     total.processed += report.processed
                     total.failed += report.failed
+            self.run_due()  # the sender goes on with what the drain queued and sends what the lookups queue
         except MailboxAuthError as exc:
             self.login_refused(exc)
             raise
-        self.run_due()
+        finally:
+            self._join_helpers(helpers, drained)
         self.deliver()
         self.heartbeat()
         self.release()
@@ -275,20 +294,48 @@ class Daemon:
         with self.work:
             run_due_jobs(self.bot, lookups=False)
         if lookups:
-            retry_due_lookups(self.bot, guard=lambda: self.work, stop=self.stopping.is_set)
+            retry_due_lookups(
+                self.bot, guard=lambda: self.work, stop=self.stopping.is_set, committed=self.delivery_due.set
+            )
 
-    def lookup_worker(self) -> None:
-        """The daemon's IANA lookups: new requests as soon as the drain filed them, retries every tick."""
-        while not self.stopping.is_set():
-            self.lookups_due.wait(self.tick_seconds)
-            self.lookups_due.clear()
-            if self.stopping.is_set():
-                break
-            try:
-                if retry_due_lookups(self.bot, guard=lambda: self.work, stop=self.stopping.is_set):
-                    self.deliver()
-            except Exception:  # a failing lookup pass must not end the thread; the next one retries
-                log.exception("IANA lookups failed")
+    def look_up(self) -> None:
+        """The IANA lookups that are due (new requests as soon as the drain filed them, retries every tick);
+        what they queue goes to the sender."""
+        retry_due_lookups(self.bot, guard=lambda: self.work, stop=self.stopping.is_set, committed=self.delivery_due.set)
+
+    def _start_helpers(self, until: threading.Event, lookups: bool = True) -> list[threading.Thread]:
+        """The sender thread and (`lookups`) the lookup thread, each woken by its event (and every tick) until
+        `until` or stop()."""
+
+        def loop(due: threading.Event, job: Callable[[], None], what: str) -> None:
+            while not (until.is_set() or self.stopping.is_set()):
+                due.wait(self.tick_seconds)
+                due.clear()
+                if until.is_set() or self.stopping.is_set():
+                    break
+                try:
+                    job()
+                except Exception:  # a failing pass must not end the thread; the next one retries
+                    log.exception("%s failed", what)
+
+        jobs: list[tuple[threading.Event, Callable[[], None], str, str]] = [
+            (self.delivery_due, self.deliver, "delivery", "sender")
+        ]
+        if lookups:
+            jobs.append((self.lookups_due, self.look_up, "IANA lookups", "iana-lookups"))
+        threads = [threading.Thread(target=loop, args=(due, job, what), name=name) for due, job, what, name in jobs]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        return threads
+
+    def _join_helpers(self, threads: list[threading.Thread], until: threading.Event) -> None:
+        """End the helper threads: each finishes the pass it is in (a lookup waits at most its timeouts)."""
+        until.set()
+        self.lookups_due.set()
+        self.delivery_due.set()
+        for thread in threads:
+            thread.join(timeout=2 * self.bot.config.iana.timeout_seconds + self.bot.config.smtp.timeout_seconds + 5)
 
     # --- forever --------------------------------------------------------------------------------
 
@@ -296,8 +343,8 @@ class Daemon:
         """Until stop(): drain, then wait for news (IDLE, else polling); reconnect with backoff on any
         mailbox error. Scheduled work runs in APScheduler's thread, one job at a time with the mail."""
         scheduler = self.start_scheduler()
-        lookups = threading.Thread(target=self.lookup_worker, name="iana-lookups", daemon=True)
-        lookups.start()
+        ended = threading.Event()
+        helpers = self._start_helpers(until=ended)
         try:
             while not self.stopping.is_set():
                 retrying = tenacity.Retrying(
@@ -320,8 +367,7 @@ class Daemon:
                         raise
         finally:
             scheduler.shutdown(wait=True)  # lets a running job finish
-            self.lookups_due.set()
-            lookups.join(timeout=2 * self.bot.config.iana.timeout_seconds + 5)
+            self._join_helpers(helpers, ended)
             if self.bot.outbox.smtp_down_since is None:
                 # Flush what is queued, but never wait long on the way out: a container stop is ~10 s.
                 self.deliver(final=True)

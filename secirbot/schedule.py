@@ -74,10 +74,12 @@ def retry_due_lookups(
     bot: Bot,
     guard: Callable[[], AbstractContextManager[object]] = nullcontext,
     stop: Callable[[], bool] = lambda: False,
+    committed: Callable[[], None] = lambda: None,
 ) -> int:
     """IANA lookups that are due: the first one of each new request, and retries. The network call runs
     outside the transaction and outside `guard` (the daemon's work lock), so a slow IANA holds up no other
-    mail; the state is re-read inside, so a lookup decided by another pass is applied once only."""
+    mail; the state is re-read inside, so a lookup decided by another pass is applied once only.
+    `committed` is called after each request's step is committed (the daemon wakes its sender)."""
     rows = bot.ledger.due_for_lookup(bot.now())
     for request in rows:
         if stop():  # the rest waits in the store for the next start
@@ -92,6 +94,7 @@ def retry_due_lookups(
                     workflow.first_lookup(bot, current, resolution)
                 else:
                     workflow.retry_lookup(bot, current, resolution)
+            committed()
         except (sqlite3.Error, StoreError):
             raise
         except Exception as exc:  # ours (a broken template...): the request waits, the Secretariat hears
