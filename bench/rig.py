@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -95,6 +96,11 @@ def use_checkout(path: Path) -> None:
 def cli_env() -> dict[str, str]:
     """The environment of a bot subprocess: ours without SECIRBOT_* settings, the checkout importable."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SECIRBOT_")}
+    # An installed bot runs from bytecode (pip compiles it at install, the Docker image too); this machine's
+    # PYTHONDONTWRITEBYTECODE=1 would make every start of the checkout compile all of secirbot from source
+    # again (~0.2 s). So the bot keeps its bytecode, outside the checkout, from the first start on.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "secirbot-bench-pycache")
     root = str(CHECKOUT.path)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env

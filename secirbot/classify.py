@@ -60,6 +60,7 @@ may record and link such mail but must never act on its content as if Mailman or
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import re
 import unicodedata
@@ -317,9 +318,11 @@ def _classify_mailman(mail: InboundMail, list_address: str, token: str | None) -
 
 # What machine mail says and who sends it is data: secirbot/data/machine_mail.yaml, one table per sign and
 # language, each with its source. This section and the next only weigh the signs.
-_TABLES: dict[str, Any] = yaml.safe_load(
-    resources.files("secirbot").joinpath("data/machine_mail.yaml").read_text(encoding="utf-8")
-)
+# libyaml's safe loader reads the 74 KB table in 16 ms, the pure-Python one in 200 ms: that was a fifth of the
+# daemon's start. Same safe subset of YAML; tests/test_machine_mail.py checks both read the same tables.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+MACHINE_MAIL_YAML = resources.files("secirbot").joinpath("data/machine_mail.yaml")
+_TABLES: dict[str, Any] = yaml.load(MACHINE_MAIL_YAML.read_text(encoding="utf-8"), Loader=_YAML_LOADER)
 
 # Bounds that keep the phrase search linear and small on hostile input: the signs are at the top.
 _SCAN_CHARS = 20_000
@@ -376,7 +379,18 @@ def _spaced(char: str) -> bool:
 class _Phrase:
     label: str  # "lang: phrase", for the audit
     key: str  # a literal part, looked for first (a substring test is cheap)
-    pattern: re.Pattern[str]
+    source: str  # the regular expression, compiled on the first text that holds the key
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return _compiled(self.source)
+
+
+# Compiling all 1,500 phrases took 130 ms of every start; most are never needed (their key never occurs).
+# Unbounded, unlike re's own cache of 512, which the tables would overflow and thrash.
+@functools.cache
+def _compiled(source: str) -> re.Pattern[str]:
+    return re.compile(source)
 
 
 @dataclass(frozen=True)
@@ -408,7 +422,7 @@ def _phrases(groups: dict[str, list[str]], *, at_start: bool = False) -> _Phrase
             # of a subject, a phrase of several words needs no boundary after it.
             right = r"(?!\w)" if _spaced(folded[-1]) and not (at_start and " " in folded) else ""
             lead = _SUBJECT_LEAD if at_start else ""
-            compiled.append(_Phrase(f"{lang}: {raw}", max(parts, key=len), re.compile(lead + left + body + right)))
+            compiled.append(_Phrase(f"{lang}: {raw}", max(parts, key=len), lead + left + body + right))
     return _Phrases(tuple(compiled))
 
 

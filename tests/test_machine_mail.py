@@ -18,6 +18,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+import yaml
 
 from secirbot import classify as classify_module
 from secirbot import tokens
@@ -170,6 +171,23 @@ def test_an_auto_reply_to_a_token_address_keeps_its_token() -> None:
     raw = readdress((CORPUS / "auto-reply/bounce_email-tt_1234210666.eml").read_bytes(), TOKEN_ADDRESS, "<a@b.example>")
     result = run(parse_mail(raw))
     assert (result.kind, result.detail, result.token) == (Kind.AUTOMATED, "auto-reply", TOKEN)
+
+
+def test_the_fast_yaml_loader_reads_the_same_tables() -> None:
+    """classify reads machine_mail.yaml with libyaml's loader for the start-up time; the tables must be the
+    ones the pure-Python safe loader reads."""
+    text = classify_module.MACHINE_MAIL_YAML.read_text(encoding="utf-8")
+    assert yaml.safe_load(text) == classify_module._TABLES
+    assert classify_module._TABLES["bounce"]["daemon_locals"]["locals"]
+
+
+def test_every_phrase_of_the_tables_compiles() -> None:
+    """The phrases are compiled on first use (start-up time): a broken table entry must still fail here."""
+    tables = [value for value in vars(classify_module).values() if isinstance(value, classify_module._Phrases)]
+    phrases = [phrase for table in tables for phrase in table.phrases]
+    assert len(tables) == 11 and len(phrases) > 1000
+    for phrase in phrases:
+        assert phrase.pattern.pattern == phrase.source, phrase.label  # re.error here: a broken entry
 
 
 def test_machine_mail_classification_stays_fast() -> None:
