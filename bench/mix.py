@@ -12,7 +12,18 @@
 - Junk: the real non-request mails of `tests/messages/` and short notes from a pool of senders (help replies
   go out once per sender per day, so many are suppressed), and a few exact re-deliveries (duplicates).
 
-Everything is deterministic for a given seed.
+Two mixes of these kinds (`MIXES`, `--mix` of bench/run.py):
+
+- heavy (the default, issue 7): every kind above, with a large share of machine mail (auto-replies, bounces)
+  and refused requests: 25 % new requests, 7.5 % refused ones, 15 % replies, 35 % auto-replies and bounces,
+  15.5 % junk, 2 % duplicates.
+- plain (issue 13): an ordinary day's mail. 60 % new requests for the served ccTLDs (the same three writing
+  styles); 30 % genuine replies to the real approval requests (22 % APPROVE, 5 % DENY, 3 % the second
+  approver's APPROVE after the first decided); 10 % other mail: 3 % real auto-replies, 2 % out-of-office
+  replies from approvers, 2 % real non-request mails, 3 % short notes. No refused or malformed requests, no
+  bounces, no unclear or misaddressed replies, no duplicates.
+
+Everything is deterministic for a given mix and seed; the heavy mix is the one of issue 7, message for message.
 """
 
 from __future__ import annotations
@@ -111,7 +122,7 @@ JUNK_BODIES = [
 ]
 
 # Shares of a backlog of N messages; "junk-note" takes what rounding leaves.
-SHARES: dict[str, float] = {
+HEAVY: dict[str, float] = {
     "request": 0.25,
     "request-pilot": 0.025,
     "request-pending": 0.025,
@@ -131,6 +142,18 @@ SHARES: dict[str, float] = {
     "junk-note": 0.075,
     "duplicate": 0.02,
 }
+# An ordinary day: requests and genuine answers to approval requests, a little other mail (module docstring).
+PLAIN: dict[str, float] = {
+    "request": 0.60,
+    "reply-approve": 0.22,
+    "reply-deny": 0.05,
+    "reply-second": 0.03,
+    "auto-reply": 0.03,
+    "auto-reply-approver": 0.02,
+    "junk-real": 0.02,
+    "junk-note": 0.03,
+}
+MIXES: dict[str, dict[str, float]] = {"heavy": HEAVY, "plain": PLAIN}
 # Requests that phase A must open so that the replies, away notes and bounces of a backlog of N have targets.
 TARGET_KINDS = (
     "reply-approve",
@@ -160,12 +183,22 @@ class Approval:
     body: str
 
 
-def phase_a_count(n: int) -> int:
-    return max(10, round(n * sum(SHARES[k] for k in TARGET_KINDS)) + 5)
+def shares(kind: str) -> dict[str, float]:
+    """The shares of mix `kind` ("heavy" or "plain") over every label of the heavy mix (0 where absent)."""
+    if kind not in MIXES:
+        raise ValueError(f"unknown mix {kind!r} (known: {', '.join(MIXES)})")
+    chosen = MIXES[kind]
+    return {label: chosen.get(label, 0.0) for label in HEAVY}
 
 
-def counts(n: int) -> dict[str, int]:
-    out = {label: round(n * share) for label, share in SHARES.items()}
+def phase_a_count(n: int, kind: str = "heavy") -> int:
+    share = shares(kind)
+    return max(10, round(n * sum(share[k] for k in TARGET_KINDS)) + 5)
+
+
+def counts(n: int, kind: str = "heavy") -> dict[str, int]:
+    """How many messages of each label a backlog of N holds; every label of the heavy mix is a key."""
+    out = {label: round(n * share) for label, share in shares(kind).items()}
     out["junk-note"] += n - sum(out.values())
     return out
 
@@ -324,11 +357,16 @@ def opening_requests(cctlds: list[TldName], count: int, seed: int) -> list[tuple
 
 
 def backlog(
-    n: int, cctlds: list[TldName], approvals: dict[int, list[Approval]], pending_requesters: list[str], seed: int
+    n: int,
+    cctlds: list[TldName],
+    approvals: dict[int, list[Approval]],
+    pending_requesters: list[str],
+    seed: int,
+    kind: str = "heavy",
 ) -> list[Item]:
-    """N messages in arrival order (see the module docstring for what they are)."""
+    """N messages of mix `kind` in arrival order (see the module docstring for what they are)."""
     rng = random.Random(seed + 1)
-    want = counts(n)
+    want = counts(n, kind)
     people = People(rng, "b")
     items: dict[str, list[Item]] = {label: [] for label in want}
     serial = iter(range(1, 10 * n + 100))

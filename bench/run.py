@@ -19,6 +19,19 @@ stand-ins serving the 50 real IANA records in bench/records/) and measures the b
 Not part of the test run. The bot's rules for the runs: the pilot lists the 50 served ccTLDs, the seat cap and
 the request rate limits are raised (printed with the results); every new request is still resolved afresh at
 the whois stand-in, as the bot's policy says.
+
+--mix heavy|plain chooses the backlog's messages (bench/mix.py; the same N, the same seed gives the same mail;
+the ceiling replays whatever the bot sent for it). heavy, the default, is issue 7's mix: 25 % new requests,
+7.5 % refused or malformed ones, 15 % replies of every kind, 35 % auto-replies and bounces, 15.5 % junk, 2 %
+duplicates. plain (issue 13) is an ordinary day: 60 % new requests for the served ccTLDs, 30 % genuine replies
+to the bot's real approval requests (22 % APPROVE, 5 % DENY, 3 % the second approver's APPROVE after the
+decision), 10 % other mail (3 % real auto-replies, 2 % approvers' out-of-office replies, 5 % junk); no bounces,
+no refused requests, no duplicates. The mix is named in the report's header and in the JSON settings.
+
+--mails-out FILE writes every mail the sink captured in the timed backlog run, normalised (bench/mails.py:
+Date, Message-IDs, the bot's reply tokens, moments near the run's start, MIME boundaries replaced; every other
+byte kept), sorted; `bench/compare_mails.py A B` says whether two such files hold the same mails, e.g. of two
+commits run with the same mix (`--checkout DIR`).
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ import random
 import shutil
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +56,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import mix, populate
+from bench import mails, mix, populate
 from bench.probes import (
     IdleTap,
     bare_idle_delays,
@@ -228,22 +242,42 @@ def say(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
+def checkout_commit(path: Path) -> str:
+    """The commit the checkout's HEAD is at (read only; uncommitted changes are not seen), or "?"."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "?"
+
+
 # --- phases ------------------------------------------------------------------------------------------
 
 
 def phase_backlog(
-    rig: Rig, n: int, seed: int, work: Path, profile: tuple[str, Path] | None
+    rig: Rig,
+    n: int,
+    seed: int,
+    work: Path,
+    profile: tuple[str, Path] | None,
+    kind: str = "heavy",
+    mails_out: Path | None = None,
 ) -> tuple[Backlog, list[mix.Item], list[bytes]]:
+    """Phase A, then the backlog of mix `kind` and the ceiling. `mails_out`: where to write the mails of the
+    timed run, normalised (bench/mails.py)."""
     user = rig.new_user()
     config = rig.write_config("backlog", user)
     db = config.parent / "secirbot.sqlite3"
 
     empty_seconds, _ = run_once(config, work / "backlog-empty.log")
-    opening = mix.opening_requests(rig.cctlds, mix.phase_a_count(n), seed)
+    opening = mix.opening_requests(rig.cctlds, mix.phase_a_count(n, kind), seed)
     say(f"backlog: phase A, {len(opening)} requests through the bot to get real approval requests")
     append_all(user, [raw for _, raw in opening])
     phase_a_seconds, _ = run_once(config, work / "backlog-phase-a.log")
-    approvals = mix.approvals_from(rig.sent())
+    phase_a_sent = list(rig.sent())
+    approvals = mix.approvals_from(phase_a_sent)
     if not approvals:
         raise SystemExit("bench: phase A produced no approval requests; see backlog-phase-a.log")
     rig.clear_sink()
@@ -252,11 +286,12 @@ def phase_backlog(
     last_outbox = scalar(db, "SELECT MAX(id) FROM outbox")
     before = {folder: set(user.uids(folder)) for folder in ("Processed", "Failed")}
 
-    items = mix.backlog(n, rig.cctlds, approvals, [address for address, _ in opening], seed)
-    say(f"backlog: appending {len(items)} messages")
+    items = mix.backlog(n, rig.cctlds, approvals, [address for address, _ in opening], seed, kind)
+    say(f"backlog: appending {len(items)} messages ({kind} mix)")
     append_seconds = append_all(user, [item.raw for item in items])
 
     say("backlog: secirbot run --once")
+    started = datetime.now(UTC)
     runs: list[float] = []
     while True:
         seconds, _ = run_once(config, work / f"backlog-run-{len(runs) + 1}.log", profile if not runs else None)
@@ -264,8 +299,21 @@ def phase_backlog(
         left = len(user.uids("INBOX"))
         if left == 0 or len(runs) >= 5:
             break
-    sent = rig.sent()
+    sent = list(rig.sent())
     whois, dns, rdap = rig.whois_queries(), rig.dns_queries(), sum(rig.rdap.counts.values())
+    if mails_out is not None:
+        ctx = mails.Context(started)
+        ctx.add_inbound((f"in:{i} {item.label}", item.raw) for i, item in enumerate(items, 1))
+        ctx.add_inbound((f"a-in:{i}", raw) for i, (_, raw) in enumerate(opening, 1))
+        ctx.add_sent(phase_a_sent)
+        ctx.add_sent(sent)
+        ctx.add_purposes(db)
+        header = [
+            f"secirbot bench mails: mix {kind}, seed {seed}, {len(items)} messages",
+            f"bot from {CHECKOUT.path} at {checkout_commit(CHECKOUT.path)}",
+        ]
+        written = mails.write(mails_out, sent, ctx, header)
+        say(f"backlog: {written} mails written to {mails_out}")
     outcomes = counted(
         db,
         "SELECT kind || ' / ' || CASE WHEN kind = 'duplicate' THEN outcome"
@@ -510,6 +558,7 @@ def report(results: Results) -> str:
         f"rules for the runs (raised for the bench): pilot = the {s['cctlds']} ccTLDs of bench/records, "
         f"seats_per_cctld {SEATS_PER_CCTLD}, max_per_cctld_per_hour {MAX_PER_CCTLD_PER_HOUR}, "
         f"max_per_hour {MAX_PER_HOUR}; imap.batch_size {BATCH_SIZE}; whois stand-in without delay",
+        f"backlog mix: {s['mix']} (seed {s['seed']}, {s['messages']:,} messages)",
         *([f"bot run from the checkout {s['checkout']}"] if s["checkout"] != str(REPO) else []),
         *(
             [f"PROFILED with {s['profile']}: the backlog figures include the profiler's overhead"]
@@ -660,6 +709,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=2026, help="seed of the message mix (default 2026)")
     parser.add_argument(
+        "--mix",
+        choices=tuple(mix.MIXES),
+        default="heavy",
+        help="the backlog's message mix (default heavy): heavy = issue 7's mix, 25%% new requests, 7.5%% refused "
+        "ones, 15%% replies (APPROVE, DENY, second approver, unclear, wrong sender, unknown token), 35%% "
+        "auto-replies and bounces, 15.5%% junk, 2%% duplicates; plain = an ordinary day, 60%% new requests, "
+        "30%% genuine replies (22%% APPROVE, 5%% DENY, 3%% the second approver), 10%% auto-replies "
+        "(5%%, 2%% of them approvers' out-of-office) and junk (5%%); no bounces, no refused requests",
+    )
+    parser.add_argument(
+        "--mails-out",
+        type=Path,
+        metavar="FILE",
+        help="after the timed backlog run, write every mail the sink captured in it to FILE, normalised "
+        "(dates, Message-IDs, reply tokens, MIME boundaries replaced; see bench/mails.py), for "
+        "bench/compare_mails.py A B",
+    )
+    parser.add_argument(
         "--checkout",
         type=Path,
         metavar="DIR",
@@ -693,6 +760,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"bench: unknown phase(s) {', '.join(sorted(unknown))}")
     sizes = [int(x) for x in args.memory_sizes.split(",") if x.strip()]
+    if args.mails_out and "backlog" not in phases:
+        raise SystemExit("bench: --mails-out writes the mails of the backlog run; add backlog to --only")
     if args.checkout:
         use_checkout(args.checkout)
     profile = (args.profile, args.profile_out.resolve()) if args.profile else None
@@ -707,6 +776,8 @@ def main(argv: list[str] | None = None) -> int:
             "memory_sizes": sizes,
             "starts": args.starts,
             "seed": args.seed,
+            "mix": args.mix,
+            "mails_out": str(args.mails_out) if args.mails_out else "",
             "cctlds": len(rig.cctlds),
             "dovecot": "",
             "quick": args.quick,
@@ -722,9 +793,11 @@ def main(argv: list[str] | None = None) -> int:
         payloads: list[bytes] = []
         if "backlog" in phases or "memory" in phases:
             if "backlog" in phases:
-                results.backlog, items, payloads = phase_backlog(rig, args.messages, args.seed, work, profile)
+                results.backlog, items, payloads = phase_backlog(
+                    rig, args.messages, args.seed, work, profile, args.mix, args.mails_out
+                )
             else:
-                items, payloads = standalone_items(rig, args.seed)
+                items, payloads = standalone_items(rig, args.seed, args.mix)
         if "reaction" in phases:
             results.reaction = phase_reaction(rig, args.samples, args.seed, work)
         memory_user = None
@@ -757,7 +830,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def standalone_items(rig: Rig, seed: int) -> tuple[list[mix.Item], list[bytes]]:
+def standalone_items(rig: Rig, seed: int, kind: str = "heavy") -> tuple[list[mix.Item], list[bytes]]:
     """Backlog mail for the memory runs when the backlog phase is skipped: replies go to unknown tokens."""
     fake = {
         1: [
@@ -771,7 +844,7 @@ def standalone_items(rig: Rig, seed: int) -> tuple[list[mix.Item], list[bytes]]:
             )
         ]
     }
-    items = mix.backlog(1000, rig.cctlds, fake, ["someone@example.net"], seed)
+    items = mix.backlog(1000, rig.cctlds, fake, ["someone@example.net"], seed, kind)
     return items, [item.raw for item in items[:200]]
 
 
