@@ -7,7 +7,7 @@ stand-ins serving the 50 real IANA records in bench/records/) and measures the b
             mails the bot sent for the backlog over one SMTP connection, MOVE. Messages per second.
   backlog   N messages waiting (requests for the 50 ccTLDs, refused requests, replies to the bot's real approval
             requests, real auto-replies and bounces, junk, duplicates); `secirbot run --once` until the inbox is
-            empty. Messages per second and the ratio to the ceiling (target >= 0.5).
+            empty. Messages per second and the ratio to the ceiling (target >= 0.9 heavy, >= 0.95 plain).
   reaction  the daemon (`secirbot run`) waits in IDLE; a request is appended; time until its first approval
             request reaches the sink. Also Dovecot's own IDLE notification delay, with a bare IDLE client.
             Target: p95(bot) <= p95(Dovecot) + 0.3 s.
@@ -164,6 +164,10 @@ class Results:
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+
+
+RATIO_TARGETS = {"heavy": 0.9, "plain": 0.95}  # backlog / ceiling, issue 13
+START_TARGET_SECONDS = 0.5  # spawn -> first IDLE, issue 13
 
 
 def machine() -> dict[str, Any]:
@@ -585,11 +589,13 @@ def report(results: Results) -> str:
             f"{b.bot_rate:,.0f} msg/s ({fmt_s(b.bot_seconds)})",
         )
         low, high = min(b.ceiling_runs) / b.bot_seconds, max(b.ceiling_runs) / b.bot_seconds
+        # Issue 7 asked for 0.5; issue 13 for 0.9 on the heavy mix and 0.95 on the plain one.
+        target = RATIO_TARGETS[results.settings.get("mix", "heavy")]
         row(
             "Backlog / ceiling",
             f"{b.ratio:.2f} (against each ceiling run: {low:.2f}-{high:.2f})",
-            ">= 0.5",
-            b.ratio >= 0.5,
+            f">= {target}",
+            b.ratio >= target,
         )
         for name, rate in b.imap_only.items():
             row(f"  for scale: bare IMAP loop (fetch + move), {name}", f"{rate:,.0f} msg/s (loop time)")
@@ -628,6 +634,8 @@ def report(results: Results) -> str:
         row(
             f"Start: spawn -> first IDLE, restart ({len(restarts)})",
             f"median {statistics.median(restarts):.2f} s, max {max(restarts):.2f} s",
+            f"< {START_TARGET_SECONDS} s",
+            statistics.median(restarts) < START_TARGET_SECONDS,
         )
         row("Start: spawn -> first IDLE, new store", fmt_s(st.new_store))
         if st.big_store is not None:
