@@ -4,10 +4,10 @@ This is the one place that catches everything. A message is processed and commit
 filed. Three threads share the work: the mail loop (drain, IDLE), the IANA lookups of new requests and the
 sender, which delivers the outbox whenever a batch or a lookup queued mail. Neither the lookups nor the SMTP
 session hold up the next message: only their commits take the work lock, and only the sender talks SMTP,
-so an item is never sent twice at once. A
-lost connection is retried with exponential backoff and jitter (tenacity). A refused login is not a
-network error: the Secretariat is mailed once per outage, an ERROR is logged, and the login is retried
-only every AUTH_RETRY_SECONDS. SIGTERM/SIGINT finish the current message, flush the outbox and return.
+so an item is never sent twice at once. A lost connection is retried with exponential backoff and jitter
+(tenacity). A refused login is not a network error: the Secretariat is mailed once per outage, an ERROR is
+logged, and the login is retried only every AUTH_RETRY_SECONDS. SIGTERM/SIGINT finish the current message,
+flush the outbox and return.
 """
 
 from __future__ import annotations
