@@ -294,9 +294,7 @@ class Daemon:
         with self.work:
             run_due_jobs(self.bot, lookups=False)
         if lookups:
-            retry_due_lookups(
-                self.bot, guard=lambda: self.work, stop=self.stopping.is_set, committed=self.delivery_due.set
-            )
+            self.look_up()
 
     def look_up(self) -> None:
         """The IANA lookups that are due (new requests as soon as the drain filed them, retries every tick);

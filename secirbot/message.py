@@ -102,17 +102,13 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f\u0085\u2028\u2029]+")
 _SPACES = re.compile(r"  +")
 
 
-_FOLD = re.compile(r"\r?\n(?=[ \t])")
-
-
 def decode_header(value: object) -> str:
     """RFC 2047-decode a header value to one line of text: undecodable bytes become U+FFFD instead of
     raising, and line breaks or other control characters (literal or encoded, `=0D=0A`) become spaces,
     so a decoded value can never start a header or a line of its own wherever it is placed."""
-    # Unfold first (RFC 5322 2.2.3: drop the CRLF, keep the white space): the stdlib decoder strips the
-    # white space that starts each folded line, so an encoded word folded before plain text ran into it
-    # (".ಭಾರತ\n hello" read as ".ಭಾರತhello", and the ccTLD it named was missed).
-    text = _FOLD.sub("", str(value))
+    # Unfold first: the stdlib decoder strips the white space that starts each folded line, so an encoded
+    # word folded before plain text ran into it (".ಭಾರತ\n hello" read as ".ಭಾರತhello", the ccTLD missed).
+    text = _unfold(str(value))
     try:
         parts = email.header.decode_header(text)
     except (ValueError, LookupError, AssertionError, email.errors.HeaderParseError):

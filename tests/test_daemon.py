@@ -148,12 +148,18 @@ def test_a_graceful_stop_while_idle_logs_no_warning(world: World, caplog: pytest
     assert warnings == []
 
 
-def test_a_stop_while_the_smtp_server_hangs_still_ends_within_seconds(world: World) -> None:
-    # An SMTP server that accepts the connection (the kernel does, into the backlog) and never greets.
+def silent_smtp(world: World) -> socket.socket:
+    """An SMTP server that accepts the connection (the kernel does, into the backlog) and never greets; the
+    world's bot sends to it, with a 30 s timeout."""
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(16)
     world.settings.update({"smtp.port": silent.getsockname()[1], "smtp.timeout_seconds": 30})
+    return silent
+
+
+def test_a_stop_while_the_smtp_server_hangs_still_ends_within_seconds(world: World) -> None:
+    silent = silent_smtp(world)
     daemon = Daemon(world.bot())
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
@@ -183,24 +189,13 @@ def filed(world: World) -> int:
 def test_an_smtp_server_that_never_answers_holds_up_no_mail_processing(world: World) -> None:
     # The sender thread waits on the silent server (30 s timeout); the mail loop goes on reading. Before the
     # sender had its own thread, the second mail waited in the inbox for the whole SMTP timeout.
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
-    world.settings.update({"smtp.port": silent.getsockname()[1], "smtp.timeout_seconds": 30})
-    daemon = Daemon(world.bot())
-    thread = threading.Thread(target=daemon.run, daemon=True)
-    thread.start()
-    try:
+    with contextlib.closing(silent_smtp(world)), running(world):
         world.deliver(note("Ann <ann@example.net>"))
         wait_until(lambda: filed(world) == 1, timeout=20, what="Ann's mail to be filed")
         world.deliver(note("Bob <bob@example.org>"))
         started = time.monotonic()
         wait_until(lambda: filed(world) == 2, timeout=20, what="Bob's mail to be filed")
         filed_after = time.monotonic() - started
-    finally:
-        daemon.stop()
-        silent.close()
-        thread.join(15)
     assert filed_after < 15, f"Bob's mail was filed {filed_after:.1f} s later, behind the SMTP timeout"
     assert world.bot().outbox.pending_count() == 2  # both replies wait for the server, none is lost
     assert world.mailbox.uids("INBOX") == []
