@@ -48,6 +48,8 @@ from .store import StoreError, iso, utcnow
 log = logging.getLogger(__name__)
 
 FINAL_FLUSH_SECONDS = 5.0
+# How long stop() lets a delivery finish the mail in flight before it cuts the SMTP session.
+STOP_GRACE_SECONDS = 1.0
 # A refused login stays refused until someone changes the password: trying often only fills the log and
 # may get the account locked, so it is retried this slowly, not at the network backoff.
 AUTH_RETRY_SECONDS = 300.0
@@ -465,7 +467,14 @@ class Daemon:
             # The loop sits in IDLE's select() for up to idle_renew_seconds: shutting the socket down
             # ends the wait at once (idle_check sees EOF), and the loop sees `stopping`.
             mailbox.interrupt()
-        self.bot.outbox.interrupt()  # a delivery waiting on a silent SMTP server ends now; mail stays queued
+        session = self.bot.outbox.session_in_use()
+        if session is not None:
+            # A server that answers ends the mail in flight within milliseconds, and the sender then sees
+            # `stopping`. Cutting it at once made that mail a deferral, retried only minutes later instead of
+            # in the final flush. Only a session still in use after the grace is cut (the mail stays queued).
+            cut = threading.Timer(STOP_GRACE_SECONDS, self.bot.outbox.interrupt, kwargs={"only": session})
+            cut.daemon = True
+            cut.start()
 
     def signal_handler(self, signum: int, frame: object) -> None:
         log.info("signal %s: stopping after the current message", signum)

@@ -253,9 +253,16 @@ class Outbox:
         row = self.store.one("SELECT MIN(next_attempt_at) AS t FROM outbox WHERE state = 'queued'")
         return from_iso(row["t"]) if row and row["t"] else None
 
-    def interrupt(self) -> None:
-        """End a delivery that waits on a silent SMTP server (from another thread or a signal handler)."""
+    def session_in_use(self) -> smtplib.SMTP | None:
+        """The SMTP session a delivery is using now, if any (for `interrupt(only=...)`)."""
+        return self._session
+
+    def interrupt(self, only: smtplib.SMTP | None = None) -> None:
+        """End a delivery that waits on a silent SMTP server (from another thread or a signal handler).
+        `only`: cut that session only, and only if a delivery is still using it."""
         session = self._session
+        if only is not None and session is not only:
+            return
         sock = getattr(session, "sock", None) if session is not None else None
         if sock is not None:
             with contextlib.suppress(OSError):
